@@ -1,0 +1,60 @@
+"""The backend protocol: numpy in, numpy out. One module per runtime implements it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape (``-1`` for dynamic dimensions) and numpy dtype of a model input or output."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Options common to every backend; ``extra`` carries backend-specific ones.
+
+    Attributes:
+        device: ``cpu``, ``cuda``/``cuda:N``, ``gpu``, ``npu`` or ``auto``; each backend documents
+            which it accepts and raises ``BackendUnavailableError`` for the rest.
+        threads: intra-op CPU threads; ``None`` lets the runtime choose (all physical cores).
+        cache_dir: where compiled models may be cached (OpenVINO blobs, TensorRT engines).
+        extra: backend-specific options (ONNX Runtime providers, OpenVINO hint, ...).
+    """
+
+    device: str = "cpu"
+    threads: int | None = None
+    cache_dir: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A loaded encoder that maps an (N, 3, H, W) float32 batch to (N, D) float32 embeddings.
+
+    Implementations must make :meth:`run` safe to call from several threads at once.
+    """
+
+    name: str
+    device: str
+    input_spec: TensorSpec
+    output_spec: TensorSpec
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Run one batch; returns a float32 array with one row per input."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Versions, device and settings, for ``dermedge info`` and benchmark records."""
+        ...
+
+    def close(self) -> None:
+        """Release the runtime's resources; the backend cannot be used afterwards."""
+        ...

@@ -1,0 +1,213 @@
+"""TensorRT backend (TensorRT 10 Python API, device memory through cuda-python).
+
+Engines are specific to the GPU and the TensorRT version, so bundles carry the ONNX file and this
+backend builds the engine on first use and caches it under ``cache_dir`` keyed by the ONNX sha256,
+precision, TensorRT version and GPU name (a Jetson builds its own). A bundle may also carry a
+pre-built ``tensorrt_engine`` artifact, which is deserialised directly.
+
+Thread safety: one execution context and stream per backend, guarded by a lock (TensorRT contexts
+are not re-entrant); for parallel GPU work load one ``Model`` per thread.
+
+Options (``BackendOptions.extra``):
+    precision: ``fp32``, ``fp16`` or ``int8`` (explicit INT8 from a QDQ ONNX); set by the bundle.
+    max_batch: largest batch of the optimisation profile (default 32).
+    workspace_mb: builder workspace limit (default 1024).
+
+Not testable on machines without an NVIDIA GPU and TensorRT; its tests skip with that reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dermedge.backends.base import BackendOptions, TensorSpec
+from dermedge.errors import BackendError, BackendUnavailableError
+
+logger = logging.getLogger(__name__)
+
+
+def _cudart() -> Any:
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        try:
+            from cuda import cudart  # older cuda-python
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                "tensorrt backend needs cuda-python; install with: pip install 'dermedge[tensorrt]'"
+            ) from exc
+    return cudart
+
+
+def _check(result: Any, what: str) -> Any:
+    err, *rest = result if isinstance(result, tuple) else (result,)
+    if int(err) != 0:
+        raise BackendError(f"CUDA call {what} failed with error {int(err)} ({err})")
+    return rest[0] if len(rest) == 1 else (tuple(rest) if rest else None)
+
+
+def _gpu_name(cudart: Any, index: int) -> str:
+    props = _check(cudart.cudaGetDeviceProperties(index), "cudaGetDeviceProperties")
+    name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+    return name.strip("\x00").strip()
+
+
+def engine_cache_key(onnx_sha256: str, precision: str, trt_version: str, gpu: str, max_batch: int) -> str:
+    """File name of a cached engine: content, precision, TensorRT version and GPU all matter."""
+    gpu_slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-").lower()
+    raw = f"{onnx_sha256}|{precision}|{trt_version}|{gpu}|{max_batch}"
+    return f"{gpu_slug}-trt{trt_version}-{precision}-b{max_batch}-{hashlib.sha256(raw.encode()).hexdigest()[:16]}.engine"
+
+
+def build_engine(
+    trt: Any, onnx_path: Path, precision: str, max_batch: int, workspace_mb: int, timing_cache: Path | None
+) -> bytes:
+    """Parse an ONNX file and build a serialised engine with a dynamic-batch optimisation profile."""
+    logger_trt = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger_trt)
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    parser = trt.OnnxParser(network, logger_trt)
+    if not parser.parse(onnx_path.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise BackendError(f"TensorRT could not parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    if precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)
+    if precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)  # explicit quantisation: scales come from the QDQ nodes
+    inp = network.get_input(0)
+    _, c, h, w = inp.shape
+    profile = builder.create_optimization_profile()
+    profile.set_shape(inp.name, (1, c, h, w), (1, c, h, w), (max_batch, c, h, w))
+    config.add_optimization_profile(profile)
+    cache = None
+    if timing_cache is not None:
+        blob = timing_cache.read_bytes() if timing_cache.is_file() else b""
+        cache = config.create_timing_cache(blob)
+        config.set_timing_cache(cache, ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise BackendError(f"TensorRT failed to build an engine from {onnx_path} at {precision}")
+    if cache is not None and timing_cache is not None:
+        timing_cache.write_bytes(bytes(cache.serialize()))
+    return bytes(serialized)
+
+
+class TensorRtBackend:
+    """A TensorRT engine with its own CUDA stream and device buffers."""
+
+    name = "tensorrt"
+
+    def __init__(self, path: Path, options: BackendOptions) -> None:
+        import tensorrt as trt
+
+        self._trt = trt
+        self._cudart = cudart = _cudart()
+        extra = dict(options.extra)
+        precision = str(extra.pop("precision", "fp32"))
+        max_batch = int(extra.pop("max_batch", 32))
+        workspace_mb = int(extra.pop("workspace_mb", 1024))
+        extra.pop("onnx_sha256", None)
+        onnx_sha = str(options.extra.get("onnx_sha256", ""))
+        if extra:
+            raise BackendError(f"tensorrt: unknown options {sorted(extra)}")
+        kind, _, index_text = options.device.partition(":")
+        if kind not in ("cuda", "gpu", "auto"):
+            raise BackendUnavailableError(f"tensorrt runs on an NVIDIA GPU only; device {options.device!r} given")
+        index = int(index_text or 0)
+        count = _check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
+        if count <= index:
+            raise BackendUnavailableError(f"tensorrt: no NVIDIA GPU {index} (found {count})")
+        _check(cudart.cudaSetDevice(index), "cudaSetDevice")
+        self.gpu = _gpu_name(cudart, index)
+        if path.suffix == ".engine":
+            engine_bytes = path.read_bytes()
+        else:
+            cache_dir = Path(options.cache_dir or Path.home() / ".cache" / "dermedge" / "tensorrt")
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            key = engine_cache_key(onnx_sha or path.name, precision, trt.__version__, self.gpu, max_batch)
+            cached = cache_dir / key
+            if cached.is_file():
+                engine_bytes = cached.read_bytes()
+            else:
+                logger.warning("building a TensorRT engine for %s (%s); this takes minutes once", self.gpu, precision)
+                engine_bytes = build_engine(
+                    trt, path, precision, max_batch, workspace_mb, cache_dir / f"timing-{trt.__version__}.cache"
+                )
+                tmp = cached.with_suffix(".tmp")
+                tmp.write_bytes(engine_bytes)
+                tmp.replace(cached)
+            self.engine_path = cached
+        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self._engine = self._runtime.deserialize_cuda_engine(engine_bytes)
+        if self._engine is None:
+            raise BackendError(
+                f"TensorRT could not deserialise the engine for {path} (built by another TensorRT version or GPU?)"
+            )
+        self._context = self._engine.create_execution_context()
+        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+        inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self.input_spec = TensorSpec(inputs[0], tuple(self._engine.get_tensor_shape(inputs[0])))
+        self.output_spec = TensorSpec(outputs[0], tuple(self._engine.get_tensor_shape(outputs[0])))
+        self._max_batch = max_batch
+        self._stream = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
+        self._lock = threading.Lock()
+        self.device = options.device
+        self._precision = precision
+
+    def _buffer(self, name: str, nbytes: int) -> int:
+        ptr, size = self._buffers.get(name, (0, 0))
+        if size < nbytes:
+            if ptr:
+                _check(self._cudart.cudaFree(ptr), "cudaFree")
+            ptr = _check(self._cudart.cudaMalloc(nbytes), "cudaMalloc")
+            self._buffers[name] = (int(ptr), nbytes)
+        return int(self._buffers[name][0])
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        if batch.shape[0] > self._max_batch:
+            return np.concatenate([self.run(batch[i : i + self._max_batch]) for i in range(0, len(batch), self._max_batch)])
+        cudart = self._cudart
+        host_in = np.ascontiguousarray(batch, dtype=np.float32)
+        with self._lock:
+            ctx = self._context
+            ctx.set_input_shape(self.input_spec.name, host_in.shape)
+            out_shape = tuple(ctx.get_tensor_shape(self.output_spec.name))
+            host_out = np.empty(out_shape, dtype=np.float32)
+            d_in = self._buffer(self.input_spec.name, host_in.nbytes)
+            d_out = self._buffer(self.output_spec.name, host_out.nbytes)
+            ctx.set_tensor_address(self.input_spec.name, d_in)
+            ctx.set_tensor_address(self.output_spec.name, d_out)
+            h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+            _check(cudart.cudaMemcpyAsync(d_in, host_in.ctypes.data, host_in.nbytes, h2d, self._stream), "H2D copy")
+            if not ctx.execute_async_v3(self._stream):
+                raise BackendError(f"TensorRT execution failed for a batch of shape {batch.shape}")
+            _check(cudart.cudaMemcpyAsync(host_out.ctypes.data, d_out, host_out.nbytes, d2h, self._stream), "D2H copy")
+            _check(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+        return host_out
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "version": self._trt.__version__, "device": self.gpu, "precision": self._precision}
+
+    def close(self) -> None:
+        for ptr, _ in self._buffers.values():
+            self._cudart.cudaFree(ptr)
+        self._buffers.clear()
+        if getattr(self, "_stream", None) is not None:
+            self._cudart.cudaStreamDestroy(self._stream)
+            self._stream = None
+
+
+def load(path: Path, options: BackendOptions) -> TensorRtBackend:
+    """Deserialise a TensorRT engine, or build (and cache) one from an ONNX file."""
+    return TensorRtBackend(path, options)

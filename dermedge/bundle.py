@@ -1,0 +1,427 @@
+"""Model bundles: a directory (or the same content zipped as ``NAME.dermedge``) with a ``manifest.json``.
+
+The manifest is parsed into frozen dataclasses. Every file the runtime uses is checked against its
+sha256 before use. Nothing in a bundle is ever unpickled or executed: weights are ONNX/OpenVINO IR
+files opened by their runtime, and heads are ``.npz`` arrays read with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from dermedge.errors import BundleError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = "manifest.sig"
+BUNDLE_SUFFIX = ".dermedge"
+PRECISIONS = ("fp32", "fp16", "int8")
+RESIZE_POLICIES = ("shorter_side", "squash")
+INTERPOLATIONS = ("linear", "area", "cubic", "nearest")
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """One file inside the bundle with its expected checksum and size."""
+
+    path: str
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """An encoder file for one backend at one precision.
+
+    Attributes:
+        backend: registry name of the runtime that opens it (``onnxruntime``, ``openvino``, ``tensorrt``).
+        precision: ``fp32``, ``fp16`` or ``int8``.
+        format: ``onnx``, ``openvino_ir`` or ``tensorrt_engine``.
+        file: the main file (``.onnx``, ``.xml``, ``.engine``).
+        companions: further files the main one needs (the ``.bin`` of an OpenVINO IR).
+        options: backend options recorded at export time (e.g. an ONNX Runtime optimisation level).
+        gate: the accuracy-gate result recorded at export time, if any.
+    """
+
+    backend: str
+    precision: str
+    format: str
+    file: FileRef
+    companions: tuple[FileRef, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+    gate: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def files(self) -> tuple[FileRef, ...]:
+        """The main file followed by its companions."""
+        return (self.file, *self.companions)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How an image becomes the encoder's input tensor; every number comes from the manifest."""
+
+    size: tuple[int, int]  # (height, width) of the network input
+    resize_size: int  # shorter side (or both sides for "squash") before the centre crop
+    resize: str = "shorter_side"
+    crop: str = "center"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    channel_order: str = "RGB"
+    interpolation: str = "linear"
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What the encoder is: its timm architecture name, size and embedding dimension."""
+
+    arch: str
+    embed_dim: int
+    params: int | None = None
+    flops: int | None = None
+    pooling: str = "default"
+    trained_by: str = ""
+
+
+@dataclass(frozen=True)
+class HeadInfo:
+    """The classification head stored in the bundle (weights in ``.npz``)."""
+
+    type: str
+    file: FileRef
+    labels: tuple[str, ...]
+    temperature: float = 1.0
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A parsed ``manifest.json``. Build one with :func:`parse_manifest`, never by hand."""
+
+    schema_version: int
+    name: str
+    version: str
+    created: str
+    encoder: EncoderInfo
+    input: InputSpec
+    artifacts: tuple[Artifact, ...]
+    head: HeadInfo | None
+    provenance: dict[str, Any]
+    description: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def find_artifact(self, backend: str, precision: str | None) -> Artifact:
+        """Return the artifact for ``backend`` at ``precision`` (``None``: the fastest one present).
+
+        Raises:
+            BundleError: the bundle has no artifact for that backend/precision; the message lists
+                what it does have.
+        """
+        candidates = [a for a in self.artifacts if a.backend == backend]
+        if precision is not None:
+            if precision not in PRECISIONS:
+                raise BundleError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+            candidates = [a for a in candidates if a.precision == precision]
+        if not candidates:
+            have = ", ".join(f"{a.backend}/{a.precision}" for a in self.artifacts) or "none"
+            want = f"{backend}/{precision or 'any precision'}"
+            raise BundleError(f"bundle {self.name!r} has no artifact for {want}; it has: {have}")
+        order = {"int8": 0, "fp16": 1, "fp32": 2}
+        return sorted(candidates, key=lambda a: order.get(a.precision, 9))[0]
+
+    @property
+    def model_id(self) -> str:
+        """A short stable identifier of name, version and encoder content (for embedding stores)."""
+        digest = hashlib.sha256("".join(a.file.sha256 for a in self.artifacts).encode()).hexdigest()[:12]
+        return f"{self.name}@{self.version}:{digest}"
+
+
+def _require(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in obj:
+        raise BundleError(f"manifest: {where} is missing the required key {key!r}")
+    value = obj[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise BundleError(f"manifest: {where}.{key} must be {expected}, found {type(value).__name__} {value!r}")
+    return value
+
+
+def _file_ref(obj: Any, where: str) -> FileRef:
+    if not isinstance(obj, dict):
+        raise BundleError(f"manifest: {where} must be an object with path, sha256 and bytes")
+    path = _require(obj, "path", str, where)
+    _check_member_name(path, f"manifest {where}.path")
+    sha = _require(obj, "sha256", str, where)
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise BundleError(f"manifest: {where}.sha256 must be 64 lowercase hex digits, found {sha!r}")
+    return FileRef(path=path, sha256=sha, bytes=_require(obj, "bytes", int, where))
+
+
+def parse_manifest(data: dict[str, Any]) -> Manifest:
+    """Validate a manifest dictionary and turn it into a :class:`Manifest`.
+
+    Raises:
+        BundleError: a key is missing or has the wrong type, or the schema version is unknown.
+    """
+    if not isinstance(data, dict):
+        raise BundleError("manifest: top level must be a JSON object")
+    version = _require(data, "schema_version", int, "manifest")
+    if version != SCHEMA_VERSION:
+        raise BundleError(
+            f"manifest: schema_version {version} is not supported by this dermedge "
+            f"(it reads schema_version {SCHEMA_VERSION}); upgrade dermedge or re-export the bundle"
+        )
+    enc = _require(data, "encoder", dict, "manifest")
+    encoder = EncoderInfo(
+        arch=_require(enc, "arch", str, "encoder"),
+        embed_dim=_require(enc, "embed_dim", int, "encoder"),
+        params=enc.get("params"),
+        flops=enc.get("flops"),
+        pooling=str(enc.get("pooling", "default")),
+        trained_by=str(enc.get("trained_by", "")),
+    )
+    inp = _require(data, "input", dict, "manifest")
+    size = _require(inp, "size", list, "input")
+    if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+        raise BundleError(f"manifest: input.size must be [height, width] positive integers, found {size!r}")
+    mean = _require(inp, "mean", list, "input")
+    std = _require(inp, "std", list, "input")
+    if len(mean) != 3 or len(std) != 3 or any(float(s) <= 0 for s in std):
+        raise BundleError(f"manifest: input.mean/std must have 3 values (std > 0), found {mean!r} / {std!r}")
+    resize = str(inp.get("resize", "shorter_side"))
+    if resize not in RESIZE_POLICIES:
+        raise BundleError(f"manifest: input.resize {resize!r} unknown; expected one of {RESIZE_POLICIES}")
+    interpolation = str(inp.get("interpolation", "linear"))
+    if interpolation not in INTERPOLATIONS:
+        raise BundleError(f"manifest: input.interpolation {interpolation!r} unknown; expected {INTERPOLATIONS}")
+    order = str(inp.get("channel_order", "RGB"))
+    if order not in ("RGB", "BGR"):
+        raise BundleError(f"manifest: input.channel_order must be RGB or BGR, found {order!r}")
+    input_spec = InputSpec(
+        size=(int(size[0]), int(size[1])),
+        resize_size=_require(inp, "resize_size", int, "input"),
+        resize=resize,
+        crop=str(inp.get("crop", "center")),
+        mean=(float(mean[0]), float(mean[1]), float(mean[2])),
+        std=(float(std[0]), float(std[1]), float(std[2])),
+        channel_order=order,
+        interpolation=interpolation,
+    )
+    if input_spec.resize_size < max(input_spec.size) and resize == "shorter_side":
+        raise BundleError(
+            f"manifest: input.resize_size {input_spec.resize_size} is smaller than the crop {input_spec.size}"
+        )
+    artifacts = []
+    for i, art in enumerate(_require(data, "artifacts", list, "manifest")):
+        where = f"artifacts[{i}]"
+        if not isinstance(art, dict):
+            raise BundleError(f"manifest: {where} must be an object")
+        precision = _require(art, "precision", str, where)
+        if precision not in PRECISIONS:
+            raise BundleError(f"manifest: {where}.precision {precision!r} unknown; expected one of {PRECISIONS}")
+        artifacts.append(
+            Artifact(
+                backend=_require(art, "backend", str, where),
+                precision=precision,
+                format=_require(art, "format", str, where),
+                file=_file_ref(art, where),
+                companions=tuple(
+                    _file_ref(c, f"{where}.companions[{j}]") for j, c in enumerate(art.get("companions", []))
+                ),
+                options=dict(art.get("options", {})),
+                gate=dict(art.get("gate", {})),
+            )
+        )
+    if not artifacts:
+        raise BundleError("manifest: artifacts is empty; a bundle needs at least one encoder file")
+    head = None
+    if data.get("head") is not None:
+        h = _require(data, "head", dict, "manifest")
+        labels = _require(h, "labels", list, "head")
+        if not labels or not all(isinstance(x, str) for x in labels):
+            raise BundleError("manifest: head.labels must be a non-empty list of strings")
+        temperature = float(h.get("temperature", 1.0))
+        if not temperature > 0:
+            raise BundleError(f"manifest: head.temperature must be > 0, found {temperature}")
+        head = HeadInfo(
+            type=_require(h, "type", str, "head"),
+            file=_file_ref(h, "head"),
+            labels=tuple(labels),
+            temperature=temperature,
+            metrics=dict(h.get("metrics", {})),
+        )
+    return Manifest(
+        schema_version=version,
+        name=_require(data, "name", str, "manifest"),
+        version=_require(data, "version", str, "manifest"),
+        created=str(data.get("created", "")),
+        encoder=encoder,
+        input=input_spec,
+        artifacts=tuple(artifacts),
+        head=head,
+        provenance=dict(data.get("provenance", {})),
+        description=str(data.get("description", "")),
+        raw=data,
+    )
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Return the hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_member_name(name: str, where: str) -> None:
+    """Refuse absolute paths, drive letters, backslashes and ``..`` components."""
+    pure = PurePosixPath(name)
+    if (
+        not name
+        or name.startswith(("/", "\\"))
+        or "\\" in name
+        or (len(name) > 1 and name[1] == ":")
+        or ".." in pure.parts
+    ):
+        raise BundleError(f"{where}: refusing unsafe path {name!r} (absolute, drive letter or '..')")
+
+
+class Bundle:
+    """An opened bundle: its root directory and parsed manifest.
+
+    Zipped bundles (``*.dermedge``) are extracted, after every member name has been checked, into a
+    private temporary directory that :meth:`close` removes.
+    """
+
+    def __init__(self, root: Path, manifest: Manifest, *, source: Path, cleanup_dir: Path | None = None) -> None:
+        self.root = root
+        self.manifest = manifest
+        self.source = source
+        self._cleanup_dir = cleanup_dir
+
+    def path_of(self, ref: FileRef) -> Path:
+        """Absolute path of a file in the bundle."""
+        return self.root / ref.path
+
+    def verify_file(self, ref: FileRef) -> Path:
+        """Check a file's existence, size and sha256; return its path.
+
+        Raises:
+            BundleError: the file is missing or its size or checksum differs from the manifest.
+        """
+        path = self.path_of(ref)
+        if not path.is_file():
+            raise BundleError(f"bundle {self.source}: file {ref.path!r} listed in the manifest is missing")
+        size = path.stat().st_size
+        if size != ref.bytes:
+            raise BundleError(
+                f"bundle {self.source}: {ref.path!r} has {size} bytes, the manifest expects {ref.bytes}; "
+                "the file is truncated or was replaced"
+            )
+        digest = sha256_file(path)
+        if digest != ref.sha256:
+            raise BundleError(
+                f"bundle {self.source}: checksum mismatch for {ref.path!r}: expected sha256 {ref.sha256}, "
+                f"found {digest}; the file is corrupt or was modified"
+            )
+        return path
+
+    def verify_all(self) -> list[FileRef]:
+        """Verify every file the manifest lists; return them. Raises BundleError on the first bad one."""
+        refs: list[FileRef] = []
+        for art in self.manifest.artifacts:
+            refs.extend(art.files)
+        if self.manifest.head is not None:
+            refs.append(self.manifest.head.file)
+        seen: set[str] = set()
+        for ref in refs:
+            if ref.path not in seen:
+                self.verify_file(ref)
+                seen.add(ref.path)
+        return refs
+
+    def close(self) -> None:
+        """Remove the extraction directory of a zipped bundle (no-op for directories)."""
+        if self._cleanup_dir is not None:
+            shutil.rmtree(self._cleanup_dir, ignore_errors=True)
+            self._cleanup_dir = None
+
+    def __enter__(self) -> Bundle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_manifest_file(path: Path, source: Path) -> Manifest:
+    """Read and parse ``manifest.json`` at ``path``; errors name the bundle ``source``."""
+    if not path.is_file():
+        raise BundleError(f"bundle {source}: no {MANIFEST_NAME} found (is this a dermedge bundle?)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"bundle {source}: {MANIFEST_NAME} is not valid JSON: {exc}") from exc
+    try:
+        return parse_manifest(data)
+    except BundleError as exc:
+        raise BundleError(f"bundle {source}: {exc}") from None
+
+
+def _extract_zip(path: Path) -> tuple[Path, Path]:
+    """Extract a zipped bundle into a new temporary directory; return (bundle root, directory to remove)."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise BundleError(f"bundle {path}: not a readable zip archive ({exc})") from exc
+    with archive:
+        members = archive.infolist()
+        for info in members:
+            _check_member_name(info.filename, f"bundle {path}")
+            if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                raise BundleError(f"bundle {path}: refusing symbolic link member {info.filename!r}")
+        total = sum(i.file_size for i in members)
+        if total > 4 << 30:
+            raise BundleError(f"bundle {path}: members expand to {total} bytes (> 4 GiB); refusing")
+        root = Path(tempfile.mkdtemp(prefix="dermedge-bundle-"))
+        try:
+            archive.extractall(root)
+        except Exception:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+    # A zip may hold the bundle at its root or inside one top-level folder.
+    if not (root / MANIFEST_NAME).is_file():
+        subdirs = [p for p in root.iterdir() if p.is_dir()]
+        if len(subdirs) == 1 and (subdirs[0] / MANIFEST_NAME).is_file():
+            return subdirs[0], root
+    return root, root
+
+
+def open_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Open a bundle directory or ``.dermedge`` zip and parse its manifest (files are checked on use).
+
+    Raises:
+        BundleError: the path does not exist, is not a bundle, or the manifest is invalid.
+    """
+    source = Path(path).expanduser()
+    if not source.exists():
+        raise BundleError(f"bundle {source}: no such file or directory")
+    if source.is_dir():
+        return Bundle(source, read_manifest_file(source / MANIFEST_NAME, source), source=source)
+    if zipfile.is_zipfile(source):
+        root, tmp = _extract_zip(source)
+        try:
+            manifest = read_manifest_file(root / MANIFEST_NAME, source)
+        except BundleError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return Bundle(root, manifest, source=source, cleanup_dir=tmp)
+    raise BundleError(f"bundle {source}: expected a bundle directory or a {BUNDLE_SUFFIX} zip file")

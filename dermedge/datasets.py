@@ -1,0 +1,84 @@
+"""Labelled image lists from folders and CSVs, shared by ``fit-head``, training and evaluation.
+
+A root may be: a folder of images (recursive; labels from class sub-folders when every image sits
+one level below the root), a folder with a ``labels.csv`` (``path,label,...``; paths relative to
+the folder), a CSV file, or a folder whose sub-folders each hold a ``labels.csv`` (e.g.
+``../shared/data``).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dermedge.preprocess import is_image_path
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image: its path, label (may be empty) and metadata columns (source, group ids, ...)."""
+
+    path: str
+    label: str = ""
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def group(self) -> str:
+        """Id that must not straddle a split: lesion, else patient, else the image itself."""
+        m = self.meta
+        return m.get("lesion_id") or m.get("patient_id") or m.get("image_id") or self.path
+
+
+def _read_csv(csv_path: Path, source: str) -> list[Sample]:
+    base = csv_path.parent
+    out = []
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or "path" not in reader.fieldnames:
+            raise ValueError(f"{csv_path}: a CSV needs a 'path' column (found {reader.fieldnames})")
+        for row in reader:
+            p = Path(row["path"])
+            path = p if p.is_absolute() else base / p
+            meta = {k: (v or "") for k, v in row.items() if k not in ("path", "label")}
+            meta["source"] = source
+            # PAD-UFES-20 lesion ids are only unique per patient
+            if meta.get("patient_id") and meta.get("lesion_id"):
+                meta["lesion_id"] = f"{meta['patient_id']}/{meta['lesion_id']}"
+            out.append(Sample(str(path), (row.get("label") or "").strip(), meta))
+    return out
+
+
+def _read_folder(root: Path) -> list[Sample]:
+    files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_path(p))
+    by_class = all(p.parent.parent == root for p in files) and len({p.parent for p in files}) > 1
+    return [Sample(str(p), p.parent.name if by_class else "", {"source": root.name}) for p in files]
+
+
+def discover(roots: Sequence[str | os.PathLike[str]]) -> list[Sample]:
+    """List the samples under every root (see module docstring for the accepted layouts).
+
+    Raises:
+        FileNotFoundError: a root does not exist or holds no images.
+    """
+    samples: list[Sample] = []
+    for r in roots:
+        root = Path(r)
+        if not root.exists():
+            raise FileNotFoundError(f"data root {root} does not exist")
+        if root.is_file() and root.suffix.lower() == ".csv":
+            found = _read_csv(root, root.stem)
+        elif (root / "labels.csv").is_file():
+            found = _read_csv(root / "labels.csv", root.name)
+        elif any((d / "labels.csv").is_file() for d in root.iterdir() if d.is_dir()):
+            found = []
+            for d in sorted(p for p in root.iterdir() if (p / "labels.csv").is_file()):
+                found.extend(_read_csv(d / "labels.csv", d.name))
+        else:
+            found = _read_folder(root)
+        if not found:
+            raise FileNotFoundError(f"data root {root} holds no images")
+        samples.extend(found)
+    return samples

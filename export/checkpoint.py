@@ -1,0 +1,65 @@
+"""Load an encoder from a training run (``encoder.safetensors`` + ``encoder.json``), never via pickle."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dermedge.errors import ExportError
+
+
+@dataclass(frozen=True)
+class EncoderCheckpoint:
+    """A run directory's encoder: weights path and sidecar facts."""
+
+    root: Path
+    weights: Path
+    sidecar: dict[str, Any]
+
+    @property
+    def arch(self) -> str:
+        return str(self.sidecar["arch"])
+
+    @property
+    def img_size(self) -> int:
+        return int(self.sidecar["img_size"])
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.sidecar["embed_dim"])
+
+
+def read_checkpoint(path: str | Path) -> EncoderCheckpoint:
+    """Accept a run directory or a ``.safetensors`` file with its ``.json`` sidecar beside it.
+
+    Raises:
+        ExportError: missing weights or sidecar, or a sidecar without ``arch``/``img_size``/``embed_dim``.
+    """
+    p = Path(path)
+    weights = p / "encoder.safetensors" if p.is_dir() else p
+    sidecar_path = weights.with_suffix(".json")
+    if not weights.is_file():
+        raise ExportError(f"{path}: no encoder.safetensors found (pass a `dermedge train` run directory)")
+    if not sidecar_path.is_file():
+        raise ExportError(f"{weights}: its sidecar {sidecar_path.name} is missing (arch, img_size, embed_dim)")
+    sidecar = json.loads(sidecar_path.read_text())
+    missing = [k for k in ("arch", "img_size", "embed_dim") if k not in sidecar]
+    if missing:
+        raise ExportError(f"{sidecar_path}: missing keys {missing}")
+    return EncoderCheckpoint(weights.parent, weights, sidecar)
+
+
+def build_encoder(ckpt: EncoderCheckpoint) -> Any:
+    """The timm encoder with the checkpoint's weights loaded strictly, in eval mode."""
+    from safetensors.torch import load_file
+
+    from training.encoders import create_encoder
+
+    model = create_encoder(ckpt.arch, ckpt.img_size)
+    state = load_file(str(ckpt.weights))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ExportError(f"{ckpt.weights}: weights do not fit {ckpt.arch}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model.eval()

@@ -1,0 +1,99 @@
+"""Contract tests over every registered backend; vendor packages missing -> skip with the reason."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dermedge.backends import BACKENDS, BackendOptions, is_installed, load_backend, pick_auto
+from dermedge.errors import BackendError, BackendUnavailableError
+
+
+def _need(name: str) -> None:
+    if name == "tensorrt":
+        pytest.skip("tensorrt backend needs TensorRT 10 + cuda-python and an NVIDIA GPU; neither can be installed here")
+    if not is_installed(name):
+        pytest.skip(f"{name} is not installed")
+
+
+@pytest.mark.parametrize("name", list(BACKENDS))
+def test_backend_contract(name: str, tiny_bundle: Path, tmp_path: Path) -> None:
+    _need(name)
+    backend = load_backend(name, tiny_bundle / "encoder.onnx", BackendOptions(threads=1, cache_dir=str(tmp_path)))
+    x = np.random.default_rng(0).normal(size=(5, 3, 32, 32)).astype(np.float32)
+    out = backend.run(x)
+    assert out.shape == (5, 16) and out.dtype == np.float32
+    single = np.concatenate([backend.run(x[i : i + 1]) for i in range(5)])
+    np.testing.assert_allclose(out, single, rtol=1e-4, atol=1e-5)  # batching does not change results
+    assert backend.describe()["backend"] == name
+    backend.close()
+
+
+def test_backends_agree(tiny_bundle: Path) -> None:
+    _need("openvino")
+    x = np.random.default_rng(1).normal(size=(3, 3, 32, 32)).astype(np.float32)
+    a = load_backend("onnxruntime", tiny_bundle / "encoder.onnx", BackendOptions()).run(x)
+    b = load_backend("openvino", tiny_bundle / "encoder.onnx", BackendOptions()).run(x)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_backend_and_device(tiny_bundle: Path) -> None:
+    with pytest.raises(BackendUnavailableError, match="unknown backend 'tflite'"):
+        load_backend("tflite", tiny_bundle / "encoder.onnx", BackendOptions())
+    with pytest.raises(BackendUnavailableError, match="CUDAExecutionProvider"):
+        load_backend("onnxruntime", tiny_bundle / "encoder.onnx", BackendOptions(device="cuda"))
+    with pytest.raises(BackendUnavailableError, match="unknown device"):
+        load_backend("onnxruntime", tiny_bundle / "encoder.onnx", BackendOptions(device="tpu"))
+    with pytest.raises(BackendError, match="unknown options"):
+        load_backend("onnxruntime", tiny_bundle / "encoder.onnx", BackendOptions(extra={"bogus": 1}))
+
+
+def test_missing_package_names_the_extra(monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "openvino" else real(n, *a))
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'dermedge\[openvino\]'"):
+        load_backend("openvino", tiny_bundle / "encoder.onnx", BackendOptions())
+
+
+def test_corrupt_model_is_a_backend_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(BackendError, match="onnxruntime could not load"):
+        load_backend("onnxruntime", bad, BackendOptions())
+
+
+def test_openvino_cache_dir_is_used(tiny_bundle: Path, tmp_path: Path) -> None:
+    _need("openvino")
+    load_backend("openvino", tiny_bundle / "encoder.onnx", BackendOptions(cache_dir=str(tmp_path / "ov")))
+    assert any((tmp_path / "ov").iterdir())
+
+
+def test_auto_prefers_onnxruntime_off_intel(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dermedge.backends as b
+
+    monkeypatch.setattr(b, "_is_intel_cpu", lambda: False)
+    monkeypatch.setattr(b, "_has_nvidia_gpu", lambda: False)
+    assert pick_auto(None, {"onnxruntime", "openvino"})[0] == "onnxruntime"
+    if is_installed("openvino"):
+        monkeypatch.setattr(b, "_is_intel_cpu", lambda: True)
+        assert pick_auto(None, {"onnxruntime", "openvino"})[0] == "openvino"
+    with pytest.raises(BackendUnavailableError):
+        pick_auto(None, {"tensorrt"} if not is_installed("tensorrt") else set())
+
+
+def test_tensorrt_cache_key_depends_on_everything() -> None:
+    from dermedge.backends.tensorrt import engine_cache_key
+
+    base = engine_cache_key("ab" * 32, "fp16", "10.3.0", "NVIDIA H100", 32)
+    assert base.endswith(".engine") and "nvidia-h100" in base
+    others = {engine_cache_key("cd" * 32, "fp16", "10.3.0", "NVIDIA H100", 32),
+              engine_cache_key("ab" * 32, "int8", "10.3.0", "NVIDIA H100", 32),
+              engine_cache_key("ab" * 32, "fp16", "10.4.0", "NVIDIA H100", 32),
+              engine_cache_key("ab" * 32, "fp16", "10.3.0", "Orin", 32)}
+    assert base not in others and len(others) == 4
+
+
+def test_tensorrt_runs_on_gpu(tiny_bundle: Path, tmp_path: Path) -> None:
+    _need("tensorrt")  # skips here: written against the TensorRT 10 API, exercised on a GPU machine

@@ -1,0 +1,107 @@
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import dermedge
+from dermedge.bundle import open_bundle, parse_manifest
+from dermedge.errors import BundleError
+
+
+def test_manifest_round_trip(tiny_bundle: Path) -> None:
+    with open_bundle(tiny_bundle) as b:
+        m = b.manifest
+        assert m.name == "tiny" and m.encoder.embed_dim == 16
+        assert {a.backend for a in m.artifacts} == {"onnxruntime", "openvino"}
+        assert m.head is not None and m.head.labels == ("MEL", "NEV", "BCC")
+        assert len(b.verify_all()) == 3  # encoder listed twice counts once per artifact; plus head
+    assert (tiny_bundle / "MODEL_CARD.md").read_text().startswith("# tiny 0.0.1")
+
+
+def test_flipped_byte_is_refused_naming_the_file(tiny_bundle_copy: Path) -> None:
+    onnx = tiny_bundle_copy / "encoder.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    onnx.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"checksum mismatch for 'encoder.onnx'"):
+        dermedge.load_model(tiny_bundle_copy, backend="onnxruntime")
+
+
+def test_truncated_and_missing_files(tiny_bundle_copy: Path) -> None:
+    head = tiny_bundle_copy / "head.npz"
+    head.write_bytes(head.read_bytes()[:-10])
+    with pytest.raises(BundleError, match="head.npz.*bytes"):
+        dermedge.load_model(tiny_bundle_copy, backend="onnxruntime")
+    head.unlink()
+    with pytest.raises(BundleError, match="missing"):
+        dermedge.load_model(tiny_bundle_copy, backend="onnxruntime")
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda m: m.update(schema_version=99), "schema_version 99 is not supported"),
+        (lambda m: m.pop("encoder"), "missing the required key 'encoder'"),
+        (lambda m: m["input"].update(size=[224]), "input.size"),
+        (lambda m: m["artifacts"][0].update(path="../etc/passwd"), "unsafe path"),
+        (lambda m: m["artifacts"][0].update(sha256="xyz"), "64 lowercase hex"),
+        (lambda m: m["artifacts"][0].update(precision="int4"), "precision 'int4' unknown"),
+        (lambda m: m.update(artifacts=[]), "artifacts is empty"),
+        (lambda m: m["head"].update(temperature=0), "temperature must be > 0"),
+    ],
+)
+def test_invalid_manifests(tiny_bundle_copy: Path, mutate, message: str) -> None:
+    path = tiny_bundle_copy / "manifest.json"
+    data = json.loads(path.read_text())
+    mutate(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=message):
+        open_bundle(tiny_bundle_copy)
+
+
+def test_not_json_and_not_a_bundle(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text("{nope")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        open_bundle(tmp_path)
+    (tmp_path / "x.txt").write_text("hello")
+    with pytest.raises(BundleError, match="expected a bundle directory"):
+        open_bundle(tmp_path / "x.txt")
+    with pytest.raises(BundleError, match="no such file"):
+        open_bundle(tmp_path / "missing")
+
+
+def test_zipped_bundle_loads_and_cleans_up(tiny_bundle: Path, tmp_path: Path) -> None:
+    z = tmp_path / "tiny.dermedge"
+    with zipfile.ZipFile(z, "w") as zf:
+        for f in tiny_bundle.iterdir():
+            zf.write(f, f"tiny/{f.name}")  # inside one top-level folder
+    model = dermedge.load_model(z, backend="onnxruntime")
+    root = model._bundle.root
+    assert root.exists() and model.manifest.name == "tiny"
+    model.close()
+    assert not root.exists()
+
+
+@pytest.mark.parametrize("member", ["../evil.txt", "/abs/evil.txt", "a/../../evil.txt", "C:/evil.txt"])
+def test_zip_with_unsafe_member_is_refused(tiny_bundle: Path, tmp_path: Path, member: str) -> None:
+    z = tmp_path / "bad.dermedge"
+    with zipfile.ZipFile(z, "w") as zf:
+        for f in tiny_bundle.iterdir():
+            zf.write(f, f.name)
+        zf.writestr(member, "x")
+    with pytest.raises(BundleError, match="unsafe path"):
+        open_bundle(z)
+    assert not (tmp_path.parent / "evil.txt").exists()
+
+
+def test_find_artifact_lists_what_exists(tiny_bundle: Path) -> None:
+    with open_bundle(tiny_bundle) as b:
+        with pytest.raises(BundleError, match="no artifact for onnxruntime/int8; it has: onnxruntime/fp32"):
+            b.manifest.find_artifact("onnxruntime", "int8")
+        assert b.manifest.find_artifact("openvino", None).precision == "fp32"
+
+
+def test_parse_manifest_rejects_non_object() -> None:
+    with pytest.raises(BundleError):
+        parse_manifest([])  # type: ignore[arg-type]

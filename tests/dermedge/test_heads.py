@@ -1,0 +1,115 @@
+import numpy as np
+import pytest
+
+from dermedge.errors import BundleError, DermedgeError
+from dermedge.heads import (LinearHead, fit_linear_head, fit_logistic_regression, fit_temperature, softmax,
+                            stratified_group_folds)
+from dermedge.metrics import balanced_accuracy, expected_calibration_error, macro_f1, roc_auc
+
+
+def _blobs(n_per: int = 40, d: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 3, (3, d))
+    x = np.concatenate([c + rng.normal(0, 1, (n_per, d)) for c in centers])
+    return x, np.repeat(np.arange(3), n_per)
+
+
+def test_logistic_regression_gradient_and_optimum() -> None:
+    x, y = _blobs()
+    w, b = fit_logistic_regression(x, y, 3, l2=1e-2)
+    # at the optimum the gradient of the (standardised) objective vanishes: check numerically on raw params
+    mu, sd = x.mean(0), x.std(0)
+    xs = (x - mu) / sd
+    ws = w * sd[:, None]
+    bs = b + mu @ w
+    p = softmax(xs @ ws + bs)
+    onehot = np.eye(3)[y]
+    grad_w = xs.T @ (p - onehot) / len(y) + 1e-2 * ws  # balanced weights are uniform here (equal classes)
+    assert np.abs(grad_w).max() < 1e-4
+    assert (np.argmax(x @ w + b, 1) == y).mean() > 0.95
+
+
+def test_matches_sklearn_when_available() -> None:
+    sk = pytest.importorskip("sklearn.linear_model")
+    x, y = _blobs(seed=3)
+    xs = (x - x.mean(0)) / x.std(0)
+    l2 = 0.05
+    ref = sk.LogisticRegression(C=1.0 / (l2 * len(y)), max_iter=5000, tol=1e-10).fit(xs, y)
+    w, b = fit_logistic_regression(xs, y, 3, l2=l2, balanced=False)
+    np.testing.assert_allclose(softmax(xs @ w + b), ref.predict_proba(xs), atol=2e-3)
+
+
+def test_class_balancing_moves_the_boundary_towards_the_majority() -> None:
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(-1, 1, (400, 1)), rng.normal(1, 1, (20, 1))])
+    y = np.array([0] * 400 + [1] * 20)
+    wb, bb = fit_logistic_regression(x, y, 2, 1e-4, balanced=True)
+    wu, bu = fit_logistic_regression(x, y, 2, 1e-4, balanced=False)
+    recall_b = (np.argmax(x[y == 1] @ wb + bb, 1) == 1).mean()
+    recall_u = (np.argmax(x[y == 1] @ wu + bu, 1) == 1).mean()
+    assert recall_b > recall_u
+
+
+def test_temperature_recovers_known_scale() -> None:
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 2, (3000, 4))
+    y = np.array([rng.choice(4, p=p) for p in softmax(true_logits)])
+    t = fit_temperature(true_logits * 3.0, y)  # over-confident by 3x
+    assert 2.6 < t < 3.4
+
+
+def test_folds_keep_groups_together_and_cover_everything() -> None:
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])
+    groups = ["a", "a", "b", "c", "d", "d", "e", "f", "g", "h", "h", "i"]
+    folds = stratified_group_folds(y, 2, groups=groups)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(12))
+    for f in folds:
+        inside = {groups[i] for i in f}
+        outside = {groups[i] for i in range(12) if i not in set(f.tolist())}
+        assert not inside & outside
+
+
+def test_fit_linear_head_metrics_and_save_load(tmp_path) -> None:
+    x, y = _blobs()
+    labels = np.array(["MEL", "NEV", "BCC"])[y]
+    head = fit_linear_head(x, labels)
+    assert head.labels == ("BCC", "MEL", "NEV")
+    assert head.metrics["cv"]["macro_f1"] > 0.9
+    assert head.metrics["l2"] in (1e-4, 1e-3, 1e-2, 1e-1)
+    probs = head.probabilities(x.astype(np.float32))
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
+    head.save(tmp_path / "h.npz")
+    again = LinearHead.load(tmp_path / "h.npz", head.labels, head.temperature, {})
+    np.testing.assert_allclose(again.probabilities(x.astype(np.float32)), probs, atol=1e-6)
+
+
+def test_fit_errors() -> None:
+    x, _ = _blobs()
+    with pytest.raises(DermedgeError, match="at least 2 classes"):
+        fit_linear_head(x, ["A"] * len(x))
+    with pytest.raises(DermedgeError, match="too few for: B"):
+        fit_linear_head(x[:5], ["A", "A", "A", "A", "B"])
+    with pytest.raises(DermedgeError, match="NaN"):
+        fit_linear_head(np.full((4, 2), np.nan), ["A", "A", "B", "B"])
+
+
+def test_head_file_errors(tmp_path) -> None:
+    np.savez(tmp_path / "bad.npz", weight=np.zeros((4, 2)))
+    with pytest.raises(BundleError, match="weight"):
+        LinearHead.load(tmp_path / "bad.npz", ["a", "b"], 1.0, {})
+    obj = np.array([{"a": 1}], dtype=object)
+    np.save(tmp_path / "pickled.npy", obj, allow_pickle=True)
+    with pytest.raises(BundleError):
+        LinearHead.load(tmp_path / "pickled.npy", ["a", "b"], 1.0, {})
+
+
+def test_metrics_against_hand_computed_values() -> None:
+    y = np.array([0, 0, 1, 1, 2])
+    p = np.array([0, 1, 1, 1, 0])
+    # class F1: 0 -> P=1/2 R=1/2 F1=.5 ; 1 -> P=2/3 R=1 F1=.8 ; 2 -> 0
+    assert macro_f1(y, p, 3) == pytest.approx((0.5 + 0.8 + 0) / 3)
+    assert balanced_accuracy(y, p, 3) == pytest.approx((0.5 + 1 + 0) / 3)
+    assert roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
+    assert roc_auc(np.array([0, 1]), np.array([0.5, 0.5])) == pytest.approx(0.5)
+    probs = np.array([[0.9, 0.1], [0.9, 0.1]])
+    assert expected_calibration_error(probs, np.array([0, 1])) == pytest.approx(0.4)

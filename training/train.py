@@ -1,0 +1,253 @@
+"""SSL pre-training loop: ``build_*`` functions, ``train_one_epoch``, checkpointing and resume.
+
+Run with ``dermedge train ...`` or, on several GPUs/processes,
+``torchrun --nproc-per-node N -m training.train --data DIR ...``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from training import distributed as dist
+from training.config import TrainConfig, save_config
+from training.data import ImageDataset, discover
+from training.encoders import count_flops, create_encoder, embed_dim
+from training.methods import METHODS
+from training.transforms import MultiCrop, SingleView, TwoViews
+
+logger = logging.getLogger("dermedge.train")
+
+ENCODER_FILE = "encoder.safetensors"
+SIDECAR_FILE = "encoder.json"
+STATE_FILE = "state.pt"
+
+
+def resolve_device(cfg: TrainConfig) -> str:
+    if cfg.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return cfg.device
+
+
+def build_transform(cfg: TrainConfig) -> Any:
+    if cfg.method in ("dino", "ibot"):
+        return MultiCrop(cfg.img_size, local_crops=cfg.local_crops)
+    if cfg.method == "mae":
+        return SingleView(cfg.img_size)
+    return TwoViews(cfg.img_size)
+
+
+def build_data(cfg: TrainConfig) -> tuple[ImageDataset, DataLoader]:
+    samples = discover(cfg.data)
+    if cfg.limit:
+        rng = random.Random(cfg.seed)
+        samples = rng.sample(samples, min(cfg.limit, len(samples)))
+    dataset = ImageDataset(samples, build_transform(cfg), short_side=int(cfg.img_size * 8 / 7))
+    sampler: Any
+    if dist.is_distributed():
+        sampler = DistributedSampler(dataset, shuffle=True, seed=cfg.seed, drop_last=True)
+    else:
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed))
+    batch = min(cfg.batch_size, max(2, len(dataset) // dist.world_size()))
+    loader = DataLoader(
+        dataset, batch_size=batch, sampler=sampler, num_workers=cfg.num_workers, drop_last=True,
+        persistent_workers=cfg.num_workers > 0, pin_memory=torch.cuda.is_available(),
+    )
+    return dataset, loader
+
+
+def build_method(cfg: TrainConfig) -> nn.Module:
+    encoder = create_encoder(cfg.arch, cfg.img_size, dynamic_size=cfg.method in ("dino", "ibot"))
+    dim = embed_dim(encoder, cfg.img_size)
+    return METHODS[cfg.method](encoder, dim, **cfg.method_kwargs)
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(("pos_embed", "cls_token", "mask_token")) else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    lr = scaled_lr(cfg)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9)
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
+
+
+def scaled_lr(cfg: TrainConfig) -> float:
+    return cfg.lr * cfg.batch_size * dist.world_size() / 256
+
+
+def lr_at(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr``."""
+    base = scaled_lr(cfg)
+    warm = cfg.warmup_epochs * steps_per_epoch
+    if step < warm:
+        return base * (step + 1) / warm
+    progress = (step - warm) / max(1, total_steps - warm)
+    return cfg.min_lr + (base - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    step: int = 0
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def train_one_epoch(
+    cfg: TrainConfig, model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, state: TrainState,
+    device: torch.device, total_steps: int,
+) -> dict[str, float]:
+    """One pass over the loader; returns mean loss, throughput and the last learning rate."""
+    model.train()
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(state.epoch)
+    steps = len(loader)
+    show = dist.is_main() and sys.stderr.isatty()
+    try:
+        from tqdm import tqdm
+
+        iterator: Any = tqdm(loader, total=steps, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", disable=not show)
+    except ImportError:
+        iterator = loader
+    losses: list[float] = []
+    images = 0
+    start = time.perf_counter()
+    lr = 0.0
+    for views, _ in iterator:
+        lr = lr_at(cfg, state.step, total_steps, steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        views = [v.to(device, non_blocking=True) for v in views]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss, _logs = model(views)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {float(loss)} at step {state.step}; lower lr or check data")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
+        optimizer.step()
+        state.step += 1
+        _unwrap(model).after_step(state.step / total_steps)  # type: ignore[operator]
+        losses.append(float(loss.detach()))
+        images += views[0].shape[0] * dist.world_size()
+        if show and hasattr(iterator, "set_postfix"):
+            iterator.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
+    elapsed = time.perf_counter() - start
+    state.epoch += 1
+    return {"loss": float(np.mean(losses)) if losses else float("nan"), "lr": lr, "seconds": elapsed,
+            "images_per_s": images / elapsed if elapsed > 0 else 0.0}
+
+
+def save_checkpoint(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainState,
+                    out: Path, metrics: dict[str, Any], dim: int, flops: int, n_images: int) -> None:
+    """Encoder weights (safetensors) + JSON sidecar, and the full training state for resume."""
+    m = _unwrap(model)
+    encoder_sd = {k: v.detach().cpu().contiguous() for k, v in m.encoder.state_dict().items()}  # type: ignore[union-attr]
+    tmp = out / (ENCODER_FILE + ".tmp")
+    save_file(encoder_sd, str(tmp))
+    tmp.replace(out / ENCODER_FILE)
+    sidecar = {
+        "arch": cfg.arch, "img_size": cfg.img_size, "method": cfg.method, "epoch": state.epoch,
+        "epochs": cfg.epochs, "embed_dim": dim, "params": int(sum(v.numel() for v in encoder_sd.values())),
+        "flops": flops, "data": cfg.data, "n_images": n_images, "metrics": metrics,
+        "timm_kwargs": {"img_size": cfg.img_size} if cfg.arch.startswith("vit_") else {},
+        "trained_by": "dermedge train", "config": cfg.to_dict(),
+    }
+    (out / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2) + "\n")
+    full = {"model": m.state_dict(), "optimizer": optimizer.state_dict(), "epoch": state.epoch, "step": state.step,
+            "config": cfg.to_dict(), "torch_rng": torch.get_rng_state()}
+    torch.save(full, out / (STATE_FILE + ".tmp"))
+    (out / (STATE_FILE + ".tmp")).replace(out / STATE_FILE)
+
+
+def load_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> TrainState:
+    """Restore model, optimizer and counters from ``state.pt`` (``weights_only=True``: no code runs)."""
+    full = torch.load(path, map_location="cpu", weights_only=True)
+    _unwrap(model).load_state_dict(full["model"])
+    optimizer.load_state_dict(full["optimizer"])
+    torch.set_rng_state(full["torch_rng"])
+    return TrainState(epoch=int(full["epoch"]), step=int(full["step"]))
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run (or resume) a training run into ``cfg.out``; returns the run directory."""
+    device = dist.init_from_env(resolve_device(cfg))
+    torch.manual_seed(cfg.seed + dist.rank())
+    random.seed(cfg.seed + dist.rank())
+    out = Path(cfg.out)
+    if dist.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    dataset, loader = build_data(cfg)
+    model = build_method(cfg).to(device)
+    dim = embed_dim(model.encoder, cfg.img_size)  # type: ignore[arg-type]
+    flops = count_flops(model.encoder, cfg.img_size) if dist.is_main() else 0  # type: ignore[arg-type]
+    optimizer = build_optimizer(cfg, model)
+    state = TrainState()
+    if (out / STATE_FILE).is_file():
+        state = load_state(out / STATE_FILE, model, optimizer)
+        if dist.is_main():
+            logger.info("resuming %s from epoch %d (step %d)", out, state.epoch, state.step)
+    if dist.is_distributed():
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    total_steps = cfg.epochs * len(loader)
+    if dist.is_main():
+        logger.info("training %s/%s on %d images, %d steps/epoch, world size %d, device %s",
+                    cfg.method, cfg.arch, len(dataset), len(loader), dist.world_size(), device)
+    log_path = out / "metrics.csv"
+    while state.epoch < cfg.epochs:
+        stats = train_one_epoch(cfg, model, loader, optimizer, state, device, total_steps)
+        if dist.is_main():
+            new = not log_path.exists()
+            with open(log_path, "a", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=["epoch", "step", "loss", "lr", "seconds", "images_per_s"])
+                if new:
+                    writer.writeheader()
+                writer.writerow({"epoch": state.epoch, "step": state.step, **{k: round(v, 6) for k, v in stats.items()}})
+            logger.info("epoch %d/%d loss %.4f (%.0f img/s, %.0f s)", state.epoch, cfg.epochs, stats["loss"],
+                        stats["images_per_s"], stats["seconds"])
+            if state.epoch % cfg.checkpoint_every == 0 or state.epoch == cfg.epochs:
+                save_checkpoint(cfg, model, optimizer, state, out, {"loss": stats["loss"]}, dim, flops, len(dataset))
+        if dist.is_distributed():
+            torch.distributed.barrier()
+    if dataset.failures and dist.is_main():
+        logger.warning("%d unreadable images were skipped, e.g. %s", len(dataset.failures), dataset.failures[0])
+    dist.cleanup()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``python -m training.train`` (used under torchrun)."""
+    from training.cli import build_train_parser, config_from_args
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args = build_train_parser().parse_args(argv)
+    train(config_from_args(args))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2))))
+    sys.exit(main())

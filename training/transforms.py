@@ -1,0 +1,108 @@
+"""Dermatology augmentations. Lesions have no "up", so both flips and 90-degree rotations are used.
+
+Each class takes an HxWx3 uint8 RGB numpy array and returns normalised float tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchvision.transforms import v2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class RandomRotate90:
+    """Rotate by a random multiple of 90 degrees (exact, no interpolation or black corners)."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.rot90(x, int(torch.randint(0, 4, ())), dims=(-2, -1))
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Strengths of each augmentation (names spelled out)."""
+
+    color_jitter_prob: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.05
+    grayscale_prob: float = 0.05
+    blur_prob: float = 0.5
+    solarize_prob: float = 0.1
+
+
+def view_transform(size: int, scale: tuple[float, float], cfg: AugmentConfig, *, blur_prob: float | None = None,
+                   solarize_prob: float | None = None) -> v2.Compose:
+    """One augmented view: random resized crop, flips, rotation, colour, blur, solarize, normalise."""
+    blur = cfg.blur_prob if blur_prob is None else blur_prob
+    solarize = cfg.solarize_prob if solarize_prob is None else solarize_prob
+    return v2.Compose([
+        v2.ToImage(),
+        v2.RandomResizedCrop(size, scale=scale, antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.RandomVerticalFlip(),
+        RandomRotate90(),
+        v2.RandomApply([v2.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)], p=cfg.color_jitter_prob),
+        v2.RandomGrayscale(p=cfg.grayscale_prob),
+        v2.RandomApply([v2.GaussianBlur(kernel_size=max(3, (size // 20) | 1), sigma=(0.1, 2.0))], p=blur),
+        v2.RandomSolarize(threshold=128, p=solarize),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+class TwoViews:
+    """Two global views (SimCLR, BYOL): asymmetric blur/solarize as in BYOL."""
+
+    def __init__(self, size: int, cfg: AugmentConfig = AugmentConfig(), scale: tuple[float, float] = (0.2, 1.0)) -> None:
+        self.first = view_transform(size, scale, cfg, blur_prob=1.0, solarize_prob=0.0)
+        self.second = view_transform(size, scale, cfg, blur_prob=0.1, solarize_prob=0.2)
+
+    def __call__(self, image: np.ndarray) -> list[torch.Tensor]:
+        return [self.first(image), self.second(image)]
+
+
+class MultiCrop:
+    """DINO/iBOT multi-crop: 2 global views plus ``local_crops`` small ones."""
+
+    def __init__(self, size: int, local_crops: int = 6, cfg: AugmentConfig = AugmentConfig(),
+                 global_scale: tuple[float, float] = (0.4, 1.0), local_scale: tuple[float, float] = (0.05, 0.4)) -> None:
+        self.globals = TwoViews(size, cfg, global_scale)
+        self.local = view_transform(max(32, (size * 3 // 7) // 16 * 16), local_scale, cfg, blur_prob=0.5)
+        self.local_crops = local_crops
+
+    def __call__(self, image: np.ndarray) -> list[torch.Tensor]:
+        return self.globals(image) + [self.local(image) for _ in range(self.local_crops)]
+
+
+class SingleView:
+    """One mildly augmented view (MAE)."""
+
+    def __init__(self, size: int) -> None:
+        self.t = v2.Compose([
+            v2.ToImage(), v2.RandomResizedCrop(size, scale=(0.2, 1.0), antialias=True), v2.RandomHorizontalFlip(),
+            v2.RandomVerticalFlip(), RandomRotate90(), v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ])
+
+    def __call__(self, image: np.ndarray) -> list[torch.Tensor]:
+        return [self.t(image)]
+
+
+class EvalTransform:
+    """Deterministic preprocessing identical to the runtime's (``dermedge.preprocess.prepare``)."""
+
+    def __init__(self, size: int, resize: int | None = None) -> None:
+        from dermedge.bundle import InputSpec
+
+        self.spec = InputSpec(size=(size, size), resize_size=resize or round(size * 8 / 7))
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        from dermedge.preprocess import prepare
+
+        return torch.from_numpy(prepare(image, self.spec))
