@@ -130,6 +130,7 @@ def write_bundle(
     model_card: str | None = None,
     extra_files: Sequence[tuple[Path, str]] = (),
     overwrite: bool = False,
+    card_appendix: str = "",
 ) -> Path:
     """Write a bundle directory, or a zip when ``out`` ends with ``.dermedge``.
 
@@ -142,6 +143,7 @@ def write_bundle(
         provenance: data, commands, metrics, licences.
         description: one paragraph for the model card.
         model_card: markdown to store instead of the generated card.
+        card_appendix: markdown appended to the (generated or given) card.
         extra_files: ``(source path, name in bundle)`` pairs, e.g. a calibration list.
         overwrite: replace an existing bundle at ``out``.
 
@@ -204,7 +206,7 @@ def write_bundle(
         }
         parse_manifest(json.loads(json.dumps(manifest)))  # never write what we could not read back
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-        (staging / MODEL_CARD_NAME).write_text(model_card or render_model_card(manifest), encoding="utf-8")
+        (staging / MODEL_CARD_NAME).write_text((model_card or render_model_card(manifest)) + card_appendix, encoding="utf-8")
         if target.exists():
             shutil.rmtree(target) if target.is_dir() else target.unlink()
         if zipped:

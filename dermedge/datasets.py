@@ -27,9 +27,17 @@ class Sample:
 
     @property
     def group(self) -> str:
-        """Id that must not straddle a split: lesion, else patient, else the image itself."""
+        """Id that must not straddle a split: patient, else lesion, else a block of neighbouring
+        SD-198 ids (same patient photographed repeatedly), else the image itself."""
         m = self.meta
-        return m.get("lesion_id") or m.get("patient_id") or m.get("image_id") or self.path
+        if m.get("patient_id"):
+            return f"patient:{m['patient_id']}"
+        if m.get("lesion_id"):
+            return f"lesion:{m['lesion_id']}"
+        digits = "".join(ch for ch in m.get("image_id", "")[:6] if ch.isdigit())
+        if m.get("source") == "sd198" and len(digits) == 6:
+            return f"sd198:{self.label}:{int(digits) // 20}"
+        return f"image:{m.get('image_id') or self.path}"
 
 
 def _read_csv(csv_path: Path, source: str) -> list[Sample]:
@@ -82,3 +90,53 @@ def discover(roots: Sequence[str | os.PathLike[str]]) -> list[Sample]:
             raise FileNotFoundError(f"data root {root} holds no images")
         samples.extend(found)
     return samples
+
+
+# The common lesion vocabulary of ../shared/data/README.md: HAM10000 `dx` and PAD-UFES-20 `diagnostic`
+# codes mapped to one label set. SD-198 classes are not mapped (a different task).
+COMMON_LABEL_MAP: dict[str, str] = {
+    "mel": "MEL", "MEL": "MEL",
+    "nv": "NEV", "NEV": "NEV",
+    "bcc": "BCC", "BCC": "BCC",
+    "akiec": "AK/IEC", "ACK": "AK/IEC",
+    "SCC": "SCC",
+    "bkl": "BKL", "SEK": "BKL",
+    "df": "DF",
+    "vasc": "VASC",
+}
+
+
+def map_labels(samples: Sequence[Sample], mapping: dict[str, str] | None) -> tuple[list[Sample], int]:
+    """Relabel samples through ``mapping``; samples whose label is not in it are dropped and counted."""
+    if mapping is None:
+        kept = [s for s in samples if s.label]
+        return kept, len(samples) - len(kept)
+    kept = [Sample(s.path, mapping[s.label], {**s.meta, "original_label": s.label}) for s in samples if s.label in mapping]
+    return kept, len(samples) - len(kept)
+
+
+def group_split(samples: Sequence[Sample], fractions: Sequence[float], seed: int = 0) -> list[list[Sample]]:
+    """Split into parts by ``Sample.group`` (lesion, else patient, else image): no group spans two parts.
+
+    HAM10000's two folders share lesion ids, so a lesion photographed twice lands in one part.
+    Groups are assigned per label so each part keeps roughly the label proportions.
+    """
+    import random
+
+    rng = random.Random(seed)
+    by_label: dict[str, dict[str, list[Sample]]] = {}
+    for s in samples:
+        by_label.setdefault(s.label, {}).setdefault(s.group, []).append(s)
+    parts: list[list[Sample]] = [[] for _ in fractions]
+    total = sum(fractions)
+    bounds = [sum(fractions[: i + 1]) / total for i in range(len(fractions))]
+    assigned: dict[str, int] = {}
+    for label in sorted(by_label):
+        groups = sorted(by_label[label])
+        rng.shuffle(groups)
+        for j, g in enumerate(groups):
+            if g not in assigned:
+                pos = (j + 0.5) / len(groups)
+                assigned[g] = next(i for i, b in enumerate(bounds) if pos <= b)
+            parts[assigned[g]].extend(by_label[label][g])
+    return parts

@@ -1,0 +1,85 @@
+"""``dermedge export`` and ``dermedge distill`` arguments; torch and friends are imported when they run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="`dermedge train` run directory (encoder.safetensors + encoder.json)")
+    p.add_argument("--formats", default="onnxruntime,openvino", help="comma list of onnxruntime, openvino, tensorrt")
+    p.add_argument("--precision", default="fp32,int8", help="comma list of fp32, fp16, int8")
+    p.add_argument("--calib-data", nargs="*", default=[], help="folders/CSVs for INT8 calibration (default: --eval-data)")
+    p.add_argument("--eval-data", nargs="*", default=[], help="labelled folders/CSVs: held-out gate + head fitting")
+    p.add_argument("--label-map", help="'common' (shared-data vocabulary) or a JSON file mapping labels")
+    p.add_argument("--calib-size", type=int, default=128)
+    p.add_argument("--eval-size", type=int, default=800, help="labelled images used for the gate (0 = all)")
+    p.add_argument("--min-cosine", type=float, default=0.99, help="gate: minimum mean cosine vs FP32")
+    p.add_argument("--max-f1-drop", type=float, default=1.0, help="gate: maximum macro-F1 drop in points")
+    p.add_argument("--ort-recipe", default="auto", choices=["auto", "all", "matmul_weights"])
+    p.add_argument("--calibration-method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    p.add_argument("--resize-size", type=int, help="shorter side before the centre crop (default: 8/7 of the input)")
+    p.add_argument("--name")
+    p.add_argument("--version", default="0.1.0")
+    p.add_argument("--description", default="")
+    p.add_argument("--provenance", help="JSON file merged into the manifest's provenance (data, licence, ...)")
+    p.add_argument("--card-notes", help="markdown file appended to the generated model card")
+    p.add_argument("--out", required=True, help="bundle directory or NAME.dermedge")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--json", action="store_true")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from export.pipeline import ExportRequest, export_bundle, load_label_map
+    from export.verify import GateThresholds
+
+    req = ExportRequest(
+        checkpoint=args.checkpoint, out=args.out, formats=_csv(args.formats), precisions=_csv(args.precision),
+        calib_data=args.calib_data, eval_data=args.eval_data, calib_size=args.calib_size, eval_size=args.eval_size,
+        label_map=load_label_map(args.label_map), name=args.name, version=args.version, description=args.description,
+        thresholds=GateThresholds(args.min_cosine, args.max_f1_drop), ort_recipe=args.ort_recipe,
+        calibration_method=args.calibration_method, resize_size=args.resize_size,
+        provenance=json.loads(Path(args.provenance).read_text()) if args.provenance else {},
+        card_notes=Path(args.card_notes).read_text() if args.card_notes else "", overwrite=args.overwrite,
+    )
+    out, rows = export_bundle(req)
+    failed = [r for r in rows if r["gate"]["status"] != "pass"]
+    if args.json:
+        print(json.dumps({"out": str(out) if out else None, "artifacts": rows}, default=str))
+    if out is None:
+        print("error: no artifact passed the gate; nothing written", file=sys.stderr)
+        return 1
+    print(f"wrote {out}" + (f"; {len(failed)} artifact(s) failed the gate and were left out" if failed else ""),
+          file=sys.stderr)
+    return 1 if failed else 0
+
+
+def add_distill_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher", required=True, help="teacher run directory")
+    p.add_argument("--student-arch", required=True, help="timm architecture of the student")
+    p.add_argument("--data", nargs="+", required=True, help="unlabelled images (folders/CSVs)")
+    p.add_argument("--eval-data", nargs="*", default=[], help="labelled data for the teacher-vs-student probe table")
+    p.add_argument("--label-map")
+    p.add_argument("--img-size", type=int, help="default: the teacher's")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--loss", choices=["cosine", "mse"], default="cosine")
+    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--out", required=True)
+    p.add_argument("--json", action="store_true")
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    from export.distill import run_distill_cli
+
+    return run_distill_cli(args)

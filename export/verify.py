@@ -1,0 +1,83 @@
+"""The accuracy gate: each exported artifact vs the FP32 reference, through the runtime's own backends.
+
+Per artifact: mean and min embedding cosine vs FP32 on held-out images, and macro-F1 of the bundle's
+head (fitted on FP32 embeddings of a training split) applied to the artifact's embeddings of a test
+split, vs the same head on FP32 embeddings. Thresholds are configurable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dermedge.backends import BackendOptions, load_backend
+from dermedge.heads import LinearHead
+from dermedge.metrics import macro_f1
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    """Defaults: mean cosine >= 0.99 and a macro-F1 drop of at most 1 point."""
+
+    min_mean_cosine: float = 0.99
+    max_f1_drop_points: float = 1.0
+
+
+def embed_with(backend: str, path: Path, arrays: Sequence[np.ndarray], *, threads: int | None = None,
+               options: dict[str, Any] | None = None, batch: int = 16) -> tuple[np.ndarray, float]:
+    """Embeddings of preprocessed (1,3,H,W) arrays with one backend, and its median batch-1 latency (ms)."""
+    be = load_backend(backend, path, BackendOptions(threads=threads, extra=dict(options or {})))
+    try:
+        stacked = np.concatenate(list(arrays))
+        out = np.concatenate([be.run(stacked[i : i + batch]) for i in range(0, len(stacked), batch)])
+        x1 = stacked[:1]
+        for _ in range(3):
+            be.run(x1)
+        times = []
+        for _ in range(30):
+            t0 = time.perf_counter()
+            be.run(x1)
+            times.append(time.perf_counter() - t0)
+        return out, float(np.median(times) * 1000)
+    finally:
+        be.close()
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    na = a / np.linalg.norm(a, axis=1, keepdims=True).clip(1e-12)
+    nb = b / np.linalg.norm(b, axis=1, keepdims=True).clip(1e-12)
+    return (na * nb).sum(axis=1)  # type: ignore[no-any-return]
+
+
+def gate(reference: np.ndarray, candidate: np.ndarray, head: LinearHead | None, test_idx: np.ndarray,
+         y_test: np.ndarray | None, thresholds: GateThresholds) -> dict[str, Any]:
+    """Compare a candidate's embeddings with the FP32 reference; returns figures and pass/fail."""
+    cos = cosine_rows(reference, candidate)
+    result: dict[str, Any] = {"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()), "n_images": int(len(cos)),
+                              "thresholds": asdict(thresholds)}
+    ok = result["mean_cosine"] >= thresholds.min_mean_cosine
+    if head is not None and y_test is not None and len(test_idx):
+        n = len(head.labels)
+        f1_ref = macro_f1(y_test, head.probabilities(reference[test_idx]).argmax(1), n)
+        f1 = macro_f1(y_test, head.probabilities(candidate[test_idx]).argmax(1), n)
+        result.update(f1_reference=f1_ref, f1=f1, f1_drop_points=100 * (f1_ref - f1), n_test=int(len(test_idx)))
+        ok = ok and 100 * (f1_ref - f1) <= thresholds.max_f1_drop_points
+    result["status"] = "pass" if ok else "fail"
+    return result
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """backend | precision | size | latency | cosine | F1 | status."""
+    lines = ["| backend | precision | size MB | latency ms (b=1) | mean / min cosine | macro-F1 (drop) | status |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        g = r["gate"]
+        f1 = f"{g['f1']:.3f} ({g['f1_drop_points']:+.2f})" if "f1" in g else "n/a"
+        lines.append(f"| {r['backend']} | {r['precision']} | {r['bytes'] / 1e6:.1f} | {r['latency_ms']:.2f} | "
+                     f"{g['mean_cosine']:.4f} / {g['min_cosine']:.4f} | {f1} | {g['status'].upper()} |")
+    return "\n".join(lines)
