@@ -20,7 +20,7 @@ from dermedge.datasets import COMMON_LABEL_MAP, Sample, discover, group_split, m
 from dermedge.errors import ExportError
 from dermedge.heads import fit_linear_head
 from export.calibration import balanced_sample, prepare_arrays
-from export.checkpoint import build_encoder, read_checkpoint
+from training.checkpoint import build_encoder, read_checkpoint
 from export.compile.onnx import export_onnx
 from export.quantize import AdvancedQuantization, convert_openvino, quantize_onnxruntime, quantize_openvino
 from export.verify import GateThresholds, embed_with, format_table, gate
