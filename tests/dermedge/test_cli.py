@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import encode, skin_image
+from helpers import encode, skin_image
 from dermedge.cli import main
 
 

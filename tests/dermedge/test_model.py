@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import dermedge
-from conftest import encode, skin_image, write_tiny_bundle
+from helpers import encode, skin_image, write_tiny_bundle
 from dermedge.errors import BatchInputError, DermedgeError, InputError
 
 

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import encode, skin_image
+from helpers import encode, skin_image
 from dermedge.bundle import InputSpec
 from dermedge.errors import InputError
 from dermedge.preprocess import (decode_image, load_and_prepare, prepare, read_image, reduced_decode_factor,

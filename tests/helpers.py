@@ -1,0 +1,82 @@
+"""Test helpers: a tiny ONNX encoder, bundles built from it, synthetic images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def make_tiny_onnx(path: Path, embed_dim: int = 16, size: int = 32, seed: int = 0) -> Path:
+    """Conv(3->8, 3x3, stride 2) -> ReLU -> GlobalAveragePool -> Flatten -> Gemm(8->embed_dim), dynamic batch."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w_conv = numpy_helper.from_array(rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32), "w_conv")
+    b_conv = numpy_helper.from_array(rng.normal(0, 0.1, (8,)).astype(np.float32), "b_conv")
+    w_fc = numpy_helper.from_array(rng.normal(0, 0.5, (8, embed_dim)).astype(np.float32), "w_fc")
+    b_fc = numpy_helper.from_array(rng.normal(0, 0.1, (embed_dim,)).astype(np.float32), "b_fc")
+    nodes = [
+        helper.make_node("Conv", ["image", "w_conv", "b_conv"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"], axis=1),
+        helper.make_node("Gemm", ["f", "w_fc", "b_fc"], ["embedding"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", embed_dim])],
+        initializer=[w_conv, b_conv, w_fc, b_fc],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def write_tiny_bundle(out: Path, *, with_head: bool = True, size: int = 32, embed_dim: int = 16,
+                      backends: tuple[str, ...] = ("onnxruntime", "openvino")) -> Path:
+    from dermedge.bundle import EncoderInfo, InputSpec
+    from dermedge.bundle_writer import ArtifactSource, write_bundle
+    from dermedge.heads import LinearHead
+
+    src = out.parent / f"{out.name}-src"
+    src.mkdir(parents=True, exist_ok=True)
+    onnx_path = make_tiny_onnx(src / "encoder.onnx", embed_dim, size)
+    head = None
+    if with_head:
+        rng = np.random.default_rng(1)
+        head = LinearHead(rng.normal(size=(embed_dim, 3)).astype(np.float32), np.zeros(3, np.float32),
+                          ("MEL", "NEV", "BCC"), temperature=1.5)
+    return write_bundle(
+        out, name="tiny", version="0.0.1",
+        encoder=EncoderInfo(arch="tiny-conv", embed_dim=embed_dim, params=8 * 27 + 8 + 8 * embed_dim + embed_dim,
+                            trained_by="random weights (test fixture)"),
+        input_spec=InputSpec(size=(size, size), resize_size=size + size // 7),
+        artifacts=[ArtifactSource(b, "fp32", "onnx", onnx_path, dest="encoder.onnx") for b in backends],
+        head=head, provenance={"data": ["none: random weights for tests"]}, description="test fixture",
+    )
+
+
+def encode(image_rgb: np.ndarray, ext: str = ".jpg", params: list[int] | None = None) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(ext, image_rgb[:, :, ::-1] if image_rgb.ndim == 3 and image_rgb.shape[2] == 3 else image_rgb,
+                           params or [])
+    assert ok
+    return buf.tobytes()
+
+
+def skin_image(h: int = 120, w: int = 160, seed: int = 0) -> np.ndarray:
+    """A synthetic skin-coloured RGB image with a dark blob (no real data needed)."""
+    rng = np.random.default_rng(seed)
+    img = np.empty((h, w, 3), np.float32)
+    img[:] = (200, 150, 120)
+    yy, xx = np.mgrid[:h, :w]
+    blob = ((yy - h / 2) ** 2 / (h / 4) ** 2 + (xx - w / 2) ** 2 / (w / 5) ** 2) < 1
+    img[blob] = (90, 60, 50)
+    img += rng.normal(0, 8, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)

@@ -1,0 +1,67 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("timm")
+
+from training.cli import build_train_parser, config_from_args  # noqa: E402
+from training.config import load_config  # noqa: E402
+from training.train import train  # noqa: E402
+
+CASES = [("simclr", "resnet18"), ("byol", "resnet18"), ("dino", "vit_tiny_patch16_224"),
+         ("ibot", "vit_tiny_patch16_224"), ("mae", "vit_tiny_patch16_224")]
+
+
+def _cfg(method: str, arch: str, data: Path, out: Path, epochs: int = 1):
+    args = build_train_parser().parse_args(
+        ["--config", str(Path("training/configs/smoke.yaml").resolve()), "--method", method, "--arch", arch,
+         "--data", str(data), "--img-size", "32", "--epochs", str(epochs), "--limit", "16", "--batch-size", "8",
+         "--out", str(out), "--device", "cpu"])
+    return config_from_args(args)
+
+
+@pytest.mark.parametrize("method, arch", CASES)
+def test_each_method_trains_and_checkpoints(method: str, arch: str, synthetic_folder: Path, tmp_path: Path) -> None:
+    out = train(_cfg(method, arch, synthetic_folder, tmp_path / method))
+    side = json.loads((out / "encoder.json").read_text())
+    assert side["arch"] == arch and side["method"] == method and side["epoch"] == 1
+    assert (out / "encoder.safetensors").stat().st_size > 1000 and (out / "config.yaml").is_file()
+    assert "loss" in (out / "metrics.csv").read_text()
+
+
+def test_resume_continues_the_schedule(synthetic_folder: Path, tmp_path: Path) -> None:
+    import torch
+
+    out = tmp_path / "run"
+    train(_cfg("simclr", "resnet18", synthetic_folder, out, epochs=1))
+    state1 = torch.load(out / "state.pt", weights_only=True)
+    train(_cfg("simclr", "resnet18", synthetic_folder, out, epochs=2))
+    state2 = torch.load(out / "state.pt", weights_only=True)
+    assert state1["epoch"] == 1 and state2["epoch"] == 2 and state2["step"] == 2 * state1["step"]
+    rows = (out / "metrics.csv").read_text().strip().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
+
+
+def test_config_layers_and_validation(tmp_path: Path) -> None:
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("epochs: 7\nlr: 0.5\n")
+    cfg = load_config(exp, ["lr=0.25", "method_kwargs={temperature: 0.1}"], data=["x"], out="o")
+    assert (cfg.epochs, cfg.lr, cfg.method_kwargs) == (7, 0.25, {"temperature": 0.1})
+    with pytest.raises(ValueError, match="unknown config keys: bogus"):
+        load_config(None, ["bogus=1"], data=["x"])
+    with pytest.raises(ValueError, match="needs a ViT"):
+        load_config(None, ["method=mae", "arch=resnet18"], data=["x"])
+
+
+def test_cli_train_smoke_real_data(shared_data: Path, tmp_path: Path) -> None:
+    """The acceptance command on ../shared/data/pad_ufes_20 (64 images, 64 px, 1 epoch)."""
+    out = tmp_path / "RUN"
+    cmd = [sys.executable, "-m", "dermedge.cli", "train", "--method", "dino", "--arch", "vit_tiny_patch16_224",
+           "--data", str(shared_data / "pad_ufes_20"), "--img-size", "64", "--epochs", "1", "--limit", "64",
+           "--batch-size", "16", "--num-workers", "0", "--out", str(out), "local_crops=2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "encoder.safetensors").is_file()
