@@ -110,3 +110,25 @@ def test_info_and_repr(model) -> None:
 def test_precision_not_in_bundle(tiny_bundle: Path) -> None:
     with pytest.raises(dermedge.BundleError, match="no artifact for onnxruntime/int8"):
         dermedge.load_model(tiny_bundle, backend="onnxruntime", precision="int8")
+
+
+@pytest.mark.parametrize("backend", dermedge.available_backends())
+def test_eight_threads_times_200_classify_match_sequential(tiny_bundle: Path, backend: str) -> None:
+    images = [skin_image(40, 40, seed=i) for i in range(16)]
+    with dermedge.load_model(tiny_bundle, backend=backend, threads=1) as m:
+        expected = [m.classify(img)[0].scores for img in images]
+        mismatches: list[tuple[int, int]] = []
+
+        def worker(k: int) -> None:
+            for j in range(200):
+                i = (k * 7 + j) % 16
+                got = m.classify(images[i])[0].scores
+                if any(abs(got[lab] - expected[i][lab]) > 1e-6 for lab in got):
+                    mismatches.append((k, j))
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not mismatches

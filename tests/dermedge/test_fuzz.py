@@ -1,0 +1,67 @@
+"""Bounded property-based fuzzing of decoding/preprocessing and manifest parsing (hypothesis)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from dermedge.bundle import InputSpec, parse_manifest  # noqa: E402
+from dermedge.errors import BundleError, InputError  # noqa: E402
+from dermedge.preprocess import decode_image, load_and_prepare  # noqa: E402
+from helpers import encode, skin_image  # noqa: E402
+
+SPEC = InputSpec(size=(32, 32), resize_size=36)
+JPEG = encode(skin_image(40, 50))
+PNG = encode(skin_image(40, 50), ".png")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=2048))
+def test_random_bytes_never_crash(data: bytes) -> None:
+    try:
+        x = load_and_prepare(data, SPEC)
+    except InputError:
+        return
+    assert x.shape == (3, 32, 32) and np.isfinite(x).all()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from([JPEG, PNG]), st.integers(0, 4000), st.integers(0, 255), st.integers(1, 4000))
+def test_mutated_images_fail_cleanly(base: bytes, pos: int, value: int, cut: int) -> None:
+    data = bytearray(base[: max(1, len(base) - cut % len(base))])
+    data[pos % len(data)] = value
+    try:
+        out = decode_image(bytes(data), "fuzz")
+    except InputError as exc:
+        assert exc.source == "fuzz"
+        return
+    assert out.ndim == 3 and out.shape[2] == 3 and out.dtype == np.uint8
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 300), st.integers(1, 300))
+def test_any_size_array_prepares(h: int, w: int) -> None:
+    x = load_and_prepare(np.full((h, w, 3), 7, np.uint8), SPEC)
+    assert x.shape == (3, 32, 32)
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                           lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+                           max_leaves=10)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_manifest_parsing_rejects_garbage_with_bundle_error(tiny_bundle: Path, data) -> None:
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    section = data.draw(st.sampled_from(["encoder", "input", "head", "artifacts", "schema_version", "name"]))
+    manifest[section] = data.draw(json_values)
+    try:
+        parse_manifest(manifest)
+    except BundleError:
+        pass
