@@ -179,10 +179,11 @@ def run_classify(args: argparse.Namespace) -> int:
             assert pred is not None
             if args.json:
                 _emit({"path": r.source, "label": pred.label, "score": pred.score, "scores": pred.scores,
-                       "top_k": [list(t) for t in pred.top_k]})
+                       "top_k": [list(t) for t in pred.top_k], "abstain": pred.abstain, "ood_score": pred.ood_score})
             else:
                 tops = ", ".join(f"{lab} {p:.2f}" for lab, p in pred.top_k)
-                print(f"{r.source}\t{pred.label}\t{pred.score:.3f}\t[{tops}]")
+                flag = "\tABSTAIN (unlike the training photos)" if pred.abstain else ""
+                print(f"{r.source}\t{pred.label}\t{pred.score:.3f}\t[{tops}]{flag}")
         progress.close()
     _report_failures(failures, ignored)
     return EXIT_PARTIAL if failures else EXIT_OK

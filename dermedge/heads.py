@@ -45,6 +45,22 @@ class LinearHead:
     temperature: float = 1.0
     metrics: dict[str, Any] = field(default_factory=dict)
     type: str = "linear"
+    ood_mean: np.ndarray | None = None
+    ood_precision: np.ndarray | None = None
+    ood_threshold: float | None = None
+
+    @property
+    def has_abstain(self) -> bool:
+        """True if the head carries an out-of-distribution detector (see :meth:`ood_scores`)."""
+        return self.ood_mean is not None and self.ood_precision is not None and self.ood_threshold is not None
+
+    def ood_scores(self, embeddings: np.ndarray) -> np.ndarray | None:
+        """Mahalanobis distance of each embedding to the training embeddings; above ``ood_threshold``
+        the photo does not look like the skin-lesion photos the head was fitted on (``None`` if no detector)."""
+        if not self.has_abstain:
+            return None
+        d = embeddings.astype(np.float64) - self.ood_mean
+        return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, self.ood_precision, d), 0.0))  # type: ignore[no-any-return]
 
     def logits(self, embeddings: np.ndarray) -> np.ndarray:
         """Uncalibrated class scores, (N, C)."""
@@ -61,8 +77,13 @@ class LinearHead:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the weights as ``.npz`` (plain arrays; labels live in the manifest)."""
+        arrays = {"weight": self.weight.astype(np.float32), "bias": self.bias.astype(np.float32)}
+        if self.has_abstain:
+            arrays["ood_mean"] = np.asarray(self.ood_mean, np.float32)
+            arrays["ood_precision"] = np.asarray(self.ood_precision, np.float32)
+            arrays["ood_threshold"] = np.asarray([self.ood_threshold], np.float32)
         with open(path, "wb") as fh:
-            np.savez(fh, weight=self.weight.astype(np.float32), bias=self.bias.astype(np.float32))
+            np.savez(fh, **arrays)
 
     @classmethod
     def load(
@@ -76,13 +97,19 @@ class LinearHead:
         try:
             with np.load(path, allow_pickle=False) as data:
                 weight, bias = data["weight"], data["bias"]
+                ood = {k: data[k] for k in ("ood_mean", "ood_precision", "ood_threshold") if k in data.files}
         except (OSError, ValueError, KeyError) as exc:
             raise BundleError(f"head {path}: not a valid head .npz with 'weight' and 'bias' ({exc})") from exc
         if weight.ndim != 2 or bias.shape != (weight.shape[1],) or weight.shape[1] != len(labels):
             raise BundleError(
                 f"head {path}: weight {weight.shape} / bias {bias.shape} do not match {len(labels)} labels"
             )
-        return cls(weight.astype(np.float32), bias.astype(np.float32), tuple(labels), float(temperature), metrics)
+        if ood and (len(ood) != 3 or ood["ood_mean"].shape != (weight.shape[0],)
+                    or ood["ood_precision"].shape != (weight.shape[0], weight.shape[0])):
+            raise BundleError(f"head {path}: incomplete or mis-shaped abstain detector arrays")
+        return cls(weight.astype(np.float32), bias.astype(np.float32), tuple(labels), float(temperature), metrics,
+                   ood_mean=ood.get("ood_mean"), ood_precision=ood.get("ood_precision"),
+                   ood_threshold=float(ood["ood_threshold"][0]) if ood else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,6 +204,23 @@ def fit_logistic_regression(
     w = theta[: d * n_classes].reshape(d, n_classes) / sd[:, None]
     b = theta[d * n_classes :] - mu @ w
     return w, b
+
+
+def fit_abstain(head: LinearHead, train_embeddings: np.ndarray, held_out: np.ndarray | None = None,
+                keep: float = 0.95) -> LinearHead:
+    """Return ``head`` with an out-of-distribution detector: Mahalanobis distance to the training
+    embeddings (covariance shrunk 10% towards its mean variance); the threshold keeps ``keep`` of
+    ``held_out`` embeddings (or of the training ones when none are given) as in-distribution."""
+    x = np.asarray(train_embeddings, dtype=np.float64)
+    mu = x.mean(0)
+    cov = np.cov(x - mu, rowvar=False)
+    cov = 0.9 * cov + 0.1 * np.eye(len(mu)) * np.trace(cov) / len(mu)
+    prec = np.linalg.inv(cov)
+    ref = np.asarray(held_out if held_out is not None else x, dtype=np.float64) - mu
+    d = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", ref, prec, ref), 0.0))
+    return LinearHead(head.weight, head.bias, head.labels, head.temperature, head.metrics, head.type,
+                      ood_mean=mu.astype(np.float32), ood_precision=prec.astype(np.float32),
+                      ood_threshold=float(np.quantile(d, keep)))
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:

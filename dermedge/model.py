@@ -18,7 +18,7 @@ from dermedge.backends import BACKENDS, BackendOptions, load_backend, pick_auto
 from dermedge.backends.base import Backend
 from dermedge.bundle import Artifact, Bundle, Manifest, open_bundle
 from dermedge.errors import BatchInputError, DermedgeError, InputError
-from dermedge.heads import LinearHead, fit_linear_head
+from dermedge.heads import LinearHead, fit_abstain, fit_linear_head
 from dermedge.preprocess import DEFAULT_MAX_PIXELS, ImageInput, describe, load_and_prepare
 
 logger = logging.getLogger(__name__)
@@ -49,12 +49,18 @@ class Prediction:
         score: its probability.
         scores: every label's probability.
         top_k: the ``top_k`` most probable ``(label, probability)`` pairs, best first.
+        abstain: True when the photo does not look like the photos the head was fitted on (its
+            ``ood_score`` is above the bundle's threshold); treat the label as unreliable.
+            ``False`` when the bundle has no abstain detector.
+        ood_score: distance to the training photos (``None`` without a detector).
     """
 
     label: str
     score: float
     scores: dict[str, float]
     top_k: tuple[tuple[str, float], ...] = ()
+    abstain: bool = False
+    ood_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -247,17 +253,21 @@ class Model:
     def _predict(self, embeddings: np.ndarray, top_k: int) -> list[Prediction]:
         assert self.head is not None
         probs = self.head.probabilities(embeddings)
+        ood = self.head.ood_scores(embeddings)
+        threshold = self.head.ood_threshold
         labels = self.head.labels
         k = max(1, min(top_k, len(labels)))
         out = []
-        for row in probs:
+        for i, row in enumerate(probs):
             order = np.argsort(-row)
             out.append(
                 Prediction(
                     label=labels[order[0]],
                     score=float(row[order[0]]),
                     scores={lab: float(p) for lab, p in zip(labels, row)},
-                    top_k=tuple((labels[i], float(row[i])) for i in order[:k]),
+                    top_k=tuple((labels[j], float(row[j])) for j in order[:k]),
+                    abstain=bool(ood is not None and threshold is not None and ood[i] > threshold),
+                    ood_score=None if ood is None else float(ood[i]),
                 )
             )
         return out
@@ -371,6 +381,8 @@ class Model:
         else:
             embeddings = self.embed(list(data), batch_size=batch_size)
         head = fit_linear_head(embeddings, labels, groups=groups, l2=l2, folds=folds, calibrate=calibrate)
+        if len(embeddings) > embeddings.shape[1]:  # enough photos for a covariance estimate
+            head = fit_abstain(head, embeddings, keep=0.975)
         return Model(
             self._bundle, self._backend, self.artifact, head, max_pixels=self.max_pixels,
             selection_reason=self.selection_reason, owns_backend=False, head_fitted_here=True,

@@ -113,3 +113,17 @@ def test_metrics_against_hand_computed_values() -> None:
     assert roc_auc(np.array([0, 1]), np.array([0.5, 0.5])) == pytest.approx(0.5)
     probs = np.array([[0.9, 0.1], [0.9, 0.1]])
     assert expected_calibration_error(probs, np.array([0, 1])) == pytest.approx(0.4)
+
+
+def test_abstain_detector_flags_far_away_embeddings(tmp_path) -> None:
+    from dermedge.heads import fit_abstain
+
+    x, y = _blobs(n_per=100)
+    head = fit_abstain(fit_linear_head(x, np.array(["a", "b", "c"])[y]), x, keep=0.95)
+    inside = head.ood_scores(x)
+    far = head.ood_scores(x + 50.0)
+    assert (inside > head.ood_threshold).mean() == pytest.approx(0.05, abs=0.02)
+    assert (far > head.ood_threshold).all()
+    head.save(tmp_path / "h.npz")
+    again = LinearHead.load(tmp_path / "h.npz", head.labels, head.temperature, {})
+    np.testing.assert_allclose(again.ood_scores(x), inside, rtol=1e-4)

@@ -89,6 +89,7 @@ def test_fit_head_and_save_round_trip(model, tmp_path: Path) -> None:
         assert again.manifest.name == "mine" and again.labels == ("dark", "light")
         assert again.classify(images[0])[0].label == "dark"
         assert again.manifest.provenance["head_fitted"]["n_samples"] == 24
+        assert again.classify(images[0])[0].ood_score is not None  # fit_head also fits the abstain detector
     with pytest.raises(dermedge.BundleError, match="exists"):
         fitted.save(out)
 
