@@ -6,7 +6,15 @@ RUNTIME_VENV := .venv-runtime
 DEV_VENV := .venv
 PHOTO ?= $(firstword $(wildcard ../shared/data/pad_ufes_20/images/PAT_1006_53_716.jpg) examples/data/demo_lesion.png)
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean default-model
+
+# Regenerates the built-in model from ../shared/data (about 1.5 h on a 2-core CPU):
+# SSL pre-training, then export + INT8 + gate + head + evaluation + model card into dermedge/models/default.
+DEFAULT_RUN := runs/default-simclr-convnext_atto
+default-model: $(DEV_VENV)/.done
+	$(DEV_VENV)/bin/dermedge train --method simclr --arch convnext_atto --data ../shared/data --img-size 112 \
+	    --epochs 12 --batch-size 128 --lr 0.002 --num-workers 1 --out $(DEFAULT_RUN) warmup_epochs=1 "method_kwargs={temperature: 0.2}"
+	$(DEV_VENV)/bin/python -m export.default_model --run $(DEFAULT_RUN) --data ../shared/data --out dermedge/models/default --baselines
 
 $(RUNTIME_VENV)/.done: pyproject.toml
 	$(PY) -m venv $(RUNTIME_VENV)

@@ -71,7 +71,7 @@ def write_csv(samples: list[Sample], path: Path) -> None:
         w = csv.writer(fh)
         w.writerow(["path", "label", "patient_id", "lesion_id", "image_id", "fitzpatrick"])
         for s in samples:
-            w.writerow([s.path, s.meta.get("original_label", s.label), s.meta.get("patient_id", ""),
+            w.writerow([str(Path(s.path).resolve()), s.meta.get("original_label", s.label), s.meta.get("patient_id", ""),
                         s.meta.get("lesion_id", "").split("/")[-1], s.meta.get("image_id", ""), s.meta.get("fitzpatrick", "")])
 
 
@@ -119,11 +119,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ship", default="onnxruntime/int8,openvino/int8,openvino/fp16")
     p.add_argument("--version", default="0.1.0")
     p.add_argument("--baselines", action="store_true", help="also evaluate random-init and colour-histogram features")
+    p.add_argument("--limit", type=int, default=0, help="use a balanced subset of N labelled photos (dry runs)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     t_start = time.time()
     data = Path(args.data)
     samples, dropped = map_labels(discover([data / s for s in SOURCES]), COMMON_LABEL_MAP)
+    if args.limit:
+        from export.calibration import balanced_sample
+
+        samples = balanced_sample(samples, args.limit)
     train, val, test = group_split(samples, [0.6, 0.2, 0.2], seed=0)
     logger.info("split train %d / val %d / test %d (dropped %d unmapped)", len(train), len(val), len(test), dropped)
     work = Path(tempfile.mkdtemp(prefix="dermedge-default-"))
@@ -174,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with dermedge.load_model(bundle, backend="onnxruntime", precision="fp32") as m:
         x_non_skin = m.embed(non_skin_images())
-    sd_samples = discover([data / "sd198"])
+    sd_samples = discover([data / "sd198"])[: (args.limit or 10**9)]
     x_sd, _ = embed_all(bundle, "onnxruntime", "fp32", sd_samples)
     report["abstain"] = {"method": "Mahalanobis distance to training embeddings (shrunk covariance)",
                          "threshold": head.ood_threshold, "operating_point": "keeps 95% of validation photos",

@@ -59,7 +59,7 @@ def model_card(report: dict[str, Any], manifest: dict[str, Any], training: dict[
     for k, m in report["per_source"].items():
         lines.append(f"| {k} | {m['n']} | {_fmt(m)} |")
     for k, m in report["per_fitzpatrick"].items():
-        lines.append(f"| PAD-UFES-20 Fitzpatrick {k} | {m['n']} | {_fmt(m)} |")
+        lines.append(f"| PAD-UFES-20 Fitzpatrick {k.replace('.0', '')} | {m['n']} | {_fmt(m)} |")
     lines += ["", f"Calibration: ECE {report['ece_before_calibration']:.3f} before and "
               f"{report['ece_after_calibration']:.3f} after temperature scaling (test split).", "",
               "## Baselines (same split, same head recipe)", head, f"| this encoder (FP32) | {t['n']} | {_fmt(t)} |"]
