@@ -28,3 +28,8 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").is_file():
         pytest.skip(f"needs the real photos in {SHARED_DATA} (../shared/data); not present")
     return SHARED_DATA.resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data_or_none() -> Path | None:
+    return SHARED_DATA.resolve() if (SHARED_DATA / "README.md").is_file() else None
