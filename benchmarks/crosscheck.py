@@ -35,18 +35,50 @@ def main() -> int:
         art = b.manifest.find_artifact("openvino", args.precision)
         xml = b.verify_file(art.file)
         h, w = b.manifest.input.size
-        cmd = [app, "-m", str(xml), "-d", "CPU", "-hint", "latency", "-nthreads", str(args.threads), "-t", "15",
-               "-shape", f"[1,3,{h},{w}]"]
+        cmd = [
+            app,
+            "-m",
+            str(xml),
+            "-d",
+            "CPU",
+            "-hint",
+            "latency",
+            "-nthreads",
+            str(args.threads),
+            "-t",
+            "15",
+            "-shape",
+            f"[1,3,{h},{w}]",
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
     text = proc.stdout + proc.stderr
     median = re.search(r"Median:\s+([\d.]+) ms", text)
-    ours = subprocess.run([sys.executable, "-m", "dermedge.cli", "bench", *( [args.bundle] if args.bundle else []),
-                           "--backends", "openvino", "--precisions", args.precision, "--threads", str(args.threads),
-                           "--json"], capture_output=True, text=True)
+    ours = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dermedge.cli",
+            "bench",
+            *([args.bundle] if args.bundle else []),
+            "--backends",
+            "openvino",
+            "--precisions",
+            args.precision,
+            "--threads",
+            str(args.threads),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
     row = json.loads(ours.stdout)["results"][0]
-    res = {"artifact": str(xml.name), "benchmark_app_median_ms": float(median.group(1)) if median else None,
-           "dermedge_bench_p50_ms": row["latency_ms"]["p50"], "benchmark_app_command": " ".join(cmd[1:]),
-           "note": "benchmark_app times the infer request alone; dermedge bench includes the Python call"}
+    res = {
+        "artifact": str(xml.name),
+        "benchmark_app_median_ms": float(median.group(1)) if median else None,
+        "dermedge_bench_p50_ms": row["latency_ms"]["p50"],
+        "benchmark_app_command": " ".join(cmd[1:]),
+        "note": "benchmark_app times the infer request alone; dermedge bench includes the Python call",
+    }
     Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
     print(json.dumps(res, indent=1))
     return 0

@@ -1,6 +1,6 @@
 """Soak: N inferences (default 10,000) through Model.classify with RSS sampled; growth must stay < 20 MB.
 
-    python benchmarks/soak.py [--bundle B] [--backend openvino] [-n 10000] --out benchmarks/results/<machine>/soak.json
+python benchmarks/soak.py [--bundle B] [--backend openvino] [-n 10000] --out benchmarks/results/<machine>/soak.json
 """
 
 from __future__ import annotations
@@ -45,13 +45,23 @@ def main() -> int:
                 samples.append((i, rss_mb()))
         backend = f"{model.backend_name}/{model.precision}"
     growth = max(r for _, r in samples) - base
-    res = {"inferences": args.n, "backend": backend, "rss_after_warmup_mb": base, "rss_final_mb": samples[-1][1],
-           "max_growth_mb": growth, "limit_mb": 20, "passed": growth < 20, "seconds": time.perf_counter() - t0,
-           "samples": samples}
+    res = {
+        "inferences": args.n,
+        "backend": backend,
+        "rss_after_warmup_mb": base,
+        "rss_final_mb": samples[-1][1],
+        "max_growth_mb": growth,
+        "limit_mb": 20,
+        "passed": growth < 20,
+        "seconds": time.perf_counter() - t0,
+        "samples": samples,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
-    print(f"{args.n} inferences on {backend}: RSS {base:.1f} -> {samples[-1][1]:.1f} MB, max growth {growth:.1f} MB "
-          f"({'ok' if growth < 20 else 'TOO MUCH'}), {res['seconds']:.0f} s")
+    print(
+        f"{args.n} inferences on {backend}: RSS {base:.1f} -> {samples[-1][1]:.1f} MB, max growth {growth:.1f} MB "
+        f"({'ok' if growth < 20 else 'TOO MUCH'}), {res['seconds']:.0f} s"
+    )
     return 0 if growth < 20 else 1
 
 

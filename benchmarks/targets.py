@@ -51,9 +51,14 @@ def peaks(threads: int) -> dict[str, float]:
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     fp32 = 2 * n**3 / (median_ms(lambda: a @ b, 10, 2) / 1000) / 1e9
     graph = helper.make_graph(
-        [helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "mmi",
-        [helper.make_tensor_value_info("A", TensorProto.UINT8, [n, n]), helper.make_tensor_value_info("B", TensorProto.INT8, [n, n])],
-        [helper.make_tensor_value_info("Y", TensorProto.INT32, [n, n])])
+        [helper.make_node("MatMulInteger", ["A", "B"], ["Y"])],
+        "mmi",
+        [
+            helper.make_tensor_value_info("A", TensorProto.UINT8, [n, n]),
+            helper.make_tensor_value_info("B", TensorProto.INT8, [n, n]),
+        ],
+        [helper.make_tensor_value_info("Y", TensorProto.INT32, [n, n])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     so = ort.SessionOptions()
@@ -96,8 +101,14 @@ def paper_path(run: Path, photo: Path, spec: Any, head: Any, threads: int) -> fl
         return None
     torch.set_num_threads(threads)
     enc = build_encoder(read_checkpoint(run))
-    tf = transforms.Compose([transforms.Resize(spec.resize_size), transforms.CenterCrop(spec.size[0]), transforms.ToTensor(),
-                             transforms.Normalize(spec.mean, spec.std)])
+    tf = transforms.Compose(
+        [
+            transforms.Resize(spec.resize_size),
+            transforms.CenterCrop(spec.size[0]),
+            transforms.ToTensor(),
+            transforms.Normalize(spec.mean, spec.std),
+        ]
+    )
 
     def once() -> None:
         x = tf(Image.open(photo).convert("RGB"))[None]
@@ -147,38 +158,68 @@ def main() -> int:
     def row(name: str, measured: float, target: float, unit: str, better: str, note: str = "") -> None:
         ratio = measured / target if target else float("nan")
         ok = measured <= target if better == "lower" else measured >= target
-        rows.append({"target": name, "measured": measured, "goal": target, "unit": unit, "ratio": ratio,
-                     "met": bool(ok), "note": note})
+        rows.append(
+            {
+                "target": name,
+                "measured": measured,
+                "goal": target,
+                "unit": unit,
+                "ratio": ratio,
+                "met": bool(ok),
+                "note": note,
+            }
+        )
 
     pk = peaks(args.threads)
-    model = dermedge.load_model(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads,
-                                cache_dir=cache)
+    model = dermedge.load_model(
+        args.bundle, backend=args.backend, precision=args.precision, threads=args.threads, cache_dir=cache
+    )
     spec = model.manifest.input
     flops = model.manifest.encoder.flops or 0
     h, w = spec.size
     x = np.random.default_rng(0).normal(size=(1, 3, h, w)).astype(np.float32)
     enc_ms = median_ms(lambda: model._backend.run(x), 300, 10)
     floor_int8 = flops / (pk["int8_gops"] * 1e9) * 1000
-    row("default encoder INT8 batch-1 latency vs INT8 compute floor", enc_ms, 1.5 * floor_int8, "ms", "lower",
-        f"floor {floor_int8:.3f} ms = {flops / 1e9:.3f} GFLOPs / {pk['int8_gops']:.0f} GOP/s")
+    row(
+        "default encoder INT8 batch-1 latency vs INT8 compute floor",
+        enc_ms,
+        1.5 * floor_int8,
+        "ms",
+        "lower",
+        f"floor {floor_int8:.3f} ms = {flops / 1e9:.3f} GFLOPs / {pk['int8_gops']:.0f} GOP/s",
+    )
     photo = make_phone_jpeg(Path(args.photo), tmp / "phone_12mp.jpg")
     e2e = median_ms(lambda: model.classify(photo), 30, 3)
     data = photo.read_bytes()
     from dermedge.preprocess import reduced_decode_factor
 
     factor = reduced_decode_factor(4032, 3024, spec.resize_size)
-    flag = {8: cv2.IMREAD_REDUCED_COLOR_8, 4: cv2.IMREAD_REDUCED_COLOR_4, 2: cv2.IMREAD_REDUCED_COLOR_2}.get(factor, cv2.IMREAD_COLOR)
+    flag = {8: cv2.IMREAD_REDUCED_COLOR_8, 4: cv2.IMREAD_REDUCED_COLOR_4, 2: cv2.IMREAD_REDUCED_COLOR_2}.get(
+        factor, cv2.IMREAD_COLOR
+    )
     decode_ms = median_ms(lambda: cv2.imdecode(np.frombuffer(photo.read_bytes(), np.uint8), flag), 30, 3)
     full_decode_ms = median_ms(lambda: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), 10, 2)
     floor_e2e = decode_ms + enc_ms
-    row("12-MP phone JPEG -> prediction vs floor (reduced decode + encoder)", e2e, 1.25 * floor_e2e, "ms", "lower",
+    row(
+        "12-MP phone JPEG -> prediction vs floor (reduced decode + encoder)",
+        e2e,
+        1.25 * floor_e2e,
+        "ms",
+        "lower",
         f"floor {floor_e2e:.1f} ms = decode 1/{factor} {decode_ms:.1f} + encoder {enc_ms:.1f}; full decode {full_decode_ms:.0f} ms; "
-        f"file {len(data) / 1e6:.1f} MB")
+        f"file {len(data) / 1e6:.1f} MB",
+    )
     if args.run:
         paper = paper_path(Path(args.run), photo, spec, model.head, args.threads)
         if paper is not None:
-            row("speed-up over the paper's path (PIL + torchvision + torch eager FP32)", paper / e2e, 3.5, "x", "higher",
-                f"paper path {paper:.1f} ms vs dermedge {e2e:.1f} ms, same photo, same encoder weights")
+            row(
+                "speed-up over the paper's path (PIL + torchvision + torch eager FP32)",
+                paper / e2e,
+                3.5,
+                "x",
+                "higher",
+                f"paper path {paper:.1f} ms vs dermedge {e2e:.1f} ms, same photo, same encoder weights",
+            )
     model.close()
     cold = child_cold_start(args.bundle, args.backend, args.precision, args.threads, cache)  # fills the cache
     cold = child_cold_start(args.bundle, args.backend, args.precision, args.threads, cache)
@@ -186,25 +227,39 @@ def main() -> int:
     row("peak RSS after 200 inferences", cold["peak_rss_mb"], 250, "MB", "lower")
     files = sorted(Path(args.folder).glob("*.jpg"))[: args.folder_limit]
     if files:
-        with dermedge.load_model(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads,
-                                 cache_dir=cache) as m:
+        with dermedge.load_model(
+            args.bundle, backend=args.backend, precision=args.precision, threads=args.threads, cache_dir=cache
+        ) as m:
             list(m.iter_results(files[:32], batch_size=32))
             t0 = time.perf_counter()
             n = sum(1 for r in m.iter_results(files, batch_size=32) if r.ok)
             rate = n / (time.perf_counter() - t0)
         row(f"folder embedding ({n} real {Path(args.folder).parent.name} JPEGs)", rate, 150, "img/s", "higher")
-    report = {"device": device_info(), "peaks": pk, "rows": rows, "bundle": args.bundle or "default",
-              "backend": args.backend, "precision": args.precision, "threads": args.threads,
-              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "self_peak_rss_mb":
-              resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    report = {
+        "device": device_info(),
+        "peaks": pk,
+        "rows": rows,
+        "bundle": args.bundle or "default",
+        "backend": args.backend,
+        "precision": args.precision,
+        "threads": args.threads,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "self_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
     (out / "targets.json").write_text(json.dumps(report, indent=1) + "\n")
-    md = [f"Targets on {report['device'].get('cpu_model')} ({report['device'].get('logical_cpus')} CPUs, "
-          f"{', '.join(k for k, v in report['device'].get('isa', {}).items() if v)}), {args.backend}/{args.precision}, "
-          f"{args.threads} threads. Peaks: fp32 {pk['fp32_gflops']:.0f} GFLOP/s, int8 {pk['int8_gops']:.0f} GOP/s.", "",
-          "| target | measured | goal | ratio | met | note |", "|---|---|---|---|---|---|"]
+    md = [
+        f"Targets on {report['device'].get('cpu_model')} ({report['device'].get('logical_cpus')} CPUs, "
+        f"{', '.join(k for k, v in report['device'].get('isa', {}).items() if v)}), {args.backend}/{args.precision}, "
+        f"{args.threads} threads. Peaks: fp32 {pk['fp32_gflops']:.0f} GFLOP/s, int8 {pk['int8_gops']:.0f} GOP/s.",
+        "",
+        "| target | measured | goal | ratio | met | note |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        md.append(f"| {r['target']} | {r['measured']:.2f} {r['unit']} | {'<=' if r['target'].startswith(('default', '12-MP', 'cold', 'peak')) else '>='} "
-                  f"{r['goal']:.2f} {r['unit']} | {r['ratio']:.2f} | {'yes' if r['met'] else '**no**'} | {r['note']} |")
+        md.append(
+            f"| {r['target']} | {r['measured']:.2f} {r['unit']} | {'<=' if r['target'].startswith(('default', '12-MP', 'cold', 'peak')) else '>='} "
+            f"{r['goal']:.2f} {r['unit']} | {r['ratio']:.2f} | {'yes' if r['met'] else '**no**'} | {r['note']} |"
+        )
     (out / "targets.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

@@ -28,19 +28,29 @@ QUICK_QUERIES, QUICK_SECONDS = 50, 2.0
 # -- device facts ----------------------------------------------------------------------------
 def device_info() -> dict[str, Any]:
     """CPU model, cores, ISA flags, GPU (if any) and versions of every installed backend."""
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
-                            "machine": platform.machine(), "logical_cpus": os.cpu_count()}
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "logical_cpus": os.cpu_count(),
+    }
     try:
         text = Path("/proc/cpuinfo").read_text(errors="replace")
         model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "")
         flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
         info["cpu_model"] = model
-        info["isa"] = {k: k in flags for k in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8")}
+        info["isa"] = {
+            k: k in flags for k in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8")
+        }
     except OSError:
         info["cpu_model"] = platform.processor()
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         if out.returncode == 0:
             info["gpu"] = out.stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
@@ -48,8 +58,16 @@ def device_info() -> dict[str, Any]:
     from importlib import metadata
 
     versions: dict[str, str] = {}
-    for dist in ("numpy", "opencv-python-headless", "opencv-python", "onnxruntime", "onnxruntime-gpu", "openvino",
-                 "tensorrt", "torch"):
+    for dist in (
+        "numpy",
+        "opencv-python-headless",
+        "opencv-python",
+        "onnxruntime",
+        "onnxruntime-gpu",
+        "openvino",
+        "tensorrt",
+        "torch",
+    ):
         try:
             versions[dist] = metadata.version(dist)  # reads metadata only: nothing is imported
         except metadata.PackageNotFoundError:
@@ -60,12 +78,21 @@ def device_info() -> dict[str, Any]:
 
 def stats_ms(samples_s: list[float]) -> dict[str, float]:
     a = np.asarray(samples_s) * 1000.0
-    return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)), "p99": float(np.percentile(a, 99)),
-            "mean": float(a.mean()), "min": float(a.min()), "max": float(a.max()),
-            "cv": float(a.std() / a.mean()) if a.mean() > 0 else 0.0, "n": int(a.size)}
+    return {
+        "p50": float(np.percentile(a, 50)),
+        "p90": float(np.percentile(a, 90)),
+        "p99": float(np.percentile(a, 99)),
+        "mean": float(a.mean()),
+        "min": float(a.min()),
+        "max": float(a.max()),
+        "cv": float(a.std() / a.mean()) if a.mean() > 0 else 0.0,
+        "n": int(a.size),
+    }
 
 
-def timed_loop(fn: Any, min_queries: int, min_seconds: float, warmup: int = 5, cap_seconds: float | None = None) -> tuple[list[float], bool]:
+def timed_loop(
+    fn: Any, min_queries: int, min_seconds: float, warmup: int = 5, cap_seconds: float | None = None
+) -> tuple[list[float], bool]:
     """Call ``fn`` until both minimums are met (or ``cap_seconds`` passes); returns (durations, met)."""
     for _ in range(warmup):
         fn()
@@ -89,7 +116,9 @@ def synthetic_jpeg(width: int = 1024, height: int = 768, seed: int = 0) -> bytes
 
     rng = np.random.default_rng(seed)
     small = rng.normal(0, 1, (height // 32 + 1, width // 32 + 1, 3)).astype(np.float32)
-    base = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC) * 12 + np.array([120, 150, 200], np.float32)
+    base = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC) * 12 + np.array(
+        [120, 150, 200], np.float32
+    )
     yy, xx = np.mgrid[:height, :width]
     lesion = ((yy - height / 2) ** 2 / (height / 6) ** 2 + (xx - width / 2) ** 2 / (width / 7) ** 2) < 1
     base[lesion] *= 0.45
@@ -99,8 +128,16 @@ def synthetic_jpeg(width: int = 1024, height: int = 768, seed: int = 0) -> bytes
 
 
 # -- one case (runs in a child process) ------------------------------------------------------
-def run_case(bundle: str | None, backend: str, precision: str | None, threads: int | None, batch: int, quick: bool,
-             jpeg_paths: list[str], cache_dir: str | None) -> dict[str, Any]:
+def run_case(
+    bundle: str | None,
+    backend: str,
+    precision: str | None,
+    threads: int | None,
+    batch: int,
+    quick: bool,
+    jpeg_paths: list[str],
+    cache_dir: str | None,
+) -> dict[str, Any]:
     """Measure one backend x precision x threads case in this process."""
     from dermedge.model import load_model
     from dermedge.preprocess import decode_image, prepare
@@ -137,19 +174,37 @@ def run_case(bundle: str | None, backend: str, precision: str | None, threads: i
             head.probabilities(emb)
         e = time.perf_counter()
         if i >= 3:  # warm-up
-            for k, v in (("decode", b - a), ("preprocess", c - b), ("inference", d - c), ("head", e - d), ("total", e - a)):
+            for k, v in (
+                ("decode", b - a),
+                ("preprocess", c - b),
+                ("inference", d - c),
+                ("head", e - d),
+                ("total", e - a),
+            ):
                 e2e[k].append(v)
     art = model.artifact
     result = {
-        "bundle": model.manifest.name, "version": model.manifest.version, "arch": model.manifest.encoder.arch,
-        "backend": art.backend, "precision": art.precision, "threads": threads, "batch": batch,
-        "selected_because": model.selection_reason, "backend_info": model._backend.describe(),
-        "cold_start_s": cold, "first_inference_ms": first * 1000,
-        "latency_ms": stats_ms(lat), "min_queries": min_q, "min_seconds": min_s, "minimums_met": met,
+        "bundle": model.manifest.name,
+        "version": model.manifest.version,
+        "arch": model.manifest.encoder.arch,
+        "backend": art.backend,
+        "precision": art.precision,
+        "threads": threads,
+        "batch": batch,
+        "selected_because": model.selection_reason,
+        "backend_info": model._backend.describe(),
+        "cold_start_s": cold,
+        "first_inference_ms": first * 1000,
+        "latency_ms": stats_ms(lat),
+        "min_queries": min_q,
+        "min_seconds": min_s,
+        "minimums_met": met,
         "throughput_img_s": batch / float(np.median(tput_times)),
-        "e2e_ms": {k: stats_ms(v)["p50"] for k, v in e2e.items()}, "e2e_images": names[:3],
+        "e2e_ms": {k: stats_ms(v)["p50"] for k, v in e2e.items()},
+        "e2e_images": names[:3],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        "artifact_bytes": sum(f.bytes for f in art.files), "gate": art.gate,
+        "artifact_bytes": sum(f.bytes for f in art.files),
+        "gate": art.gate,
         "flops": model.manifest.encoder.flops,
     }
     model.close()
@@ -164,7 +219,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", default="", help="comma list of thread counts (default: the runtime's choice)")
     p.add_argument("--batch", default="8", help="batch size(s) for the throughput figure, comma list")
     p.add_argument("--images", nargs="*", default=[], help="JPEG files for the end-to-end timing (default: synthetic)")
-    p.add_argument("--quick", action="store_true", help=f"{QUICK_QUERIES} queries / {QUICK_SECONDS:.0f} s per case (CI, smoke)")
+    p.add_argument(
+        "--quick", action="store_true", help=f"{QUICK_QUERIES} queries / {QUICK_SECONDS:.0f} s per case (CI, smoke)"
+    )
     p.add_argument("--json", nargs="?", const="-", metavar="OUT", help="write JSON (to stdout without a file name)")
     p.add_argument("--md", metavar="OUT", help="write a markdown table")
     p.add_argument("--plot", metavar="OUT.png", help="write a latency bar chart (needs matplotlib)")
@@ -201,14 +258,20 @@ def _cases(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _to_markdown(rows: list[dict[str, Any]], dev: dict[str, Any]) -> str:
-    lines = [f"Device: {dev.get('cpu_model')} ({dev.get('logical_cpus')} logical CPUs), "
-             f"ISA {', '.join(k for k, v in dev.get('isa', {}).items() if v)}; " + ", ".join(f"{k} {v}" for k, v in dev["versions"].items()),
-             "", "| backend | precision | threads | cold start s | first ms | p50 ms | p90 ms | p99 ms | cv | "
-             "batch | img/s | e2e ms (decode+prep+infer+head) | peak RSS MB | size MB | min met |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Device: {dev.get('cpu_model')} ({dev.get('logical_cpus')} logical CPUs), "
+        f"ISA {', '.join(k for k, v in dev.get('isa', {}).items() if v)}; "
+        + ", ".join(f"{k} {v}" for k, v in dev["versions"].items()),
+        "",
+        "| backend | precision | threads | cold start s | first ms | p50 ms | p90 ms | p99 ms | cv | "
+        "batch | img/s | e2e ms (decode+prep+infer+head) | peak RSS MB | size MB | min met |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['backend']} | {r['precision']} | {r.get('threads')} | error: {r['error']} |" + " |" * 11)
+            lines.append(
+                f"| {r['backend']} | {r['precision']} | {r.get('threads')} | error: {r['error']} |" + " |" * 11
+            )
             continue
         lat, e = r["latency_ms"], r["e2e_ms"]
         lines.append(
@@ -216,7 +279,8 @@ def _to_markdown(rows: list[dict[str, Any]], dev: dict[str, Any]) -> str:
             f"{r['first_inference_ms']:.1f} | {lat['p50']:.2f} | {lat['p90']:.2f} | {lat['p99']:.2f} | {lat['cv']:.2f} | "
             f"{r['batch']} | {r['throughput_img_s']:.0f} | {e['total']:.1f} ({e['decode']:.1f}+{e['preprocess']:.1f}+"
             f"{e['inference']:.1f}+{e['head']:.2f}) | {r['peak_rss_mb']:.0f} | {r['artifact_bytes'] / 1e6:.1f} | "
-            f"{'yes' if r['minimums_met'] else 'no'} |")
+            f"{'yes' if r['minimums_met'] else 'no'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -247,8 +311,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     rows: list[dict[str, Any]] = []
     for case in cases:
-        spec = json.dumps({**case, "bundle": args.bundle, "quick": args.quick, "images": args.images,
-                           "cache_dir": args.cache_dir})
+        spec = json.dumps(
+            {**case, "bundle": args.bundle, "quick": args.quick, "images": args.images, "cache_dir": args.cache_dir}
+        )
         proc = subprocess.run([sys.executable, "-m", "dermedge.bench", spec], capture_output=True, text=True)
         if proc.returncode != 0:
             err = (proc.stderr.strip().splitlines() or ["failed"])[-1]
@@ -259,13 +324,20 @@ def run(args: argparse.Namespace) -> int:
         rows.append(row)
         if sys.stderr.isatty() or not args.json:
             lat = row["latency_ms"]
-            print(f"{row['backend']}/{row['precision']} threads={row['threads'] or 'default'}: p50 {lat['p50']:.2f} ms, "
-                  f"p90 {lat['p90']:.2f} ms, {row['throughput_img_s']:.0f} img/s at batch {row['batch']}, "
-                  f"cold start {row['cold_start_s']:.2f} s, e2e {row['e2e_ms']['total']:.1f} ms, "
-                  f"peak RSS {row['peak_rss_mb']:.0f} MB", file=sys.stderr)
+            print(
+                f"{row['backend']}/{row['precision']} threads={row['threads'] or 'default'}: p50 {lat['p50']:.2f} ms, "
+                f"p90 {lat['p90']:.2f} ms, {row['throughput_img_s']:.0f} img/s at batch {row['batch']}, "
+                f"cold start {row['cold_start_s']:.2f} s, e2e {row['e2e_ms']['total']:.1f} ms, "
+                f"peak RSS {row['peak_rss_mb']:.0f} MB",
+                file=sys.stderr,
+            )
     dev = device_info()
-    report = {"device": dev, "quick": args.quick, "results": rows,
-              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    report = {
+        "device": dev,
+        "quick": args.quick,
+        "results": rows,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     if args.json == "-":
         print(json.dumps(report, indent=1))
     elif args.json:
@@ -281,6 +353,14 @@ def run(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     case = json.loads(sys.argv[1])
-    out = run_case(case["bundle"], case["backend"], case["precision"], case["threads"], case["batch"], case["quick"],
-                   case["images"], case["cache_dir"])
+    out = run_case(
+        case["bundle"],
+        case["backend"],
+        case["precision"],
+        case["threads"],
+        case["batch"],
+        case["quick"],
+        case["images"],
+        case["cache_dir"],
+    )
     print(json.dumps(out))

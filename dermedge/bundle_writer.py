@@ -17,7 +17,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dermedge.bundle import BUNDLE_SUFFIX, MANIFEST_NAME, SCHEMA_VERSION, EncoderInfo, InputSpec, parse_manifest, sha256_file
+from dermedge.bundle import (
+    BUNDLE_SUFFIX,
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    EncoderInfo,
+    InputSpec,
+    parse_manifest,
+    sha256_file,
+)
 from dermedge.errors import BundleError
 from dermedge.heads import LinearHead
 
@@ -99,8 +107,7 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         cv = (head.get("metrics") or {}).get("cv")
         if cv:
             lines.append(
-                "- cross-validated: "
-                + ", ".join(f"{k} {v:.3f}" for k, v in cv.items() if isinstance(v, (int, float)))
+                "- cross-validated: " + ", ".join(f"{k} {v:.3f}" for k, v in cv.items() if isinstance(v, (int, float)))
             )
     else:
         lines.append("- none (embedding-only bundle; fit one with `dermedge fit-head`)")
@@ -206,7 +213,9 @@ def write_bundle(
         }
         parse_manifest(json.loads(json.dumps(manifest)))  # never write what we could not read back
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-        (staging / MODEL_CARD_NAME).write_text((model_card or render_model_card(manifest)) + card_appendix, encoding="utf-8")
+        (staging / MODEL_CARD_NAME).write_text(
+            (model_card or render_model_card(manifest)) + card_appendix, encoding="utf-8"
+        )
         if target.exists():
             shutil.rmtree(target) if target.is_dir() else target.unlink()
         if zipped:

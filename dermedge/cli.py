@@ -36,26 +36,64 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "info": Command("show a bundle's model, provenance, artifacts and backends", "dermedge.commands", "add_info", "run_info"),
+    "info": Command(
+        "show a bundle's model, provenance, artifacts and backends", "dermedge.commands", "add_info", "run_info"
+    ),
     "classify": Command("classify images or folders", "dermedge.commands", "add_classify", "run_classify"),
-    "embed": Command("embed images or folders into an .sqlite or .npz store", "dermedge.commands", "add_embed", "run_embed"),
-    "fit-head": Command("fit a classification head on labelled photos and write a new bundle", "dermedge.commands",
-                        "add_fit_head", "run_fit_head"),
-    "verify": Command("check a bundle's manifest, checksums, signature and that each artifact runs",
-                      "dermedge.commands", "add_verify", "run_verify"),
+    "embed": Command(
+        "embed images or folders into an .sqlite or .npz store", "dermedge.commands", "add_embed", "run_embed"
+    ),
+    "fit-head": Command(
+        "fit a classification head on labelled photos and write a new bundle",
+        "dermedge.commands",
+        "add_fit_head",
+        "run_fit_head",
+    ),
+    "verify": Command(
+        "check a bundle's manifest, checksums, signature and that each artifact runs",
+        "dermedge.commands",
+        "add_verify",
+        "run_verify",
+    ),
     "sign": Command("sign a bundle directory with an ed25519 key", "dermedge.commands", "add_sign", "run_sign"),
-    "train": Command("self-supervised pre-training of an encoder", "training.cli", "add_train_arguments", "run_train",
-                     "dermedge[train]"),
-    "eval": Command("frozen evaluation of an encoder (kNN, linear probe, few-shot, label efficiency)",
-                    "training.eval_cli", "add_eval_arguments", "run_eval", "dermedge[train]"),
-    "import-checkpoint": Command("convert a released SSL checkpoint (DINO/iBOT/SimCLR/BYOL) to safetensors",
-                                 "training.importer", "add_arguments", "run", "dermedge[train]"),
-    "export": Command("export a trained encoder to ONNX/OpenVINO/TensorRT, quantise, gate, write a bundle",
-                      "export.cli", "add_export_arguments", "run_export", "dermedge[train,export]"),
-    "distill": Command("distil a large encoder into a small one", "export.cli", "add_distill_arguments", "run_distill",
-                       "dermedge[train,export]"),
-    "bench": Command("measure latency, throughput, memory and cold start on this device", "dermedge.bench",
-                     "add_arguments", "run"),
+    "train": Command(
+        "self-supervised pre-training of an encoder",
+        "training.cli",
+        "add_train_arguments",
+        "run_train",
+        "dermedge[train]",
+    ),
+    "eval": Command(
+        "frozen evaluation of an encoder (kNN, linear probe, few-shot, label efficiency)",
+        "training.eval_cli",
+        "add_eval_arguments",
+        "run_eval",
+        "dermedge[train]",
+    ),
+    "import-checkpoint": Command(
+        "convert a released SSL checkpoint (DINO/iBOT/SimCLR/BYOL) to safetensors",
+        "training.importer",
+        "add_arguments",
+        "run",
+        "dermedge[train]",
+    ),
+    "export": Command(
+        "export a trained encoder to ONNX/OpenVINO/TensorRT, quantise, gate, write a bundle",
+        "export.cli",
+        "add_export_arguments",
+        "run_export",
+        "dermedge[train,export]",
+    ),
+    "distill": Command(
+        "distil a large encoder into a small one",
+        "export.cli",
+        "add_distill_arguments",
+        "run_distill",
+        "dermedge[train,export]",
+    ),
+    "bench": Command(
+        "measure latency, throughput, memory and cold start on this device", "dermedge.bench", "add_arguments", "run"
+    ),
 }
 
 
@@ -80,7 +118,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     from dermedge import __version__
 
     parser = argparse.ArgumentParser(
-        prog="dermedge", description="Offline dermatology image embeddings and classification.",
+        prog="dermedge",
+        description="Offline dermatology image embeddings and classification.",
         epilog="Exit codes: 0 ok, 1 failed, 2 usage error, 3 some inputs failed (see the listed reasons).",
     )
     parser.add_argument("--version", action="version", version=f"dermedge {__version__}")
@@ -94,8 +133,10 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         try:
             _load(cmd, cmd.add_arguments)(p)
         except ImportError as exc:
-            p.set_defaults(_missing=f"`dermedge {name}` needs extra packages ({exc.name or exc}); "
-                                    f"install them with: pip install '{cmd.extra or 'dermedge'}'")
+            p.set_defaults(
+                _missing=f"`dermedge {name}` needs extra packages ({exc.name or exc}); "
+                f"install them with: pip install '{cmd.extra or 'dermedge'}'"
+            )
         p.set_defaults(_command=name)
     return parser
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from dermedge.cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, add_common
-from dermedge.errors import DermedgeError, InputError
+from dermedge.errors import DermedgeError
 from dermedge.model import Model, load_model
 from dermedge.preprocess import is_image_path
 
@@ -78,8 +78,13 @@ class Progress:
 
 
 def _load(args: argparse.Namespace, bundle: str | None = None) -> Model:
-    return load_model(bundle if bundle is not None else getattr(args, "bundle", None), backend=args.backend,
-                      precision=args.precision, device=args.device, threads=args.threads)
+    return load_model(
+        bundle if bundle is not None else getattr(args, "bundle", None),
+        backend=args.backend,
+        precision=args.precision,
+        device=args.device,
+        threads=args.threads,
+    )
 
 
 def _emit(obj: Any) -> None:
@@ -98,8 +103,11 @@ def _json_default(o: Any) -> Any:
 
 def _report_failures(failures: list[tuple[str, str]], ignored: list[str]) -> None:
     if ignored:
-        print(f"note: {len(ignored)} non-image files in the given folders were not processed "
-              f"(e.g. {ignored[0]}); pass them explicitly to try them", file=sys.stderr)
+        print(
+            f"note: {len(ignored)} non-image files in the given folders were not processed "
+            f"(e.g. {ignored[0]}); pass them explicitly to try them",
+            file=sys.stderr,
+        )
     if failures:
         print(f"{len(failures)} input(s) failed:", file=sys.stderr)
         for src, reason in failures:
@@ -125,16 +133,28 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"{info['name']} {info['version']}  ({info['bundle']})")
     if info["description"]:
         print(f"  {info['description']}")
-    print(f"  encoder   {enc['arch']}, {enc['embed_dim']}-d embedding, params {enc.get('params')}, "
-          f"FLOPs {enc.get('flops')}, trained by: {enc.get('trained_by') or 'unknown'}")
+    print(
+        f"  encoder   {enc['arch']}, {enc['embed_dim']}-d embedding, params {enc.get('params')}, "
+        f"FLOPs {enc.get('flops')}, trained by: {enc.get('trained_by') or 'unknown'}"
+    )
     inp = info["input"]
-    print(f"  input     {inp['size'][0]}x{inp['size'][1]}, resize {inp['resize']} {inp['resize_size']}, "
-          f"mean {inp['mean']}, std {inp['std']}")
-    print(f"  backend   {info['backend']['backend']} {info['backend'].get('version', '')} / {info['precision']} "
-          f"({info['backend']['selected_because']}); installed: {', '.join(info['installed_backends'])}")
-    print("  artifacts " + "; ".join(f"{a['backend']}/{a['precision']} {a['path']} ({a['bytes']:,} B"
-                                     + (f", gate {a['gate'].get('status')}" if a['gate'] else "") + ")"
-                                     for a in info["artifacts"]))
+    print(
+        f"  input     {inp['size'][0]}x{inp['size'][1]}, resize {inp['resize']} {inp['resize_size']}, "
+        f"mean {inp['mean']}, std {inp['std']}"
+    )
+    print(
+        f"  backend   {info['backend']['backend']} {info['backend'].get('version', '')} / {info['precision']} "
+        f"({info['backend']['selected_because']}); installed: {', '.join(info['installed_backends'])}"
+    )
+    print(
+        "  artifacts "
+        + "; ".join(
+            f"{a['backend']}/{a['precision']} {a['path']} ({a['bytes']:,} B"
+            + (f", gate {a['gate'].get('status')}" if a["gate"] else "")
+            + ")"
+            for a in info["artifacts"]
+        )
+    )
     head = info["head"]
     if head:
         cv = (head.get("metrics") or {}).get("cv", {})
@@ -178,8 +198,17 @@ def run_classify(args: argparse.Namespace) -> int:
             pred = r.prediction
             assert pred is not None
             if args.json:
-                _emit({"path": r.source, "label": pred.label, "score": pred.score, "scores": pred.scores,
-                       "top_k": [list(t) for t in pred.top_k], "abstain": pred.abstain, "ood_score": pred.ood_score})
+                _emit(
+                    {
+                        "path": r.source,
+                        "label": pred.label,
+                        "score": pred.score,
+                        "scores": pred.scores,
+                        "top_k": [list(t) for t in pred.top_k],
+                        "abstain": pred.abstain,
+                        "ood_score": pred.ood_score,
+                    }
+                )
             else:
                 tops = ", ".join(f"{lab} {p:.2f}" for lab, p in pred.top_k)
                 flag = "\tABSTAIN (unlike the training photos)" if pred.abstain else ""
@@ -250,10 +279,17 @@ def run_embed(args: argparse.Namespace) -> int:
             progress.close()
         finally:
             store.close()
-        summary = {"embedded": embedded, "failed": len(failures), "skipped": skipped,
-                   "ignored_non_images": len(ignored), "out": args.out, "model_id": model.model_id,
-                   "dim": model.embed_dim, "seconds": round(time.perf_counter() - start, 3),
-                   "failures": [{"path": s, "error": e} for s, e in failures]}
+        summary = {
+            "embedded": embedded,
+            "failed": len(failures),
+            "skipped": skipped,
+            "ignored_non_images": len(ignored),
+            "out": args.out,
+            "model_id": model.model_id,
+            "dim": model.embed_dim,
+            "seconds": round(time.perf_counter() - start, 3),
+            "failures": [{"path": s, "error": e} for s, e in failures],
+        }
     if args.json:
         _emit(summary)
     else:
@@ -264,16 +300,25 @@ def run_embed(args: argparse.Namespace) -> int:
 
 # -- fit-head --------------------------------------------------------------------------------
 def add_fit_head(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", nargs="+", metavar="DATA",
-                   help="folder of class sub-folders, a CSV with path,label (optional group column), or a folder with labels.csv")
+    p.add_argument(
+        "data",
+        nargs="+",
+        metavar="DATA",
+        help="folder of class sub-folders, a CSV with path,label (optional group column), or a folder with labels.csv",
+    )
     p.add_argument("--out", required=True, help="new bundle directory (or NAME.dermedge zip)")
     add_common(p)
     p.add_argument("--name", help="name of the new bundle (default: <source name>-head)")
-    p.add_argument("--group-column", default="auto",
-                   help="CSV column with patient/lesion ids for grouped cross-validation (auto: lesion_id or patient_id; none)")
+    p.add_argument(
+        "--group-column",
+        default="auto",
+        help="CSV column with patient/lesion ids for grouped cross-validation (auto: lesion_id or patient_id; none)",
+    )
     p.add_argument("--l2", type=float, help="L2 strength (default: chosen by cross-validation)")
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--label-map", help="JSON file mapping dataset labels to your labels; unmapped labels are dropped and counted")
+    p.add_argument(
+        "--label-map", help="JSON file mapping dataset labels to your labels; unmapped labels are dropped and counted"
+    )
     p.add_argument("--overwrite", action="store_true")
 
 
@@ -290,8 +335,11 @@ def run_fit_head(args: argparse.Namespace) -> int:
     unmapped = [s.path for s in samples if s.label and mapping is not None and s.label not in mapping]
     samples = [s for s in samples if s.label and (mapping is None or s.label in mapping)]
     if unlabeled or unmapped:
-        print(f"note: {len(unlabeled)} images without a label and {len(unmapped)} with a label outside --label-map "
-              "were not used", file=sys.stderr)
+        print(
+            f"note: {len(unlabeled)} images without a label and {len(unmapped)} with a label outside --label-map "
+            "were not used",
+            file=sys.stderr,
+        )
     labels = [mapping[s.label] if mapping else s.label for s in samples]
     groups = None
     if args.group_column != "none":
@@ -313,22 +361,35 @@ def run_fit_head(args: argparse.Namespace) -> int:
             keep_lab.append(labels[r.index])
             keep_grp.append(groups[r.index] if groups else None)
         progress.close()
-        fitted = model.fit_head(np.stack(keep_emb), keep_lab, groups=keep_grp if groups else None, l2=args.l2,
-                                folds=args.folds)
-        out = fitted.save(args.out, name=args.name or f"{model.manifest.name}-head", overwrite=args.overwrite,
-                          provenance={"head_data": [str(d) for d in args.data],
-                                      "head_command": "dermedge " + " ".join(sys.argv[1:])})
+        fitted = model.fit_head(
+            np.stack(keep_emb), keep_lab, groups=keep_grp if groups else None, l2=args.l2, folds=args.folds
+        )
+        out = fitted.save(
+            args.out,
+            name=args.name or f"{model.manifest.name}-head",
+            overwrite=args.overwrite,
+            provenance={"head_data": [str(d) for d in args.data], "head_command": "dermedge " + " ".join(sys.argv[1:])},
+        )
     metrics = fitted.head.metrics if fitted.head else {}
     if args.json:
-        _emit({"out": str(out), "labels": list(fitted.labels), "metrics": metrics, "failed": len(failures),
-               "failures": [{"path": s, "error": e} for s, e in failures]})
+        _emit(
+            {
+                "out": str(out),
+                "labels": list(fitted.labels),
+                "metrics": metrics,
+                "failed": len(failures),
+                "failures": [{"path": s, "error": e} for s, e in failures],
+            }
+        )
     else:
         cv = metrics.get("cv", {})
-        print(f"wrote {out}: {len(fitted.labels)} labels, {metrics.get('n_samples')} images, "
-              f"{metrics.get('cv_folds')}-fold CV{' (grouped)' if metrics.get('grouped') else ''}: "
-              f"macro-F1 {cv.get('macro_f1', float('nan')):.3f}, balanced acc {cv.get('balanced_accuracy', float('nan')):.3f}, "
-              f"AUROC {cv.get('auroc_ovr_macro', float('nan')):.3f}, ECE {cv.get('ece', float('nan')):.3f} "
-              f"(T={metrics.get('temperature', 1):.2f}, l2={metrics.get('l2')})")
+        print(
+            f"wrote {out}: {len(fitted.labels)} labels, {metrics.get('n_samples')} images, "
+            f"{metrics.get('cv_folds')}-fold CV{' (grouped)' if metrics.get('grouped') else ''}: "
+            f"macro-F1 {cv.get('macro_f1', float('nan')):.3f}, balanced acc {cv.get('balanced_accuracy', float('nan')):.3f}, "
+            f"AUROC {cv.get('auroc_ovr_macro', float('nan')):.3f}, ECE {cv.get('ece', float('nan')):.3f} "
+            f"(T={metrics.get('temperature', 1):.2f}, l2={metrics.get('l2')})"
+        )
     _report_failures(failures, [])
     return EXIT_PARTIAL if failures else EXIT_OK
 

@@ -95,12 +95,17 @@ def discover(roots: Sequence[str | os.PathLike[str]]) -> list[Sample]:
 # The common lesion vocabulary of ../shared/data/README.md: HAM10000 `dx` and PAD-UFES-20 `diagnostic`
 # codes mapped to one label set. SD-198 classes are not mapped (a different task).
 COMMON_LABEL_MAP: dict[str, str] = {
-    "mel": "MEL", "MEL": "MEL",
-    "nv": "NEV", "NEV": "NEV",
-    "bcc": "BCC", "BCC": "BCC",
-    "akiec": "AK/IEC", "ACK": "AK/IEC",
+    "mel": "MEL",
+    "MEL": "MEL",
+    "nv": "NEV",
+    "NEV": "NEV",
+    "bcc": "BCC",
+    "BCC": "BCC",
+    "akiec": "AK/IEC",
+    "ACK": "AK/IEC",
     "SCC": "SCC",
-    "bkl": "BKL", "SEK": "BKL",
+    "bkl": "BKL",
+    "SEK": "BKL",
     "df": "DF",
     "vasc": "VASC",
 }
@@ -111,7 +116,9 @@ def map_labels(samples: Sequence[Sample], mapping: dict[str, str] | None) -> tup
     if mapping is None:
         kept = [s for s in samples if s.label]
         return kept, len(samples) - len(kept)
-    kept = [Sample(s.path, mapping[s.label], {**s.meta, "original_label": s.label}) for s in samples if s.label in mapping]
+    kept = [
+        Sample(s.path, mapping[s.label], {**s.meta, "original_label": s.label}) for s in samples if s.label in mapping
+    ]
     return kept, len(samples) - len(kept)
 
 

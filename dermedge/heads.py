@@ -104,12 +104,22 @@ class LinearHead:
             raise BundleError(
                 f"head {path}: weight {weight.shape} / bias {bias.shape} do not match {len(labels)} labels"
             )
-        if ood and (len(ood) != 3 or ood["ood_mean"].shape != (weight.shape[0],)
-                    or ood["ood_precision"].shape != (weight.shape[0], weight.shape[0])):
+        if ood and (
+            len(ood) != 3
+            or ood["ood_mean"].shape != (weight.shape[0],)
+            or ood["ood_precision"].shape != (weight.shape[0], weight.shape[0])
+        ):
             raise BundleError(f"head {path}: incomplete or mis-shaped abstain detector arrays")
-        return cls(weight.astype(np.float32), bias.astype(np.float32), tuple(labels), float(temperature), metrics,
-                   ood_mean=ood.get("ood_mean"), ood_precision=ood.get("ood_precision"),
-                   ood_threshold=float(ood["ood_threshold"][0]) if ood else None)
+        return cls(
+            weight.astype(np.float32),
+            bias.astype(np.float32),
+            tuple(labels),
+            float(temperature),
+            metrics,
+            ood_mean=ood.get("ood_mean"),
+            ood_precision=ood.get("ood_precision"),
+            ood_threshold=float(ood["ood_threshold"][0]) if ood else None,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,8 +216,9 @@ def fit_logistic_regression(
     return w, b
 
 
-def fit_abstain(head: LinearHead, train_embeddings: np.ndarray, held_out: np.ndarray | None = None,
-                keep: float = 0.95) -> LinearHead:
+def fit_abstain(
+    head: LinearHead, train_embeddings: np.ndarray, held_out: np.ndarray | None = None, keep: float = 0.95
+) -> LinearHead:
     """Return ``head`` with an out-of-distribution detector: Mahalanobis distance to the training
     embeddings (covariance shrunk 10% towards its mean variance); the threshold keeps ``keep`` of
     ``held_out`` embeddings (or of the training ones when none are given) as in-distribution."""
@@ -218,9 +229,17 @@ def fit_abstain(head: LinearHead, train_embeddings: np.ndarray, held_out: np.nda
     prec = np.linalg.inv(cov)
     ref = np.asarray(held_out if held_out is not None else x, dtype=np.float64) - mu
     d = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", ref, prec, ref), 0.0))
-    return LinearHead(head.weight, head.bias, head.labels, head.temperature, head.metrics, head.type,
-                      ood_mean=mu.astype(np.float32), ood_precision=prec.astype(np.float32),
-                      ood_threshold=float(np.quantile(d, keep)))
+    return LinearHead(
+        head.weight,
+        head.bias,
+        head.labels,
+        head.temperature,
+        head.metrics,
+        head.type,
+        ood_mean=mu.astype(np.float32),
+        ood_precision=prec.astype(np.float32),
+        ood_threshold=float(np.quantile(d, keep)),
+    )
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
@@ -256,13 +275,19 @@ def stratified_group_folds(
     """
     rng = np.random.default_rng(seed)
     n = len(y)
-    group_ids = np.arange(n) if groups is None else np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)[1]
+    group_ids = (
+        np.arange(n)
+        if groups is None
+        else np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)[1]
+    )
     # each group is assigned by its first sample's label; groups are dealt round-robin per class
     fold_of_group: dict[int, int] = {}
     unique_groups = np.unique(group_ids)
-    group_label = {g: int(y[np.argmax(group_ids == g)]) for g in unique_groups} if groups is not None else {
-        i: int(y[i]) for i in range(n)
-    }
+    group_label = (
+        {g: int(y[np.argmax(group_ids == g)]) for g in unique_groups}
+        if groups is not None
+        else {i: int(y[i]) for i in range(n)}
+    )
     by_label: dict[int, list[int]] = {}
     for g, lab in group_label.items():
         by_label.setdefault(lab, []).append(int(g))

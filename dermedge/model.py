@@ -158,12 +158,22 @@ class Model:
             "backend": {**self._backend.describe(), "selected_because": self.selection_reason},
             "precision": self.precision,
             "artifacts": [
-                {"backend": a.backend, "precision": a.precision, "format": a.format, "path": a.file.path,
-                 "bytes": a.file.bytes, "gate": a.gate}
+                {
+                    "backend": a.backend,
+                    "precision": a.precision,
+                    "format": a.format,
+                    "path": a.file.path,
+                    "bytes": a.file.bytes,
+                    "gate": a.gate,
+                }
                 for a in m.artifacts
             ],
-            "head": None if self.head is None else {
-                "type": self.head.type, "labels": list(self.head.labels), "temperature": self.head.temperature,
+            "head": None
+            if self.head is None
+            else {
+                "type": self.head.type,
+                "labels": list(self.head.labels),
+                "temperature": self.head.temperature,
                 "metrics": self.head.metrics,
             },
             "provenance": m.provenance,
@@ -282,7 +292,9 @@ class Model:
             return [images]
         return list(images)
 
-    def _run_all(self, images: ImageInput | Sequence[ImageInput], classify: bool, top_k: int, batch_size: int) -> list[Result]:
+    def _run_all(
+        self, images: ImageInput | Sequence[ImageInput], classify: bool, top_k: int, batch_size: int
+    ) -> list[Result]:
         items = self._as_list(images)
         results = list(self.iter_results(items, classify=classify, top_k=top_k, batch_size=batch_size))
         failures = [r.error for r in results if r.error is not None]
@@ -384,12 +396,25 @@ class Model:
         if len(embeddings) > embeddings.shape[1]:  # enough photos for a covariance estimate
             head = fit_abstain(head, embeddings, keep=0.975)
         return Model(
-            self._bundle, self._backend, self.artifact, head, max_pixels=self.max_pixels,
-            selection_reason=self.selection_reason, owns_backend=False, head_fitted_here=True,
+            self._bundle,
+            self._backend,
+            self.artifact,
+            head,
+            max_pixels=self.max_pixels,
+            selection_reason=self.selection_reason,
+            owns_backend=False,
+            head_fitted_here=True,
         )
 
-    def save(self, path: str | os.PathLike[str], *, name: str | None = None, version: str | None = None,
-             provenance: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        provenance: dict[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> Path:
         """Write this model (every artifact of the source bundle plus the current head) as a new bundle.
 
         ``path`` ending in ``.dermedge`` writes a zip. Returns the path written.
@@ -399,19 +424,35 @@ class Model:
         m = self.manifest
         sources = [
             ArtifactSource(
-                backend=a.backend, precision=a.precision, format=a.format, path=self._bundle.verify_file(a.file),
-                companions=tuple(self._bundle.verify_file(c) for c in a.companions), dest=a.file.path,
-                options=a.options, gate=a.gate,
+                backend=a.backend,
+                precision=a.precision,
+                format=a.format,
+                path=self._bundle.verify_file(a.file),
+                companions=tuple(self._bundle.verify_file(c) for c in a.companions),
+                dest=a.file.path,
+                options=a.options,
+                gate=a.gate,
             )
             for a in m.artifacts
         ]
         prov = dict(m.provenance)
         prov.update(provenance or {})
         if self.head is not None and self._head_fitted_here:
-            prov["head_fitted"] = {"metrics": self.head.metrics.get("cv", {}), "n_samples": self.head.metrics.get("n_samples")}
+            prov["head_fitted"] = {
+                "metrics": self.head.metrics.get("cv", {}),
+                "n_samples": self.head.metrics.get("n_samples"),
+            }
         return write_bundle(
-            path, name=name or m.name, version=version or m.version, encoder=m.encoder, input_spec=m.input,
-            artifacts=sources, head=self.head, provenance=prov, description=m.description, overwrite=overwrite,
+            path,
+            name=name or m.name,
+            version=version or m.version,
+            encoder=m.encoder,
+            input_spec=m.input,
+            artifacts=sources,
+            head=self.head,
+            provenance=prov,
+            description=m.description,
+            overwrite=overwrite,
         )
 
     def close(self) -> None:
@@ -427,8 +468,10 @@ class Model:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"Model({self.manifest.name!r} {self.manifest.version}, {self.manifest.encoder.arch}, "
-                f"backend={self.backend_name}/{self.precision}, labels={len(self.labels)})")
+        return (
+            f"Model({self.manifest.name!r} {self.manifest.version}, {self.manifest.encoder.arch}, "
+            f"backend={self.backend_name}/{self.precision}, labels={len(self.labels)})"
+        )
 
 
 def load_model(

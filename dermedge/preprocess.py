@@ -15,7 +15,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+
 
 import cv2
 import numpy as np
@@ -23,7 +23,7 @@ import numpy as np
 from dermedge.bundle import InputSpec
 from dermedge.errors import InputError
 
-ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray]
+ImageInput = str | os.PathLike | bytes | bytearray | memoryview | np.ndarray
 
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: larger than any camera or dermatoscope we know of
 MAX_FILE_BYTES = 256 << 20

@@ -19,10 +19,12 @@ from dermedge.errors import BundleError, DermedgeError
 
 def _crypto() -> Any:
     try:
-        from cryptography.hazmat.primitives.asymmetric import ed25519
         from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
     except ImportError as exc:
-        raise DermedgeError("bundle signatures need the 'cryptography' package: pip install 'dermedge[signing]'") from exc
+        raise DermedgeError(
+            "bundle signatures need the 'cryptography' package: pip install 'dermedge[signing]'"
+        ) from exc
     return ed25519, serialization
 
 
@@ -34,16 +36,24 @@ def generate_keypair(private_path: str | os.PathLike[str], public_path: str | os
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(pem)
-    Path(public_path).write_bytes(key.public_key().public_bytes(ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo))
+    Path(public_path).write_bytes(
+        key.public_key().public_bytes(ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo)
+    )
 
 
 def _load_public(key: str | os.PathLike[str] | bytes) -> Any:
     ed25519, ser = _crypto()
     data = key if isinstance(key, bytes) else Path(key).read_bytes()
     try:
-        pub = ser.load_pem_public_key(data) if data.lstrip().startswith(b"-----") else ed25519.Ed25519PublicKey.from_public_bytes(data)
+        pub = (
+            ser.load_pem_public_key(data)
+            if data.lstrip().startswith(b"-----")
+            else ed25519.Ed25519PublicKey.from_public_bytes(data)
+        )
     except ValueError as exc:
-        raise BundleError(f"trusted key {key if not isinstance(key, bytes) else '<bytes>'}: not an ed25519 public key ({exc})") from exc
+        raise BundleError(
+            f"trusted key {key if not isinstance(key, bytes) else '<bytes>'}: not an ed25519 public key ({exc})"
+        ) from exc
     if not isinstance(pub, ed25519.Ed25519PublicKey):
         raise BundleError("trusted keys must be ed25519 public keys")
     return pub
@@ -86,4 +96,6 @@ def verify_signature(bundle: Bundle, trusted_keys: Sequence[str | os.PathLike[st
             return
         except InvalidSignature:
             continue
-    raise BundleError(f"bundle {bundle.source}: signature does not match any trusted key (tampered or signed by another key)")
+    raise BundleError(
+        f"bundle {bundle.source}: signature does not match any trusted key (tampered or signed by another key)"
+    )

@@ -44,7 +44,8 @@ class SqliteStore:
         except sqlite3.DatabaseError as exc:
             raise DermedgeError(f"{path}: cannot use as an SQLite embedding store ({exc})") from exc
         self._known = {
-            p: h for p, h in self._db.execute("SELECT path, file_sha256 FROM embeddings WHERE model_id = ?", (model_id,))
+            p: h
+            for p, h in self._db.execute("SELECT path, file_sha256 FROM embeddings WHERE model_id = ?", (model_id,))
         }
 
     def has(self, path: str, file_sha256: str) -> bool:
@@ -71,7 +72,11 @@ def read_sqlite(path: str | os.PathLike[str], model_id: str | None = None) -> tu
         rows = db.execute(q, (model_id,) if model_id else ()).fetchall()
     finally:
         db.close()
-    vectors = np.stack([np.frombuffer(v, dtype=np.float32, count=d) for _, d, v in rows]) if rows else np.zeros((0, 0), np.float32)
+    vectors = (
+        np.stack([np.frombuffer(v, dtype=np.float32, count=d) for _, d, v in rows])
+        if rows
+        else np.zeros((0, 0), np.float32)
+    )
     return [r[0] for r in rows], vectors
 
 

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     samples = [s for s in discover([args.data]) if s.label]
     with dermedge.load_model(args.bundle) as model:
-        ok, emb, kept = [], [], []
+        emb, kept = [], []
         for r in model.iter_results([s.path for s in samples]):
             if r.ok:
                 emb.append(r.embedding)
@@ -47,13 +47,23 @@ def main(argv: list[str] | None = None) -> int:
             scores = []
             for seed in range(args.seeds if frac < 1 else 1):
                 rng = np.random.default_rng(seed)
-                pick = np.concatenate([rng.choice(tr[labels[tr] == c], max(2, int(frac * (labels[tr] == c).sum())), replace=False)
-                                       for c in np.unique(labels[tr]) if (labels[tr] == c).sum() >= 2])
+                pick = np.concatenate(
+                    [
+                        rng.choice(tr[labels[tr] == c], max(2, int(frac * (labels[tr] == c).sum())), replace=False)
+                        for c in np.unique(labels[tr])
+                        if (labels[tr] == c).sum() >= 2
+                    ]
+                )
                 head = model.fit_head(x[pick], list(labels[pick]), folds=2, calibrate=False).head
                 pred = np.array(head.labels)[head.probabilities(x[te]).argmax(1)]
                 names = sorted(set(labels))
-                scores.append(macro_f1(np.array([names.index(v) for v in labels[te]]),
-                                       np.array([names.index(v) for v in pred]), len(names)))
+                scores.append(
+                    macro_f1(
+                        np.array([names.index(v) for v in labels[te]]),
+                        np.array([names.index(v) for v in pred]),
+                        len(names),
+                    )
+                )
             curve[frac] = (float(np.mean(scores)), float(np.std(scores)))
             print(f"{100 * frac:5.1f}% of training labels: macro-F1 {curve[frac][0]:.3f} +- {curve[frac][1]:.3f}")
         final = model.fit_head(x, list(labels), groups=[s.group for s in kept])
@@ -66,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
 
         fr = sorted(curve)
         plt.figure(figsize=(5, 3.5))
-        plt.errorbar([100 * f for f in fr], [curve[f][0] for f in fr], yerr=[curve[f][1] for f in fr], marker="o", capsize=3)
+        plt.errorbar(
+            [100 * f for f in fr], [curve[f][0] for f in fr], yerr=[curve[f][1] for f in fr], marker="o", capsize=3
+        )
         plt.xscale("log", base=2)
         plt.xticks([12.5, 25, 50, 100], ["12.5", "25", "50", "100"])
         plt.xlabel("% of training labels")
@@ -77,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("matplotlib not installed: no plot", file=sys.stderr)
     cv = final.head.metrics["cv"]
-    print(f"wrote {out}: cross-validated macro-F1 {cv['macro_f1']:.3f}, balanced accuracy {cv['balanced_accuracy']:.3f}")
+    print(
+        f"wrote {out}: cross-validated macro-F1 {cv['macro_f1']:.3f}, balanced accuracy {cv['balanced_accuracy']:.3f}"
+    )
     return 0
 
 

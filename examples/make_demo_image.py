@@ -14,7 +14,9 @@ def main(out: str) -> None:
     rng = np.random.default_rng(7)
     h, w = 480, 640
     small = rng.normal(0, 1, (h // 32 + 1, w // 32 + 1, 3)).astype(np.float32)
-    img = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC) * 10 + np.array([120, 150, 205], np.float32)  # BGR skin
+    img = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC) * 10 + np.array(
+        [120, 150, 205], np.float32
+    )  # BGR skin
     yy, xx = np.mgrid[:h, :w]
     r = np.sqrt(((yy - h / 2) / 90.0) ** 2 + ((xx - w / 2) / 120.0) ** 2)
     lesion = np.clip(1.2 - r, 0, 1)[..., None]

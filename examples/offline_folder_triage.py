@@ -55,23 +55,27 @@ def main(argv: list[str] | None = None) -> int:
         w = csv.writer(fh)
         w.writerow(["path", "label", "score", f"p_{sort_label}", "abstain", "error"])
         for path, pred in rows:
-            w.writerow([path, pred.label, f"{pred.score:.4f}", f"{pred.scores.get(sort_label, 0):.4f}", pred.abstain, ""])
+            w.writerow(
+                [path, pred.label, f"{pred.score:.4f}", f"{pred.scores.get(sort_label, 0):.4f}", pred.abstain, ""]
+            )
         for path, reason in failures:
             w.writerow([path, "", "", "", "", reason])
     items = []
     for path, pred in rows:
         tops = ", ".join(f"{html.escape(lab)} {p:.2f}" for lab, p in pred.top_k)
         flag = '<span class="abstain">abstain: unlike the training photos</span>' if pred.abstain else ""
-        items.append(f'<tr><td><img src="{thumbnail(path)}"></td><td>{html.escape(os.path.basename(path))}</td>'
-                     f"<td>{pred.scores.get(sort_label, 0):.3f}</td><td><b>{html.escape(pred.label)}</b> {pred.score:.2f}</td>"
-                     f"<td>{tops} {flag}</td></tr>")
+        items.append(
+            f'<tr><td><img src="{thumbnail(path)}"></td><td>{html.escape(os.path.basename(path))}</td>'
+            f"<td>{pred.scores.get(sort_label, 0):.3f}</td><td><b>{html.escape(pred.label)}</b> {pred.score:.2f}</td>"
+            f"<td>{tops} {flag}</td></tr>"
+        )
     fails = "".join(f"<li>{html.escape(s)}: {html.escape(r)}</li>" for s, r in failures) or "<li>none</li>"
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>dermedge triage</title><style>
 body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}} td,th{{border-bottom:1px solid #ddd;padding:4px 8px}}
 img{{max-width:96px}} .abstain{{color:#a60;font-size:90%}} .note{{color:#555}}</style></head><body>
 <h1>Offline triage report</h1><p class="note">{len(rows)} photos classified, {len(failures)} could not be read.
 Model: {html.escape(about)}. Sorted by P({html.escape(sort_label)}). Research use only: not a medical device.</p>
-<table><tr><th></th><th>file</th><th>P({html.escape(sort_label)})</th><th>prediction</th><th>top 3</th></tr>{''.join(items)}</table>
+<table><tr><th></th><th>file</th><th>P({html.escape(sort_label)})</th><th>prediction</th><th>top 3</th></tr>{"".join(items)}</table>
 <h2>Files that could not be read</h2><ul>{fails}</ul></body></html>"""
     (out / "report.html").write_text(page, encoding="utf-8")
     print(f"wrote {out / 'report.html'} and {out / 'predictions.csv'}: {len(rows)} classified, {len(failures)} failed")

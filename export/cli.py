@@ -12,10 +12,14 @@ def _csv(text: str) -> list[str]:
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="`dermedge train` run directory (encoder.safetensors + encoder.json)")
+    p.add_argument(
+        "--checkpoint", required=True, help="`dermedge train` run directory (encoder.safetensors + encoder.json)"
+    )
     p.add_argument("--formats", default="onnxruntime,openvino", help="comma list of onnxruntime, openvino, tensorrt")
     p.add_argument("--precision", default="fp32,int8", help="comma list of fp32, fp16, int8")
-    p.add_argument("--calib-data", nargs="*", default=[], help="folders/CSVs for INT8 calibration (default: --eval-data)")
+    p.add_argument(
+        "--calib-data", nargs="*", default=[], help="folders/CSVs for INT8 calibration (default: --eval-data)"
+    )
     p.add_argument("--eval-data", nargs="*", default=[], help="labelled folders/CSVs: held-out gate + head fitting")
     p.add_argument("--label-map", help="'common' (shared-data vocabulary) or a JSON file mapping labels")
     p.add_argument("--calib-size", type=int, default=128)
@@ -42,13 +46,25 @@ def run_export(args: argparse.Namespace) -> int:
     from export.verify import GateThresholds
 
     req = ExportRequest(
-        checkpoint=args.checkpoint, out=args.out, formats=_csv(args.formats), precisions=_csv(args.precision),
-        calib_data=args.calib_data, eval_data=args.eval_data, calib_size=args.calib_size, eval_size=args.eval_size,
-        label_map=load_label_map(args.label_map), name=args.name, version=args.version, description=args.description,
-        thresholds=GateThresholds(args.min_cosine, args.max_f1_drop), ort_recipe=args.ort_recipe,
-        calibration_method=args.calibration_method, resize_size=args.resize_size,
+        checkpoint=args.checkpoint,
+        out=args.out,
+        formats=_csv(args.formats),
+        precisions=_csv(args.precision),
+        calib_data=args.calib_data,
+        eval_data=args.eval_data,
+        calib_size=args.calib_size,
+        eval_size=args.eval_size,
+        label_map=load_label_map(args.label_map),
+        name=args.name,
+        version=args.version,
+        description=args.description,
+        thresholds=GateThresholds(args.min_cosine, args.max_f1_drop),
+        ort_recipe=args.ort_recipe,
+        calibration_method=args.calibration_method,
+        resize_size=args.resize_size,
         provenance=json.loads(Path(args.provenance).read_text()) if args.provenance else {},
-        card_notes=Path(args.card_notes).read_text() if args.card_notes else "", overwrite=args.overwrite,
+        card_notes=Path(args.card_notes).read_text() if args.card_notes else "",
+        overwrite=args.overwrite,
     )
     out, rows = export_bundle(req)
     failed = [r for r in rows if r["gate"]["status"] != "pass"]
@@ -57,8 +73,10 @@ def run_export(args: argparse.Namespace) -> int:
     if out is None:
         print("error: no artifact passed the gate; nothing written", file=sys.stderr)
         return 1
-    print(f"wrote {out}" + (f"; {len(failed)} artifact(s) failed the gate and were left out" if failed else ""),
-          file=sys.stderr)
+    print(
+        f"wrote {out}" + (f"; {len(failed)} artifact(s) failed the gate and were left out" if failed else ""),
+        file=sys.stderr,
+    )
     return 1 if failed else 0
 
 

@@ -46,13 +46,19 @@ def test_metrics(y: np.ndarray, probs: np.ndarray, labels: tuple[str, ...]) -> d
     n = len(labels)
     pred = probs.argmax(1)
     mel = labels.index("MEL")
-    return {"macro_f1": macro_f1(y, pred, n), "balanced_accuracy": balanced_accuracy(y, pred, n),
-            "mel_auroc": roc_auc(y == mel, probs[:, mel]), "mel_sens_at_80_spec": sens_at_spec(y == mel, probs[:, mel]),
-            "ece": expected_calibration_error(probs, y), "n": int(len(y))}
+    return {
+        "macro_f1": macro_f1(y, pred, n),
+        "balanced_accuracy": balanced_accuracy(y, pred, n),
+        "mel_auroc": roc_auc(y == mel, probs[:, mel]),
+        "mel_sens_at_80_spec": sens_at_spec(y == mel, probs[:, mel]),
+        "ece": expected_calibration_error(probs, y),
+        "n": int(len(y)),
+    }
 
 
-def bootstrap(y: np.ndarray, probs: np.ndarray, groups: np.ndarray, labels: tuple[str, ...], reps: int = 500,
-              seed: int = 0) -> dict[str, list[float]]:
+def bootstrap(
+    y: np.ndarray, probs: np.ndarray, groups: np.ndarray, labels: tuple[str, ...], reps: int = 500, seed: int = 0
+) -> dict[str, list[float]]:
     """95% CIs by resampling patients/lesions (clusters) with replacement."""
     rng = np.random.default_rng(seed)
     uniq, inv = np.unique(groups, return_inverse=True)
@@ -71,8 +77,16 @@ def write_csv(samples: list[Sample], path: Path) -> None:
         w = csv.writer(fh)
         w.writerow(["path", "label", "patient_id", "lesion_id", "image_id", "fitzpatrick"])
         for s in samples:
-            w.writerow([str(Path(s.path).resolve()), s.meta.get("original_label", s.label), s.meta.get("patient_id", ""),
-                        s.meta.get("lesion_id", "").split("/")[-1], s.meta.get("image_id", ""), s.meta.get("fitzpatrick", "")])
+            w.writerow(
+                [
+                    str(Path(s.path).resolve()),
+                    s.meta.get("original_label", s.label),
+                    s.meta.get("patient_id", ""),
+                    s.meta.get("lesion_id", "").split("/")[-1],
+                    s.meta.get("image_id", ""),
+                    s.meta.get("fitzpatrick", ""),
+                ]
+            )
 
 
 def embed_all(bundle: Path, backend: str, precision: str, samples: list[Sample]) -> tuple[np.ndarray, list[int]]:
@@ -102,7 +116,9 @@ def non_skin_images(n: int = 60, seed: int = 0) -> list[np.ndarray]:
             img[:, :: 2 + i % 7] = rng.integers(0, 256, 3)
         elif kind == 3:
             g = np.linspace(0, 255, 160, dtype=np.float32)
-            img = np.stack([np.tile(g, (160, 1)), np.tile(g[:, None], (1, 160)), np.full((160, 160), 128.0)], -1).astype(np.uint8)
+            img = np.stack(
+                [np.tile(g, (160, 1)), np.tile(g[:, None], (1, 160)), np.full((160, 160), 128.0)], -1
+            ).astype(np.uint8)
         else:
             c = (np.indices((160, 160)).sum(0) // (8 + i % 16)) % 2
             img = (np.stack([c] * 3, -1) * 255).astype(np.uint8)
@@ -138,9 +154,18 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(train, work / "train.csv")
     full = Path(args.full_out)
     req = ExportRequest(
-        checkpoint=args.run, out=str(full), formats=("onnxruntime", "openvino"), precisions=("fp32", "fp16", "int8"),
-        calib_data=[str(work / "train.csv")], eval_data=[str(work / "val.csv")], calib_size=256, eval_size=1200,
-        label_map=dict(COMMON_LABEL_MAP), name="dermedge-default", version=args.version, overwrite=True,
+        checkpoint=args.run,
+        out=str(full),
+        formats=("onnxruntime", "openvino"),
+        precisions=("fp32", "fp16", "int8"),
+        calib_data=[str(work / "train.csv")],
+        eval_data=[str(work / "val.csv")],
+        calib_size=256,
+        eval_size=1200,
+        label_map=dict(COMMON_LABEL_MAP),
+        name="dermedge-default",
+        version=args.version,
+        overwrite=True,
     )
     bundle, rows = export_bundle(req)
     if bundle is None:
@@ -161,16 +186,22 @@ def main(argv: list[str] | None = None) -> int:
     probs_raw = softmax(head.logits(xte))
     probs = head.probabilities(xte)
     groups = np.array([s.group for s in ste])
-    report: dict[str, Any] = {"labels": list(head.labels), "split_sizes": {"train": len(str_), "val": len(sva), "test": len(ste)}}
+    report: dict[str, Any] = {
+        "labels": list(head.labels),
+        "split_sizes": {"train": len(str_), "val": len(sva), "test": len(ste)},
+    }
     report["test"] = test_metrics(yte, probs, head.labels)
     report["test_ci95"] = bootstrap(yte, probs, groups, head.labels)
     report["ece_before_calibration"] = expected_calibration_error(probs_raw, yte)
     report["ece_after_calibration"] = report["test"]["ece"]
-    src = np.array(["dermoscopy (HAM10000)" if s.meta["source"].startswith("ham") else "smartphone (PAD-UFES-20)" for s in ste])
+    src = np.array(
+        ["dermoscopy (HAM10000)" if s.meta["source"].startswith("ham") else "smartphone (PAD-UFES-20)" for s in ste]
+    )
     report["per_source"] = {k: test_metrics(yte[src == k], probs[src == k], head.labels) for k in np.unique(src)}
     fitz = np.array([s.meta.get("fitzpatrick", "") for s in ste])
-    report["per_fitzpatrick"] = {f"type {k}": test_metrics(yte[fitz == k], probs[fitz == k], head.labels)
-                                 for k in np.unique(fitz) if k}
+    report["per_fitzpatrick"] = {
+        f"type {k}": test_metrics(yte[fitz == k], probs[fitz == k], head.labels) for k in np.unique(fitz) if k
+    }
     # OOD behaviour: in-distribution test kept, SD-198 (other skin diseases, near-OOD), synthetic non-skin images
     import dermedge
 
@@ -181,10 +212,14 @@ def main(argv: list[str] | None = None) -> int:
         x_non_skin = m.embed(non_skin_images())
     sd_samples = discover([data / "sd198"])[: (args.limit or 10**9)]
     x_sd, _ = embed_all(bundle, "onnxruntime", "fp32", sd_samples)
-    report["abstain"] = {"method": "Mahalanobis distance to training embeddings (shrunk covariance)",
-                         "threshold": head.ood_threshold, "operating_point": "keeps 95% of validation photos",
-                         "flagged_test_in_distribution": ood_rate(xte), "flagged_sd198_other_conditions": ood_rate(x_sd),
-                         "flagged_synthetic_non_skin": ood_rate(x_non_skin)}
+    report["abstain"] = {
+        "method": "Mahalanobis distance to training embeddings (shrunk covariance)",
+        "threshold": head.ood_threshold,
+        "operating_point": "keeps 95% of validation photos",
+        "flagged_test_in_distribution": ood_rate(xte),
+        "flagged_sd198_other_conditions": ood_rate(x_sd),
+        "flagged_synthetic_non_skin": ood_rate(x_non_skin),
+    }
     # every shipped artifact on the test split (the same head)
     per_artifact = {}
     for row in rows:
@@ -192,8 +227,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         e, _ = embed_all(bundle, row["backend"], row["precision"], ste)
         per_artifact[f"{row['backend']}/{row['precision']}"] = {
-            **test_metrics(yte, head.probabilities(e), head.labels), "bytes": row["bytes"],
-            "latency_ms_batch1": row["latency_ms"], "gate_mean_cosine": row["gate"]["mean_cosine"]}
+            **test_metrics(yte, head.probabilities(e), head.labels),
+            "bytes": row["bytes"],
+            "latency_ms_batch1": row["latency_ms"],
+            "gate_mean_cosine": row["gate"]["mean_cosine"],
+        }
     report["per_artifact"] = per_artifact
     if args.baselines:
         report["baselines"] = baselines(args.run, str_, ste, head.labels)

@@ -23,9 +23,21 @@ import numpy as np
 logger = logging.getLogger("dermedge.distill")
 
 
-def distill(teacher_dir: str, student_arch: str, data: list[str], out: Path, *, img_size: int | None = None,
-            epochs: int = 10, batch_size: int = 64, lr: float = 1e-3, loss: str = "cosine", limit: int = 0,
-            num_workers: int = 2, seed: int = 0) -> Path:
+def distill(
+    teacher_dir: str,
+    student_arch: str,
+    data: list[str],
+    out: Path,
+    *,
+    img_size: int | None = None,
+    epochs: int = 10,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    loss: str = "cosine",
+    limit: int = 0,
+    num_workers: int = 2,
+    seed: int = 0,
+) -> Path:
     import torch
     import torch.nn.functional as F
     from safetensors.torch import save_file
@@ -79,16 +91,31 @@ def distill(teacher_dir: str, student_arch: str, data: list[str], out: Path, *, 
         logger.info("distill epoch %d/%d loss %.4f", epoch + 1, epochs, log[-1]["loss"])
     student.eval()
     save_file({k: v.contiguous() for k, v in student.state_dict().items()}, str(out / "encoder.safetensors"))
-    sidecar = {"arch": student_arch, "img_size": size, "embed_dim": s_dim, "method": "distill",
-               "epoch": epochs, "epochs": epochs, "teacher": str(tck.root), "teacher_arch": tck.arch, "loss": loss,
-               "data": data, "n_images": len(samples), "metrics": {"loss": log[-1]["loss"] if log else None},
-               "flops": count_flops(student, size), "params": int(sum(p.numel() for p in student.parameters())),
-               "trained_by": "dermedge distill", "log": log}
+    sidecar = {
+        "arch": student_arch,
+        "img_size": size,
+        "embed_dim": s_dim,
+        "method": "distill",
+        "epoch": epochs,
+        "epochs": epochs,
+        "teacher": str(tck.root),
+        "teacher_arch": tck.arch,
+        "loss": loss,
+        "data": data,
+        "n_images": len(samples),
+        "metrics": {"loss": log[-1]["loss"] if log else None},
+        "flops": count_flops(student, size),
+        "params": int(sum(p.numel() for p in student.parameters())),
+        "trained_by": "dermedge distill",
+        "log": log,
+    }
     (out / "encoder.json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return out
 
 
-def compare(teacher_dir: str, student_dir: str, eval_data: list[str], label_map: dict[str, str] | None) -> dict[str, Any]:
+def compare(
+    teacher_dir: str, student_dir: str, eval_data: list[str], label_map: dict[str, str] | None
+) -> dict[str, Any]:
     """Teacher vs student: linear-probe and kNN macro-F1 on a patient/lesion split, and ORT batch-1 latency."""
     from dermedge.datasets import discover, map_labels
     from export.compile.onnx import export_onnx
@@ -110,25 +137,45 @@ def compare(teacher_dir: str, student_dir: str, eval_data: list[str], label_map:
             export_onnx(enc, ck.img_size, onnx_path)
             x = [np.random.default_rng(0).normal(size=(1, 3, ck.img_size, ck.img_size)).astype(np.float32)]
             _, latency = embed_with("onnxruntime", onnx_path, x)
-        rows[role] = {"arch": ck.arch, "params": int(sum(p.numel() for p in enc.parameters())),
-                      "probe_macro_f1": res["linear_probe"]["macro_f1"], "knn_macro_f1": res["knn"]["macro_f1"],
-                      "ort_fp32_latency_ms": latency}
+        rows[role] = {
+            "arch": ck.arch,
+            "params": int(sum(p.numel() for p in enc.parameters())),
+            "probe_macro_f1": res["linear_probe"]["macro_f1"],
+            "knn_macro_f1": res["knn"]["macro_f1"],
+            "ort_fp32_latency_ms": latency,
+        }
     return rows
 
 
 def run_distill_cli(args: argparse.Namespace) -> int:
     from export.pipeline import load_label_map
 
-    out = distill(args.teacher, args.student_arch, args.data, Path(args.out), img_size=args.img_size, epochs=args.epochs,
-                  batch_size=args.batch_size, lr=args.lr, loss=args.loss, limit=args.limit, num_workers=args.num_workers)
+    out = distill(
+        args.teacher,
+        args.student_arch,
+        args.data,
+        Path(args.out),
+        img_size=args.img_size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        loss=args.loss,
+        limit=args.limit,
+        num_workers=args.num_workers,
+    )
     result: dict[str, Any] = {"out": str(out)}
     if args.eval_data:
         rows = compare(args.teacher, str(out), args.eval_data, load_label_map(args.label_map))
         result["comparison"] = rows
-        table = ["| role | arch | params (M) | probe macro-F1 | kNN macro-F1 | ORT fp32 latency ms |", "|---|---|---|---|---|---|"]
+        table = [
+            "| role | arch | params (M) | probe macro-F1 | kNN macro-F1 | ORT fp32 latency ms |",
+            "|---|---|---|---|---|---|",
+        ]
         for role, r in rows.items():
-            table.append(f"| {role} | {r['arch']} | {r['params'] / 1e6:.1f} | {r['probe_macro_f1']:.3f} | "
-                         f"{r['knn_macro_f1']:.3f} | {r['ort_fp32_latency_ms']:.1f} |")
+            table.append(
+                f"| {role} | {r['arch']} | {r['params'] / 1e6:.1f} | {r['probe_macro_f1']:.3f} | "
+                f"{r['knn_macro_f1']:.3f} | {r['ort_fp32_latency_ms']:.1f} |"
+            )
         (out / "distill.md").write_text("\n".join(table) + "\n")
         print("\n".join(table), file=sys.stderr)
     (out / "distill.json").write_text(json.dumps(result, indent=1) + "\n")

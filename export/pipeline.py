@@ -20,10 +20,10 @@ from dermedge.datasets import COMMON_LABEL_MAP, Sample, discover, group_split, m
 from dermedge.errors import ExportError
 from dermedge.heads import fit_linear_head
 from export.calibration import balanced_sample, prepare_arrays
-from training.checkpoint import build_encoder, read_checkpoint
 from export.compile.onnx import export_onnx
 from export.quantize import AdvancedQuantization, convert_openvino, quantize_onnxruntime, quantize_openvino
 from export.verify import GateThresholds, embed_with, format_table, gate
+from training.checkpoint import build_encoder, read_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -111,8 +111,11 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
         if eval_kept:
             names, y_all = np.unique([s.label for s in eval_kept], return_inverse=True)
             train_idx = np.setdiff1d(np.arange(len(eval_kept)), test_idx)
-            head = fit_linear_head(reference[train_idx], [eval_kept[i].label for i in train_idx],
-                                   groups=[eval_kept[i].group for i in train_idx])
+            head = fit_linear_head(
+                reference[train_idx],
+                [eval_kept[i].label for i in train_idx],
+                groups=[eval_kept[i].group for i in train_idx],
+            )
             label_index = {lab: i for i, lab in enumerate(head.labels)}
             y_test = np.array([label_index.get(eval_kept[i].label, -1) for i in test_idx])
             keep = y_test >= 0
@@ -123,8 +126,14 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
         int8_qdq: Path | None = None
         if "int8" in req.precisions and ("onnxruntime" in req.formats or "tensorrt" in req.formats):
             int8_qdq = work / "encoder_int8_qdq.onnx"
-            info = quantize_onnxruntime(fp32, int8_qdq, calib_arrays, recipe=req.ort_recipe,
-                                        method=req.calibration_method, advanced=req.advanced)
+            info = quantize_onnxruntime(
+                fp32,
+                int8_qdq,
+                calib_arrays,
+                recipe=req.ort_recipe,
+                method=req.calibration_method,
+                advanced=req.advanced,
+            )
         for fmt in req.formats:
             for prec in req.precisions:
                 if fmt == "onnxruntime":
@@ -142,7 +151,17 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
                 elif fmt == "tensorrt":
                     src = fp32 if prec in ("fp32", "fp16") else int8_qdq
                     if src is not None:
-                        candidates.append((fmt, prec, "onnx", src, (), {"precision": prec}, {"note": "engine built on the target GPU"}))
+                        candidates.append(
+                            (
+                                fmt,
+                                prec,
+                                "onnx",
+                                src,
+                                (),
+                                {"precision": prec},
+                                {"note": "engine built on the target GPU"},
+                            )
+                        )
 
         rows: list[dict[str, Any]] = []
         artifacts: list[ArtifactSource] = []
@@ -151,19 +170,49 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
                 try:
                     import tensorrt  # noqa: F401
                 except ImportError:
-                    logger.warning("tensorrt/%s: TensorRT not installed here; the ONNX is shipped ungated and the "
-                                   "engine is built and must be checked on the target GPU", prec)
-                    artifacts.append(ArtifactSource(fmt, prec, kind, path, comps, dest=_dest(path), options=options,
-                                                    gate={"status": "not gated (no TensorRT here)", **how}))
+                    logger.warning(
+                        "tensorrt/%s: TensorRT not installed here; the ONNX is shipped ungated and the "
+                        "engine is built and must be checked on the target GPU",
+                        prec,
+                    )
+                    artifacts.append(
+                        ArtifactSource(
+                            fmt,
+                            prec,
+                            kind,
+                            path,
+                            comps,
+                            dest=_dest(path),
+                            options=options,
+                            gate={"status": "not gated (no TensorRT here)", **how},
+                        )
+                    )
                     continue
             emb, latency = embed_with(fmt, path, gate_arrays, options=options)
             result = gate(reference, emb, head, test_idx, y_test, req.thresholds)
             nbytes = sum(p.stat().st_size for p in (path, *comps))
-            row = {"backend": fmt, "precision": prec, "bytes": nbytes, "latency_ms": latency, "gate": result, "how": how}
+            row = {
+                "backend": fmt,
+                "precision": prec,
+                "bytes": nbytes,
+                "latency_ms": latency,
+                "gate": result,
+                "how": how,
+            }
             rows.append(row)
             if result["status"] == "pass":
-                artifacts.append(ArtifactSource(fmt, prec, kind, path, comps, dest=_dest(path), options=options,
-                                                gate={**result, "latency_ms_batch1": latency, **how}))
+                artifacts.append(
+                    ArtifactSource(
+                        fmt,
+                        prec,
+                        kind,
+                        path,
+                        comps,
+                        dest=_dest(path),
+                        options=options,
+                        gate={**result, "latency_ms_batch1": latency, **how},
+                    )
+                )
         table = format_table(rows)
         print(table, file=sys.stderr)
         if not artifacts:
@@ -172,20 +221,40 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
         calib_list = work / "calibration_images.txt"
         calib_list.write_text("\n".join(s.path for s in calib_kept) + "\n")
         prov = {
-            "checkpoint": str(ckpt.root), "training": {k: ckpt.sidecar.get(k) for k in ("method", "epoch", "epochs", "data", "n_images", "metrics")},
+            "checkpoint": str(ckpt.root),
+            "training": {k: ckpt.sidecar.get(k) for k in ("method", "epoch", "epochs", "data", "n_images", "metrics")},
             "commands": [" ".join(["dermedge", *sys.argv[1:]])] if sys.argv and "dermedge" in sys.argv[0] else [],
             "calibration": {"images": len(calib_kept), "list": "calibration_images.txt"},
-            "eval": {"data": list(req.eval_data), "images": len(eval_kept), "test_images": int(len(test_idx)),
-                     "split": "by patient/lesion (dermedge.datasets.group_split 60/40)"},
-            "gate_table": table, "onnx_parity": parity, **req.provenance,
+            "eval": {
+                "data": list(req.eval_data),
+                "images": len(eval_kept),
+                "test_images": int(len(test_idx)),
+                "split": "by patient/lesion (dermedge.datasets.group_split 60/40)",
+            },
+            "gate_table": table,
+            "onnx_parity": parity,
+            **req.provenance,
         }
         card_extra = f"\n## Export gate\n\n{table}\n" + (f"\n{req.card_notes}\n" if req.card_notes else "")
         out = write_bundle(
-            req.out, name=req.name or Path(req.out).stem, version=req.version,
-            encoder=EncoderInfo(arch=ckpt.arch, embed_dim=ckpt.embed_dim, params=params, flops=flops,
-                                trained_by=f"dermedge train ({ckpt.sidecar.get('method')}, {ckpt.sidecar.get('epoch')} epochs)"),
-            input_spec=spec, artifacts=_dedupe(artifacts), head=head, provenance=prov, description=req.description,
-            extra_files=[(calib_list, "calibration_images.txt")], overwrite=req.overwrite, card_appendix=card_extra,
+            req.out,
+            name=req.name or Path(req.out).stem,
+            version=req.version,
+            encoder=EncoderInfo(
+                arch=ckpt.arch,
+                embed_dim=ckpt.embed_dim,
+                params=params,
+                flops=flops,
+                trained_by=f"dermedge train ({ckpt.sidecar.get('method')}, {ckpt.sidecar.get('epoch')} epochs)",
+            ),
+            input_spec=spec,
+            artifacts=_dedupe(artifacts),
+            head=head,
+            provenance=prov,
+            description=req.description,
+            extra_files=[(calib_list, "calibration_images.txt")],
+            overwrite=req.overwrite,
+            card_appendix=card_extra,
         )
         return out, rows
     finally:

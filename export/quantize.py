@@ -49,8 +49,7 @@ def activation_matmuls(onnx_path: Path) -> list[str]:
     model = onnx.load(str(onnx_path), load_external_data=False)
     constants = {i.name for i in model.graph.initializer}
     constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
-    return [n.name for n in model.graph.node if n.op_type == "MatMul" and not all(
-        x in constants for x in n.input[1:2])]
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and not all(x in constants for x in n.input[1:2])]
 
 
 class _Reader:
@@ -63,8 +62,15 @@ class _Reader:
         return next(self._it, None)
 
 
-def quantize_onnxruntime(fp32: Path, out: Path, calibration: Sequence[np.ndarray], *, recipe: str = "auto",
-                         method: str = "minmax", advanced: AdvancedQuantization = AdvancedQuantization()) -> dict[str, Any]:
+def quantize_onnxruntime(
+    fp32: Path,
+    out: Path,
+    calibration: Sequence[np.ndarray],
+    *,
+    recipe: str = "auto",
+    method: str = "minmax",
+    advanced: AdvancedQuantization = AdvancedQuantization(),
+) -> dict[str, Any]:
     """Static QDQ INT8 with ONNX Runtime; returns what was done (recipe, excluded nodes, ...)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -92,20 +98,38 @@ def quantize_onnxruntime(fp32: Path, out: Path, calibration: Sequence[np.ndarray
     act = QuantType.QUInt8 if advanced.activation_type == "uint8" else QuantType.QInt8
     try:
         quantize_static(
-            str(pre), str(out), _Reader(input_name, calibration), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=op_types, per_channel=advanced.per_channel, reduce_range=advanced.reduce_range,
-            activation_type=act, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
-            calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                              "percentile": CalibrationMethod.Percentile}[method],
+            str(pre),
+            str(out),
+            _Reader(input_name, calibration),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=op_types,
+            per_channel=advanced.per_channel,
+            reduce_range=advanced.reduce_range,
+            activation_type=act,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=exclude,
+            calibrate_method={
+                "minmax": CalibrationMethod.MinMax,
+                "entropy": CalibrationMethod.Entropy,
+                "percentile": CalibrationMethod.Percentile,
+            }[method],
         )
     except Exception as exc:
         raise QuantizationError(f"onnxruntime quantize_static failed on {fp32}: {exc}") from exc
     finally:
         if pre != fp32 and pre.exists():
             pre.unlink()
-    return {"tool": "onnxruntime.quantize_static", "format": "QDQ", "recipe": chosen, "calibration": method,
-            "per_channel": advanced.per_channel, "activations": advanced.activation_type, "weights": "int8",
-            "excluded_nodes": len(exclude), "calibration_images": len(calibration)}
+    return {
+        "tool": "onnxruntime.quantize_static",
+        "format": "QDQ",
+        "recipe": chosen,
+        "calibration": method,
+        "per_channel": advanced.per_channel,
+        "activations": advanced.activation_type,
+        "weights": "int8",
+        "excluded_nodes": len(exclude),
+        "calibration_images": len(calibration),
+    }
 
 
 def convert_openvino(fp32_onnx: Path, out_xml: Path, *, fp16: bool = False) -> dict[str, Any]:
@@ -117,8 +141,14 @@ def convert_openvino(fp32_onnx: Path, out_xml: Path, *, fp16: bool = False) -> d
     return {"tool": "openvino.convert_model", "weights": "fp16" if fp16 else "fp32"}
 
 
-def quantize_openvino(fp32_onnx: Path, out_xml: Path, calibration: Sequence[np.ndarray], *, transformer: bool | None = None,
-                      advanced: AdvancedQuantization = AdvancedQuantization()) -> dict[str, Any]:
+def quantize_openvino(
+    fp32_onnx: Path,
+    out_xml: Path,
+    calibration: Sequence[np.ndarray],
+    *,
+    transformer: bool | None = None,
+    advanced: AdvancedQuantization = AdvancedQuantization(),
+) -> dict[str, Any]:
     """NNCF post-training INT8 of the OpenVINO model (transformer mode for attention models)."""
     import nncf
     import openvino as ov
@@ -134,10 +164,18 @@ def quantize_openvino(fp32_onnx: Path, out_xml: Path, calibration: Sequence[np.n
     if advanced.nncf_ignored_types:
         kwargs["ignored_scope"] = nncf.IgnoredScope(types=list(advanced.nncf_ignored_types))
     try:
-        quantized = nncf.quantize(model, nncf.Dataset(list(calibration)), subset_size=len(calibration),
-                                  fast_bias_correction=advanced.nncf_fast_bias_correction, **kwargs)
+        quantized = nncf.quantize(
+            model,
+            nncf.Dataset(list(calibration)),
+            subset_size=len(calibration),
+            fast_bias_correction=advanced.nncf_fast_bias_correction,
+            **kwargs,
+        )
     except Exception as exc:
         raise QuantizationError(f"NNCF quantisation failed on {fp32_onnx}: {exc}") from exc
     ov.save_model(quantized, str(out_xml), compress_to_fp16=False)
-    return {"tool": f"nncf {nncf.__version__}", "model_type": "transformer" if transformer else "default",
-            "calibration_images": len(calibration)}
+    return {
+        "tool": f"nncf {nncf.__version__}",
+        "model_type": "transformer" if transformer else "default",
+        "calibration_images": len(calibration),
+    }

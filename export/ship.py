@@ -32,15 +32,20 @@ def model_card(report: dict[str, Any], manifest: dict[str, Any], training: dict[
     head = "| | n | macro-F1 | balanced acc | MEL AUROC | MEL sens @ 80% spec | ECE |\n|---|---|---|---|---|---|---|"
     t = report["test"]
     lines = [
-        f"# {manifest['name']} {manifest['version']} - model card", "",
-        manifest["description"], "",
+        f"# {manifest['name']} {manifest['version']} - model card",
+        "",
+        manifest["description"],
+        "",
         "**Intended use:** research and development of dermatology software, offline. **Not a medical device**; it "
         "must not be used to diagnose, screen or triage patients. Its labels are lesion types from two public "
-        "datasets, not a clinical assessment.", "",
-        "## Data and licences", *[f"- {d}" for d in DATA_LICENCES],
+        "datasets, not a clinical assessment.",
+        "",
+        "## Data and licences",
+        *[f"- {d}" for d in DATA_LICENCES],
         "- Consequence: because the encoder and head were trained on HAM10000 (CC BY-NC-SA 4.0), this model may be "
         "used for **non-commercial research only**. For a product, retrain with `make default-model` on data you may use "
-        "commercially (PAD-UFES-20 alone is CC BY 4.0).", "",
+        "commercially (PAD-UFES-20 alone is CC BY 4.0).",
+        "",
         "## How it was made (reproduce with `make default-model`)",
         f"- Encoder: `{manifest['encoder']['arch']}`, {manifest['encoder']['params']:,} parameters, "
         f"{manifest['encoder']['embed_dim']}-d embedding, input {manifest['input']['size'][0]} px; "
@@ -50,51 +55,80 @@ def model_card(report: dict[str, Any], manifest: dict[str, Any], training: dict[
         "- Head: class-balanced multinomial logistic regression (numpy, L2 by grouped 5-fold CV) on the training split "
         "over the common vocabulary (MEL, NEV, BCC, AK/IEC, SCC, BKL, DF, VASC); softmax temperature "
         f"{manifest['head']['temperature']:.3f} fitted on the validation split.",
-        f"- Split: HAM10000 (both folders, by lesion) + PAD-UFES-20 (by patient), 60/20/20: "
-        f"{report['split_sizes']}.",
-        f"- Building this bundle took {report['wall_time_s'] / 60:.1f} min (export, INT8, gate, embedding, evaluation).", "",
-        "## Test-set results (95% bootstrap CIs over patients/lesions)", head,
+        f"- Split: HAM10000 (both folders, by lesion) + PAD-UFES-20 (by patient), 60/20/20: {report['split_sizes']}.",
+        f"- Building this bundle took {report['wall_time_s'] / 60:.1f} min (export, INT8, gate, embedding, evaluation).",
+        "",
+        "## Test-set results (95% bootstrap CIs over patients/lesions)",
+        head,
         f"| all test photos | {t['n']} | {_fmt(t, report['test_ci95'])} |",
     ]
     for k, m in report["per_source"].items():
         lines.append(f"| {k} | {m['n']} | {_fmt(m)} |")
     for k, m in report["per_fitzpatrick"].items():
         lines.append(f"| PAD-UFES-20 Fitzpatrick {k.replace('.0', '')} | {m['n']} | {_fmt(m)} |")
-    lines += ["", f"Calibration: ECE {report['ece_before_calibration']:.3f} before and "
-              f"{report['ece_after_calibration']:.3f} after temperature scaling (test split).", "",
-              "## Baselines (same split, same head recipe)", head, f"| this encoder (FP32) | {t['n']} | {_fmt(t)} |"]
+    lines += [
+        "",
+        f"Calibration: ECE {report['ece_before_calibration']:.3f} before and "
+        f"{report['ece_after_calibration']:.3f} after temperature scaling (test split).",
+        "",
+        "## Baselines (same split, same head recipe)",
+        head,
+        f"| this encoder (FP32) | {t['n']} | {_fmt(t)} |",
+    ]
     for k, m in report.get("baselines", {}).items():
         lines.append(f"| {k} | {m['n']} | {_fmt(m)} |")
-    lines += ["", "## FP32 vs INT8 per backend (test split; latency: batch 1, this 2-core CPU)",
-              "| artifact | size MB | latency ms | gate cosine | macro-F1 | MEL AUROC |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## FP32 vs INT8 per backend (test split; latency: batch 1, this 2-core CPU)",
+        "| artifact | size MB | latency ms | gate cosine | macro-F1 | MEL AUROC |",
+        "|---|---|---|---|---|---|",
+    ]
     for k, m in report["per_artifact"].items():
-        lines.append(f"| {k} | {m['bytes'] / 1e6:.1f} | {m['latency_ms_batch1']:.1f} | {m['gate_mean_cosine']:.4f} | "
-                     f"{m['macro_f1']:.3f} | {m['mel_auroc']:.3f} |")
+        lines.append(
+            f"| {k} | {m['bytes'] / 1e6:.1f} | {m['latency_ms_batch1']:.1f} | {m['gate_mean_cosine']:.4f} | "
+            f"{m['macro_f1']:.3f} | {m['mel_auroc']:.3f} |"
+        )
     a = report["abstain"]
-    lines += ["", "## Abstain signal",
-              f"- {a['method']}; threshold {a['threshold']:.2f} ({a['operating_point']}). `Prediction.abstain` is True above it.",
-              f"- Flagged: {100 * a['flagged_test_in_distribution']:.1f}% of in-distribution test photos, "
-              f"{100 * a['flagged_sd198_other_conditions']:.1f}% of SD-198 photos (other skin conditions, clinical photos), "
-              f"{100 * a['flagged_synthetic_non_skin']:.1f}% of synthetic non-skin images (noise, flat colours, patterns).", "",
-              "## Known limits",
-              "- Trained briefly on a CPU at low resolution; far below published dermatology encoders. Use it to try the "
-              "SDK, not to judge what SSL on skin images can do.",
-              "- Dermoscopy dominates the data (HAM10000); smartphone photos (PAD-UFES-20) and darker skin types are "
-              "scarce (Fitzpatrick V-VI: 4 photos in PAD-UFES-20), so figures for them are unreliable or missing.",
-              "- SCC exists only in PAD-UFES-20 and DF/VASC only in HAM10000; per-class results for small classes are noisy.",
-              "- The abstain detector is a distance in embedding space: it catches images unlike the training photos, "
-              "not wrong answers on typical ones.", ""]
+    lines += [
+        "",
+        "## Abstain signal",
+        f"- {a['method']}; threshold {a['threshold']:.2f} ({a['operating_point']}). `Prediction.abstain` is True above it.",
+        f"- Flagged: {100 * a['flagged_test_in_distribution']:.1f}% of in-distribution test photos, "
+        f"{100 * a['flagged_sd198_other_conditions']:.1f}% of SD-198 photos (other skin conditions, clinical photos), "
+        f"{100 * a['flagged_synthetic_non_skin']:.1f}% of synthetic non-skin images (noise, flat colours, patterns).",
+        "",
+        "## Known limits",
+        "- Trained briefly on a CPU at low resolution; far below published dermatology encoders. Use it to try the "
+        "SDK, not to judge what SSL on skin images can do.",
+        "- Dermoscopy dominates the data (HAM10000); smartphone photos (PAD-UFES-20) and darker skin types are "
+        "scarce (Fitzpatrick V-VI: 4 photos in PAD-UFES-20), so figures for them are unreliable or missing.",
+        "- SCC exists only in PAD-UFES-20 and DF/VASC only in HAM10000; per-class results for small classes are noisy.",
+        "- The abstain detector is a distance in embedding space: it catches images unlike the training photos, "
+        "not wrong answers on typical ones.",
+        "",
+    ]
     return "\n".join(lines)
 
 
-def write_default(full: Path, out: Path, head: LinearHead, report: dict[str, Any], args: argparse.Namespace,
-                  ship: list[str]) -> Path:
+def write_default(
+    full: Path, out: Path, head: LinearHead, report: dict[str, Any], args: argparse.Namespace, ship: list[str]
+) -> Path:
     with open_bundle(full) as b:
         m = b.manifest
         arts = [a for a in m.artifacts if f"{a.backend}/{a.precision}" in ship]
-        sources = [ArtifactSource(a.backend, a.precision, a.format, b.verify_file(a.file),
-                                  tuple(b.verify_file(c) for c in a.companions), dest=a.file.path, options=a.options,
-                                  gate=a.gate) for a in arts]
+        sources = [
+            ArtifactSource(
+                a.backend,
+                a.precision,
+                a.format,
+                b.verify_file(a.file),
+                tuple(b.verify_file(c) for c in a.companions),
+                dest=a.file.path,
+                options=a.options,
+                gate=a.gate,
+            )
+            for a in arts
+        ]
         training = dict(m.provenance.get("training", {}))
         run = Path(args.run)
         if (run / "metrics.csv").is_file():
@@ -105,22 +139,56 @@ def write_default(full: Path, out: Path, head: LinearHead, report: dict[str, Any
         description = (
             "The built-in dermedge model: a small convolutional encoder pre-trained by dermedge's own SSL pipeline "
             "on a 2-core CPU, with a lesion-type head over 8 classes. A starter model for trying the SDK offline; "
-            "not a clinical-grade model and not the paper's released encoders.")
-        prov = {**m.provenance, "training": training, "data": DATA_LICENCES, "license": "non-commercial research only (HAM10000 CC BY-NC-SA 4.0)",
-                "summary": "trained by dermedge's own pipeline (SimCLR, CPU, reduced resolution); see MODEL_CARD.md",
-                "metrics": {"test": report["test"], "test_ci95": report["test_ci95"], "abstain": report["abstain"]},
-                "commands": [training["command"], "make default-model"]}
-        manifest_preview = {"name": "dermedge-default", "version": args.version, "description": description,
-                            "encoder": {"arch": m.encoder.arch, "params": m.encoder.params, "embed_dim": m.encoder.embed_dim},
-                            "input": {"size": list(m.input.size)}, "head": {"temperature": head.temperature}}
+            "not a clinical-grade model and not the paper's released encoders."
+        )
+        prov = {
+            **m.provenance,
+            "training": training,
+            "data": DATA_LICENCES,
+            "license": "non-commercial research only (HAM10000 CC BY-NC-SA 4.0)",
+            "summary": "trained by dermedge's own pipeline (SimCLR, CPU, reduced resolution); see MODEL_CARD.md",
+            "metrics": {"test": report["test"], "test_ci95": report["test_ci95"], "abstain": report["abstain"]},
+            "commands": [training["command"], "make default-model"],
+        }
+        manifest_preview = {
+            "name": "dermedge-default",
+            "version": args.version,
+            "description": description,
+            "encoder": {"arch": m.encoder.arch, "params": m.encoder.params, "embed_dim": m.encoder.embed_dim},
+            "input": {"size": list(m.input.size)},
+            "head": {"temperature": head.temperature},
+        }
         card = model_card(report, manifest_preview, training)
-        extra = [(b.root / "calibration_images.txt", "calibration_images.txt")] if (b.root / "calibration_images.txt").is_file() else []
-        head_with_metrics = LinearHead(head.weight, head.bias, head.labels, head.temperature,
-                                       {**head.metrics, "test": report["test"]}, head.type, head.ood_mean,
-                                       head.ood_precision, head.ood_threshold)
-        return write_bundle(out, name="dermedge-default", version=args.version, encoder=m.encoder, input_spec=m.input,
-                            artifacts=sources, head=head_with_metrics, provenance=prov, description=description,
-                            model_card=card, extra_files=extra, overwrite=True)
+        extra = (
+            [(b.root / "calibration_images.txt", "calibration_images.txt")]
+            if (b.root / "calibration_images.txt").is_file()
+            else []
+        )
+        head_with_metrics = LinearHead(
+            head.weight,
+            head.bias,
+            head.labels,
+            head.temperature,
+            {**head.metrics, "test": report["test"]},
+            head.type,
+            head.ood_mean,
+            head.ood_precision,
+            head.ood_threshold,
+        )
+        return write_bundle(
+            out,
+            name="dermedge-default",
+            version=args.version,
+            encoder=m.encoder,
+            input_spec=m.input,
+            artifacts=sources,
+            head=head_with_metrics,
+            provenance=prov,
+            description=description,
+            model_card=card,
+            extra_files=extra,
+            overwrite=True,
+        )
 
 
 def args_command(run: Path) -> str:
@@ -130,6 +198,8 @@ def args_command(run: Path) -> str:
     import yaml
 
     c = yaml.safe_load(cfg.read_text())
-    return (f"dermedge train --method {c['method']} --arch {c['arch']} --data {' '.join(c['data'])} --img-size {c['img_size']} "
-            f"--epochs {c['epochs']} --batch-size {c['batch_size']} --lr {c['lr']} --num-workers {c['num_workers']} "
-            f"--out {run} warmup_epochs={c['warmup_epochs']} \"method_kwargs={json.dumps(c['method_kwargs'])}\"")
+    return (
+        f"dermedge train --method {c['method']} --arch {c['arch']} --data {' '.join(c['data'])} --img-size {c['img_size']} "
+        f"--epochs {c['epochs']} --batch-size {c['batch_size']} --lr {c['lr']} --num-workers {c['num_workers']} "
+        f'--out {run} warmup_epochs={c["warmup_epochs"]} "method_kwargs={json.dumps(c["method_kwargs"])}"'
+    )

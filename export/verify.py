@@ -28,8 +28,15 @@ class GateThresholds:
     max_f1_drop_points: float = 1.0
 
 
-def embed_with(backend: str, path: Path, arrays: Sequence[np.ndarray], *, threads: int | None = None,
-               options: dict[str, Any] | None = None, batch: int = 16) -> tuple[np.ndarray, float]:
+def embed_with(
+    backend: str,
+    path: Path,
+    arrays: Sequence[np.ndarray],
+    *,
+    threads: int | None = None,
+    options: dict[str, Any] | None = None,
+    batch: int = 16,
+) -> tuple[np.ndarray, float]:
     """Embeddings of preprocessed (1,3,H,W) arrays with one backend, and its median batch-1 latency (ms)."""
     be = load_backend(backend, path, BackendOptions(threads=threads, extra=dict(options or {})))
     try:
@@ -54,12 +61,22 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (na * nb).sum(axis=1)  # type: ignore[no-any-return]
 
 
-def gate(reference: np.ndarray, candidate: np.ndarray, head: LinearHead | None, test_idx: np.ndarray,
-         y_test: np.ndarray | None, thresholds: GateThresholds) -> dict[str, Any]:
+def gate(
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    head: LinearHead | None,
+    test_idx: np.ndarray,
+    y_test: np.ndarray | None,
+    thresholds: GateThresholds,
+) -> dict[str, Any]:
     """Compare a candidate's embeddings with the FP32 reference; returns figures and pass/fail."""
     cos = cosine_rows(reference, candidate)
-    result: dict[str, Any] = {"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()), "n_images": int(len(cos)),
-                              "thresholds": asdict(thresholds)}
+    result: dict[str, Any] = {
+        "mean_cosine": float(cos.mean()),
+        "min_cosine": float(cos.min()),
+        "n_images": int(len(cos)),
+        "thresholds": asdict(thresholds),
+    }
     ok = result["mean_cosine"] >= thresholds.min_mean_cosine
     if head is not None and y_test is not None and len(test_idx):
         n = len(head.labels)
@@ -73,11 +90,15 @@ def gate(reference: np.ndarray, candidate: np.ndarray, head: LinearHead | None, 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """backend | precision | size | latency | cosine | F1 | status."""
-    lines = ["| backend | precision | size MB | latency ms (b=1) | mean / min cosine | macro-F1 (drop) | status |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| backend | precision | size MB | latency ms (b=1) | mean / min cosine | macro-F1 (drop) | status |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         g = r["gate"]
         f1 = f"{g['f1']:.3f} ({g['f1_drop_points']:+.2f})" if "f1" in g else "n/a"
-        lines.append(f"| {r['backend']} | {r['precision']} | {r['bytes'] / 1e6:.1f} | {r['latency_ms']:.2f} | "
-                     f"{g['mean_cosine']:.4f} / {g['min_cosine']:.4f} | {f1} | {g['status'].upper()} |")
+        lines.append(
+            f"| {r['backend']} | {r['precision']} | {r['bytes'] / 1e6:.1f} | {r['latency_ms']:.2f} | "
+            f"{g['mean_cosine']:.4f} / {g['min_cosine']:.4f} | {f1} | {g['status'].upper()} |"
+        )
     return "\n".join(lines)

@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
-
 from helpers import write_tiny_bundle
 
-SHARED_DATA = Path(os.environ.get("DERMEDGE_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+SHARED_DATA = Path(
+    os.environ.get("DERMEDGE_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
+)
 
 
 @pytest.fixture(scope="session")

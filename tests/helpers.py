@@ -25,7 +25,8 @@ def make_tiny_onnx(path: Path, embed_dim: int = 16, size: int = 32, seed: int = 
         helper.make_node("Gemm", ["f", "w_fc", "b_fc"], ["embedding"]),
     ]
     graph = helper.make_graph(
-        nodes, "tiny",
+        nodes,
+        "tiny",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, size, size])],
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", embed_dim])],
         initializer=[w_conv, b_conv, w_fc, b_fc],
@@ -37,8 +38,14 @@ def make_tiny_onnx(path: Path, embed_dim: int = 16, size: int = 32, seed: int = 
     return path
 
 
-def write_tiny_bundle(out: Path, *, with_head: bool = True, size: int = 32, embed_dim: int = 16,
-                      backends: tuple[str, ...] = ("onnxruntime", "openvino")) -> Path:
+def write_tiny_bundle(
+    out: Path,
+    *,
+    with_head: bool = True,
+    size: int = 32,
+    embed_dim: int = 16,
+    backends: tuple[str, ...] = ("onnxruntime", "openvino"),
+) -> Path:
     from dermedge.bundle import EncoderInfo, InputSpec
     from dermedge.bundle_writer import ArtifactSource, write_bundle
     from dermedge.heads import LinearHead
@@ -49,23 +56,36 @@ def write_tiny_bundle(out: Path, *, with_head: bool = True, size: int = 32, embe
     head = None
     if with_head:
         rng = np.random.default_rng(1)
-        head = LinearHead(rng.normal(size=(embed_dim, 3)).astype(np.float32), np.zeros(3, np.float32),
-                          ("MEL", "NEV", "BCC"), temperature=1.5)
+        head = LinearHead(
+            rng.normal(size=(embed_dim, 3)).astype(np.float32),
+            np.zeros(3, np.float32),
+            ("MEL", "NEV", "BCC"),
+            temperature=1.5,
+        )
     return write_bundle(
-        out, name="tiny", version="0.0.1",
-        encoder=EncoderInfo(arch="tiny-conv", embed_dim=embed_dim, params=8 * 27 + 8 + 8 * embed_dim + embed_dim,
-                            trained_by="random weights (test fixture)"),
+        out,
+        name="tiny",
+        version="0.0.1",
+        encoder=EncoderInfo(
+            arch="tiny-conv",
+            embed_dim=embed_dim,
+            params=8 * 27 + 8 + 8 * embed_dim + embed_dim,
+            trained_by="random weights (test fixture)",
+        ),
         input_spec=InputSpec(size=(size, size), resize_size=size + size // 7),
         artifacts=[ArtifactSource(b, "fp32", "onnx", onnx_path, dest="encoder.onnx") for b in backends],
-        head=head, provenance={"data": ["none: random weights for tests"]}, description="test fixture",
+        head=head,
+        provenance={"data": ["none: random weights for tests"]},
+        description="test fixture",
     )
 
 
 def encode(image_rgb: np.ndarray, ext: str = ".jpg", params: list[int] | None = None) -> bytes:
     import cv2
 
-    ok, buf = cv2.imencode(ext, image_rgb[:, :, ::-1] if image_rgb.ndim == 3 and image_rgb.shape[2] == 3 else image_rgb,
-                           params or [])
+    ok, buf = cv2.imencode(
+        ext, image_rgb[:, :, ::-1] if image_rgb.ndim == 3 and image_rgb.shape[2] == 3 else image_rgb, params or []
+    )
     assert ok
     return buf.tobytes()
 

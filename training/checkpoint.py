@@ -61,5 +61,7 @@ def build_encoder(ckpt: EncoderCheckpoint) -> Any:
     state = load_file(str(ckpt.weights))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ExportError(f"{ckpt.weights}: weights do not fit {ckpt.arch}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ExportError(
+            f"{ckpt.weights}: weights do not fit {ckpt.arch}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     return model.eval()

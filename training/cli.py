@@ -20,7 +20,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-workers", type=int)
     p.add_argument("--device", help="auto, cpu or cuda")
     p.add_argument("--out", required=True, help="run directory; an existing run there is resumed")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="any config key, e.g. method_kwargs={temperature: 0.1}")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="any config key, e.g. method_kwargs={temperature: 0.1}"
+    )
 
 
 def build_train_parser() -> argparse.ArgumentParser:
@@ -40,9 +42,19 @@ def config_from_args(args: argparse.Namespace) -> Any:
         # resuming: the run's own merged config is the base; explicit flags (e.g. --epochs) still apply
         experiment = str(existing)
     return load_config(
-        experiment, args.overrides, method=args.method, arch=args.arch, data=args.data, img_size=args.img_size,
-        epochs=args.epochs, batch_size=args.batch_size, limit=args.limit, lr=args.lr, num_workers=args.num_workers,
-        device=args.device, out=args.out,
+        experiment,
+        args.overrides,
+        method=args.method,
+        arch=args.arch,
+        data=args.data,
+        img_size=args.img_size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        lr=args.lr,
+        num_workers=args.num_workers,
+        device=args.device,
+        out=args.out,
     )
 
 

@@ -41,7 +41,9 @@ class TrainConfig:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {sorted(METHODS)}, got {self.method!r}")
         if self.method in VIT_ONLY and not self.arch.startswith(("vit_", "deit")):
-            raise ValueError(f"method {self.method} needs a ViT architecture (e.g. vit_tiny_patch16_224), got {self.arch}")
+            raise ValueError(
+                f"method {self.method} needs a ViT architecture (e.g. vit_tiny_patch16_224), got {self.arch}"
+            )
         if not self.data:
             raise ValueError("no training data given (data: [folder or CSV, ...])")
         for name in ("img_size", "epochs", "batch_size"):
@@ -67,8 +69,9 @@ def _parse_value(text: str) -> Any:
         return ast.literal_eval(text)
 
 
-def load_config(experiment: str | Path | None = None, overrides: list[str] | None = None,
-                **explicit: Any) -> TrainConfig:
+def load_config(
+    experiment: str | Path | None = None, overrides: list[str] | None = None, **explicit: Any
+) -> TrainConfig:
     """Merge the defaults, an optional experiment YAML, ``key=value`` strings and keyword values.
 
     Raises:

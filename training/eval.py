@@ -44,11 +44,17 @@ def make_splits(samples: Sequence[Sample], seed: int = 0) -> Splits:
 def scores(y: np.ndarray, proba: np.ndarray, n_classes: int) -> dict[str, float]:
     pred = proba.argmax(1)
     aucs = [roc_auc(y == c, proba[:, c]) for c in range(n_classes) if (y == c).any() and (y != c).any()]
-    return {"macro_f1": macro_f1(y, pred, n_classes), "balanced_accuracy": balanced_accuracy(y, pred, n_classes),
-            "auroc_ovr": float(np.mean(aucs)) if aucs else float("nan"), "accuracy": float((pred == y).mean())}
+    return {
+        "macro_f1": macro_f1(y, pred, n_classes),
+        "balanced_accuracy": balanced_accuracy(y, pred, n_classes),
+        "auroc_ovr": float(np.mean(aucs)) if aucs else float("nan"),
+        "accuracy": float((pred == y).mean()),
+    }
 
 
-def knn_proba(train_x: np.ndarray, train_y: np.ndarray, x: np.ndarray, k: int, n_classes: int, t: float = 0.07) -> np.ndarray:
+def knn_proba(
+    train_x: np.ndarray, train_y: np.ndarray, x: np.ndarray, k: int, n_classes: int, t: float = 0.07
+) -> np.ndarray:
     """Cosine kNN with similarity-weighted votes (exp(sim / t), as in DINO's kNN)."""
     a = train_x / np.linalg.norm(train_x, axis=1, keepdims=True).clip(1e-12)
     b = x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
@@ -77,15 +83,33 @@ def _proba(clf: Any, x: np.ndarray, n_classes: int) -> np.ndarray:
     return out
 
 
-def evaluate_features(x: np.ndarray, y: np.ndarray, splits: Splits, n_classes: int, *, seeds: int = 3,
-                      few_shot: Sequence[int] = FEW_SHOT, fractions: Sequence[float] = FRACTIONS,
-                      sources: np.ndarray | None = None) -> dict[str, Any]:
+def evaluate_features(
+    x: np.ndarray,
+    y: np.ndarray,
+    splits: Splits,
+    n_classes: int,
+    *,
+    seeds: int = 3,
+    few_shot: Sequence[int] = FEW_SHOT,
+    fractions: Sequence[float] = FRACTIONS,
+    sources: np.ndarray | None = None,
+) -> dict[str, Any]:
     """All frozen-evaluation protocols on one feature matrix."""
     tr, va, te = splits.train, splits.val, splits.test
     out: dict[str, Any] = {}
-    best_k = max(K_GRID, key=lambda k: macro_f1(y[va], knn_proba(x[tr], y[tr], x[va], k, n_classes).argmax(1), n_classes))
-    out["knn"] = {"k": best_k, **scores(y[te], knn_proba(x[np.r_[tr, va]], y[np.r_[tr, va]], x[te], best_k, n_classes), n_classes)}
-    best_c = max(C_GRID, key=lambda c: macro_f1(y[va], _proba(_probe(x[tr], y[tr], c, n_classes), x[va], n_classes).argmax(1), n_classes))
+    best_k = max(
+        K_GRID, key=lambda k: macro_f1(y[va], knn_proba(x[tr], y[tr], x[va], k, n_classes).argmax(1), n_classes)
+    )
+    out["knn"] = {
+        "k": best_k,
+        **scores(y[te], knn_proba(x[np.r_[tr, va]], y[np.r_[tr, va]], x[te], best_k, n_classes), n_classes),
+    }
+    best_c = max(
+        C_GRID,
+        key=lambda c: macro_f1(
+            y[va], _proba(_probe(x[tr], y[tr], c, n_classes), x[va], n_classes).argmax(1), n_classes
+        ),
+    )
     clf = _probe(x[np.r_[tr, va]], y[np.r_[tr, va]], best_c, n_classes)
     proba = _proba(clf, x[te], n_classes)
     out["linear_probe"] = {"C": best_c, **scores(y[te], proba, n_classes)}
@@ -100,11 +124,20 @@ def evaluate_features(x: np.ndarray, y: np.ndarray, splits: Splits, n_classes: i
         f1s = []
         for seed in range(seeds):
             rng = np.random.default_rng(seed)
-            pick = np.concatenate([rng.choice(pool[y[pool] == c], min(n, int((y[pool] == c).sum())), replace=False)
-                                   for c in range(n_classes) if (y[pool] == c).any()])
+            pick = np.concatenate(
+                [
+                    rng.choice(pool[y[pool] == c], min(n, int((y[pool] == c).sum())), replace=False)
+                    for c in range(n_classes)
+                    if (y[pool] == c).any()
+                ]
+            )
             if len(np.unique(y[pick])) < 2:
                 continue
-            f1s.append(macro_f1(y[te], _proba(_probe(x[pick], y[pick], best_c, n_classes), x[te], n_classes).argmax(1), n_classes))
+            f1s.append(
+                macro_f1(
+                    y[te], _proba(_probe(x[pick], y[pick], best_c, n_classes), x[te], n_classes).argmax(1), n_classes
+                )
+            )
         if f1s:
             fs[str(n)] = {"macro_f1_mean": float(np.mean(f1s)), "macro_f1_std": float(np.std(f1s)), "runs": len(f1s)}
     out["few_shot"] = fs
@@ -113,13 +146,22 @@ def evaluate_features(x: np.ndarray, y: np.ndarray, splits: Splits, n_classes: i
         f1s, aucs = [], []
         for seed in range(seeds if frac < 1 else 1):
             rng = np.random.default_rng(1000 + seed)
-            pick = np.concatenate([rng.choice(pool[y[pool] == c], max(1, int(round(frac * (y[pool] == c).sum()))), replace=False)
-                                   for c in range(n_classes) if (y[pool] == c).any()])
+            pick = np.concatenate(
+                [
+                    rng.choice(pool[y[pool] == c], max(1, int(round(frac * (y[pool] == c).sum()))), replace=False)
+                    for c in range(n_classes)
+                    if (y[pool] == c).any()
+                ]
+            )
             s = scores(y[te], _proba(_probe(x[pick], y[pick], best_c, n_classes), x[te], n_classes), n_classes)
             f1s.append(s["macro_f1"])
             aucs.append(s["auroc_ovr"])
-        le[str(frac)] = {"macro_f1_mean": float(np.mean(f1s)), "macro_f1_std": float(np.std(f1s)),
-                         "auroc_mean": float(np.nanmean(aucs)), "runs": len(f1s)}
+        le[str(frac)] = {
+            "macro_f1_mean": float(np.mean(f1s)),
+            "macro_f1_std": float(np.std(f1s)),
+            "auroc_mean": float(np.nanmean(aucs)),
+            "runs": len(f1s),
+        }
     out["label_efficiency"] = le
     del rng_base
     return out
@@ -135,8 +177,14 @@ def color_histogram(images: Sequence[np.ndarray], bins: int = 8) -> np.ndarray:
     return np.stack(feats)
 
 
-def extract(encoder: Any, samples: Sequence[Sample], img_size: int, batch: int = 64, resize: int | None = None,
-            want_pixels: bool = False) -> tuple[np.ndarray, list[int], list[np.ndarray]]:
+def extract(
+    encoder: Any,
+    samples: Sequence[Sample],
+    img_size: int,
+    batch: int = 64,
+    resize: int | None = None,
+    want_pixels: bool = False,
+) -> tuple[np.ndarray, list[int], list[np.ndarray]]:
     """Embeddings via the runtime's preprocessing; returns (features, indices that were readable, uint8 crops)."""
     import torch
 

@@ -14,7 +14,9 @@ logger = logging.getLogger("dermedge.eval")
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="`dermedge train` run directory (or encoder .safetensors)")
-    p.add_argument("--data", nargs="+", required=True, help="labelled folders/CSVs (labels.csv with lesion/patient ids)")
+    p.add_argument(
+        "--data", nargs="+", required=True, help="labelled folders/CSVs (labels.csv with lesion/patient ids)"
+    )
     p.add_argument("--label-map", help="'common' (shared-data vocabulary) or a JSON mapping; default: labels as given")
     p.add_argument("--limit", type=int, default=0, help="use at most N images, balanced over labels and sources")
     p.add_argument("--baselines", default="random,histogram", help="comma list of random, histogram (or 'none')")
@@ -24,15 +26,19 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _table(results: dict[str, Any]) -> str:
-    rows = ["| features | kNN macro-F1 (k) | probe macro-F1 | probe bal. acc | probe AUROC | 1-shot | 10-shot | "
-            "12.5% labels | 100% labels |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| features | kNN macro-F1 (k) | probe macro-F1 | probe bal. acc | probe AUROC | 1-shot | 10-shot | "
+        "12.5% labels | 100% labels |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in results.items():
         fs, le = r["few_shot"], r["label_efficiency"]
         rows.append(
             f"| {name} | {r['knn']['macro_f1']:.3f} ({r['knn']['k']}) | {r['linear_probe']['macro_f1']:.3f} | "
             f"{r['linear_probe']['balanced_accuracy']:.3f} | {r['linear_probe']['auroc_ovr']:.3f} | "
             f"{fs.get('1', {}).get('macro_f1_mean', float('nan')):.3f} | {fs.get('10', {}).get('macro_f1_mean', float('nan')):.3f} | "
-            f"{le['0.125']['macro_f1_mean']:.3f} | {le['1.0']['macro_f1_mean']:.3f} |")
+            f"{le['0.125']['macro_f1_mean']:.3f} | {le['1.0']['macro_f1_mean']:.3f} |"
+        )
     return "\n".join(rows)
 
 
@@ -91,18 +97,29 @@ def run_eval(args: argparse.Namespace) -> int:
         features[f"random-init {ckpt.arch}"] = extract(rand, samples, ckpt.img_size)[0]
     if "histogram" in baselines:
         features["colour histogram (8^3 RGB)"] = color_histogram(pixels)
-    results = {name: evaluate_features(f, y, splits, len(names), seeds=args.seeds, sources=sources)
-               for name, f in features.items()}
+    results = {
+        name: evaluate_features(f, y, splits, len(names), seeds=args.seeds, sources=sources)
+        for name, f in features.items()
+    }
     out = Path(args.out) if args.out else ckpt.root / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    report = {"checkpoint": str(ckpt.root), "arch": ckpt.arch, "img_size": ckpt.img_size, "data": args.data,
-              "labels": names.tolist(), "n_images": len(samples),
-              "split_sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
-              "split": "60/20/20 by patient/lesion group", "results": results}
+    report = {
+        "checkpoint": str(ckpt.root),
+        "arch": ckpt.arch,
+        "img_size": ckpt.img_size,
+        "data": args.data,
+        "labels": names.tolist(),
+        "n_images": len(samples),
+        "split_sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+        "split": "60/20/20 by patient/lesion group",
+        "results": results,
+    }
     (out / "eval.json").write_text(json.dumps(report, indent=1) + "\n")
     table = _table(results)
-    (out / "eval.md").write_text(f"# Frozen evaluation of {ckpt.root}\n\n{len(samples)} images, labels "
-                                 f"{', '.join(names)}; split {report['split_sizes']} (by patient/lesion).\n\n{table}\n")
+    (out / "eval.md").write_text(
+        f"# Frozen evaluation of {ckpt.root}\n\n{len(samples)} images, labels "
+        f"{', '.join(names)}; split {report['split_sizes']} (by patient/lesion).\n\n{table}\n"
+    )
     _plot(results, out / "label_efficiency.png")
     if args.json:
         print(json.dumps(report))

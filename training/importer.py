@@ -19,7 +19,11 @@ from pathlib import Path
 from typing import Any
 
 FORMATS = ("dino", "ibot", "simclr", "byol", "simclr_imagenet")
-VIT_NAMES = {"vit_tiny": "vit_tiny_patch16_224", "vit_small": "vit_small_patch16_224", "vit_base": "vit_base_patch16_224"}
+VIT_NAMES = {
+    "vit_tiny": "vit_tiny_patch16_224",
+    "vit_small": "vit_small_patch16_224",
+    "vit_base": "vit_base_patch16_224",
+}
 SEQUENTIAL_RESNET = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
 
 
@@ -69,13 +73,15 @@ def safe_load(path: Path) -> dict[str, Any]:
 def _strip(sd: dict[str, Any], prefix: str) -> dict[str, Any]:
     out = {}
     for k, v in sd.items():
-        k2 = k[len("module."):] if k.startswith("module.") else k
+        k2 = k[len("module.") :] if k.startswith("module.") else k
         if k2.startswith(prefix):
-            out[k2[len(prefix):]] = v
+            out[k2[len(prefix) :]] = v
     return out
 
 
-def convert(ckpt: dict[str, Any], fmt: str, arch: str | None = None, branch: str = "teacher") -> tuple[str, dict[str, Any]]:
+def convert(
+    ckpt: dict[str, Any], fmt: str, arch: str | None = None, branch: str = "teacher"
+) -> tuple[str, dict[str, Any]]:
     """Return (timm architecture, backbone state dict) for a loaded checkpoint dict."""
     if fmt in ("dino", "ibot"):
         if branch not in ckpt:
@@ -102,8 +108,9 @@ def convert(ckpt: dict[str, Any], fmt: str, arch: str | None = None, branch: str
     return name, {k: v for k, v in _strip(sd, prefix).items() if not k.startswith("fc.")}
 
 
-def import_checkpoint(path: Path, fmt: str, out: Path, *, arch: str | None = None, branch: str = "teacher",
-                      expected: Path | None = None) -> Path:
+def import_checkpoint(
+    path: Path, fmt: str, out: Path, *, arch: str | None = None, branch: str = "teacher", expected: Path | None = None
+) -> Path:
     """Convert, load into the timm model strictly, and write ``out`` (.safetensors) + ``out`` .json sidecar."""
     from safetensors.torch import save_file
 
@@ -125,14 +132,20 @@ def import_checkpoint(path: Path, fmt: str, out: Path, *, arch: str | None = Non
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out))
     is_vit = name.startswith("vit_")
     sidecar = {
-        "arch": name, "img_size": 224, "embed_dim": int(model.num_features), "method": f"imported:{fmt}",
-        "source_file": str(path), "source_sha256": digest,
+        "arch": name,
+        "img_size": 224,
+        "embed_dim": int(model.num_features),
+        "method": f"imported:{fmt}",
+        "source_file": str(path),
+        "source_sha256": digest,
         "matches_release": known["path"] if known else None,
         "license": "none found for the released checkpoints (all rights reserved by default); ask the authors before redistributing",
         "preprocessing": "paper: Resize((256,256)) -> CenterCrop(224) -> ImageNet mean/std",
         "embedding_recipe": "paper ViT: concat of CLS after each of the last 4 blocks (normed); here: timm default pooled output"
-        if is_vit else "global average pool of layer4",
-        "trained_by": "Gröger et al. 2024 (imported)", "timm_kwargs": {},
+        if is_vit
+        else "global average pool of layer4",
+        "trained_by": "Gröger et al. 2024 (imported)",
+        "timm_kwargs": {},
     }
     out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return out
@@ -149,8 +162,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        out = import_checkpoint(Path(args.file), args.format, Path(args.out), arch=args.arch, branch=args.branch,
-                                expected=Path(args.expected) if args.expected else None)
+        out = import_checkpoint(
+            Path(args.file),
+            args.format,
+            Path(args.out),
+            arch=args.arch,
+            branch=args.branch,
+            expected=Path(args.expected) if args.expected else None,
+        )
     except ImportRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

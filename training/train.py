@@ -65,8 +65,13 @@ def build_data(cfg: TrainConfig) -> tuple[ImageDataset, DataLoader]:
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed))
     batch = min(cfg.batch_size, max(2, len(dataset) // dist.world_size()))
     loader = DataLoader(
-        dataset, batch_size=batch, sampler=sampler, num_workers=cfg.num_workers, drop_last=True,
-        persistent_workers=cfg.num_workers > 0, pin_memory=torch.cuda.is_available(),
+        dataset,
+        batch_size=batch,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        drop_last=True,
+        persistent_workers=cfg.num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
     )
     return dataset, loader
 
@@ -115,8 +120,13 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def train_one_epoch(
-    cfg: TrainConfig, model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, state: TrainState,
-    device: torch.device, total_steps: int,
+    cfg: TrainConfig,
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    state: TrainState,
+    device: torch.device,
+    total_steps: int,
 ) -> dict[str, float]:
     """One pass over the loader; returns mean loss, throughput and the last learning rate."""
     model.train()
@@ -156,12 +166,25 @@ def train_one_epoch(
             iterator.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
     elapsed = time.perf_counter() - start
     state.epoch += 1
-    return {"loss": float(np.mean(losses)) if losses else float("nan"), "lr": lr, "seconds": elapsed,
-            "images_per_s": images / elapsed if elapsed > 0 else 0.0}
+    return {
+        "loss": float(np.mean(losses)) if losses else float("nan"),
+        "lr": lr,
+        "seconds": elapsed,
+        "images_per_s": images / elapsed if elapsed > 0 else 0.0,
+    }
 
 
-def save_checkpoint(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainState,
-                    out: Path, metrics: dict[str, Any], dim: int, flops: int, n_images: int) -> None:
+def save_checkpoint(
+    cfg: TrainConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: TrainState,
+    out: Path,
+    metrics: dict[str, Any],
+    dim: int,
+    flops: int,
+    n_images: int,
+) -> None:
     """Encoder weights (safetensors) + JSON sidecar, and the full training state for resume."""
     m = _unwrap(model)
     encoder_sd = {k: v.detach().cpu().contiguous() for k, v in m.encoder.state_dict().items()}  # type: ignore[union-attr]
@@ -169,15 +192,30 @@ def save_checkpoint(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.O
     save_file(encoder_sd, str(tmp))
     tmp.replace(out / ENCODER_FILE)
     sidecar = {
-        "arch": cfg.arch, "img_size": cfg.img_size, "method": cfg.method, "epoch": state.epoch,
-        "epochs": cfg.epochs, "embed_dim": dim, "params": int(sum(v.numel() for v in encoder_sd.values())),
-        "flops": flops, "data": cfg.data, "n_images": n_images, "metrics": metrics,
+        "arch": cfg.arch,
+        "img_size": cfg.img_size,
+        "method": cfg.method,
+        "epoch": state.epoch,
+        "epochs": cfg.epochs,
+        "embed_dim": dim,
+        "params": int(sum(v.numel() for v in encoder_sd.values())),
+        "flops": flops,
+        "data": cfg.data,
+        "n_images": n_images,
+        "metrics": metrics,
         "timm_kwargs": {"img_size": cfg.img_size} if cfg.arch.startswith("vit_") else {},
-        "trained_by": "dermedge train", "config": cfg.to_dict(),
+        "trained_by": "dermedge train",
+        "config": cfg.to_dict(),
     }
     (out / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2) + "\n")
-    full = {"model": m.state_dict(), "optimizer": optimizer.state_dict(), "epoch": state.epoch, "step": state.step,
-            "config": cfg.to_dict(), "torch_rng": torch.get_rng_state()}
+    full = {
+        "model": m.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": state.epoch,
+        "step": state.step,
+        "config": cfg.to_dict(),
+        "torch_rng": torch.get_rng_state(),
+    }
     torch.save(full, out / (STATE_FILE + ".tmp"))
     (out / (STATE_FILE + ".tmp")).replace(out / STATE_FILE)
 
@@ -214,8 +252,15 @@ def train(cfg: TrainConfig) -> Path:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     total_steps = cfg.epochs * len(loader)
     if dist.is_main():
-        logger.info("training %s/%s on %d images, %d steps/epoch, world size %d, device %s",
-                    cfg.method, cfg.arch, len(dataset), len(loader), dist.world_size(), device)
+        logger.info(
+            "training %s/%s on %d images, %d steps/epoch, world size %d, device %s",
+            cfg.method,
+            cfg.arch,
+            len(dataset),
+            len(loader),
+            dist.world_size(),
+            device,
+        )
     log_path = out / "metrics.csv"
     while state.epoch < cfg.epochs:
         stats = train_one_epoch(cfg, model, loader, optimizer, state, device, total_steps)
@@ -225,9 +270,17 @@ def train(cfg: TrainConfig) -> Path:
                 writer = csv.DictWriter(fh, fieldnames=["epoch", "step", "loss", "lr", "seconds", "images_per_s"])
                 if new:
                     writer.writeheader()
-                writer.writerow({"epoch": state.epoch, "step": state.step, **{k: round(v, 6) for k, v in stats.items()}})
-            logger.info("epoch %d/%d loss %.4f (%.0f img/s, %.0f s)", state.epoch, cfg.epochs, stats["loss"],
-                        stats["images_per_s"], stats["seconds"])
+                writer.writerow(
+                    {"epoch": state.epoch, "step": state.step, **{k: round(v, 6) for k, v in stats.items()}}
+                )
+            logger.info(
+                "epoch %d/%d loss %.4f (%.0f img/s, %.0f s)",
+                state.epoch,
+                cfg.epochs,
+                stats["loss"],
+                stats["images_per_s"],
+                stats["seconds"],
+            )
             if state.epoch % cfg.checkpoint_every == 0 or state.epoch == cfg.epochs:
                 save_checkpoint(cfg, model, optimizer, state, out, {"loss": stats["loss"]}, dim, flops, len(dataset))
         if dist.is_distributed():

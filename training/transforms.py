@@ -36,30 +36,42 @@ class AugmentConfig:
     solarize_prob: float = 0.1
 
 
-def view_transform(size: int, scale: tuple[float, float], cfg: AugmentConfig, *, blur_prob: float | None = None,
-                   solarize_prob: float | None = None) -> v2.Compose:
+def view_transform(
+    size: int,
+    scale: tuple[float, float],
+    cfg: AugmentConfig,
+    *,
+    blur_prob: float | None = None,
+    solarize_prob: float | None = None,
+) -> v2.Compose:
     """One augmented view: random resized crop, flips, rotation, colour, blur, solarize, normalise."""
     blur = cfg.blur_prob if blur_prob is None else blur_prob
     solarize = cfg.solarize_prob if solarize_prob is None else solarize_prob
-    return v2.Compose([
-        v2.ToImage(),
-        v2.RandomResizedCrop(size, scale=scale, antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.RandomVerticalFlip(),
-        RandomRotate90(),
-        v2.RandomApply([v2.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)], p=cfg.color_jitter_prob),
-        v2.RandomGrayscale(p=cfg.grayscale_prob),
-        v2.RandomApply([v2.GaussianBlur(kernel_size=max(3, (size // 20) | 1), sigma=(0.1, 2.0))], p=blur),
-        v2.RandomSolarize(threshold=128, p=solarize),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.RandomResizedCrop(size, scale=scale, antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomVerticalFlip(),
+            RandomRotate90(),
+            v2.RandomApply(
+                [v2.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)], p=cfg.color_jitter_prob
+            ),
+            v2.RandomGrayscale(p=cfg.grayscale_prob),
+            v2.RandomApply([v2.GaussianBlur(kernel_size=max(3, (size // 20) | 1), sigma=(0.1, 2.0))], p=blur),
+            v2.RandomSolarize(threshold=128, p=solarize),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
 
 class TwoViews:
     """Two global views (SimCLR, BYOL): asymmetric blur/solarize as in BYOL."""
 
-    def __init__(self, size: int, cfg: AugmentConfig = AugmentConfig(), scale: tuple[float, float] = (0.2, 1.0)) -> None:
+    def __init__(
+        self, size: int, cfg: AugmentConfig = AugmentConfig(), scale: tuple[float, float] = (0.2, 1.0)
+    ) -> None:
         self.first = view_transform(size, scale, cfg, blur_prob=1.0, solarize_prob=0.0)
         self.second = view_transform(size, scale, cfg, blur_prob=0.1, solarize_prob=0.2)
 
@@ -70,8 +82,14 @@ class TwoViews:
 class MultiCrop:
     """DINO/iBOT multi-crop: 2 global views plus ``local_crops`` small ones."""
 
-    def __init__(self, size: int, local_crops: int = 6, cfg: AugmentConfig = AugmentConfig(),
-                 global_scale: tuple[float, float] = (0.4, 1.0), local_scale: tuple[float, float] = (0.05, 0.4)) -> None:
+    def __init__(
+        self,
+        size: int,
+        local_crops: int = 6,
+        cfg: AugmentConfig = AugmentConfig(),
+        global_scale: tuple[float, float] = (0.4, 1.0),
+        local_scale: tuple[float, float] = (0.05, 0.4),
+    ) -> None:
         self.globals = TwoViews(size, cfg, global_scale)
         self.local = view_transform(max(32, (size * 3 // 7) // 16 * 16), local_scale, cfg, blur_prob=0.5)
         self.local_crops = local_crops
@@ -84,11 +102,17 @@ class SingleView:
     """One mildly augmented view (MAE)."""
 
     def __init__(self, size: int) -> None:
-        self.t = v2.Compose([
-            v2.ToImage(), v2.RandomResizedCrop(size, scale=(0.2, 1.0), antialias=True), v2.RandomHorizontalFlip(),
-            v2.RandomVerticalFlip(), RandomRotate90(), v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ])
+        self.t = v2.Compose(
+            [
+                v2.ToImage(),
+                v2.RandomResizedCrop(size, scale=(0.2, 1.0), antialias=True),
+                v2.RandomHorizontalFlip(),
+                v2.RandomVerticalFlip(),
+                RandomRotate90(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ]
+        )
 
     def __call__(self, image: np.ndarray) -> list[torch.Tensor]:
         return [self.t(image)]

@@ -51,8 +51,10 @@ class OpenVinoBackend:
         if options.cache_dir:
             Path(options.cache_dir).mkdir(parents=True, exist_ok=True)
             core.set_property({"CACHE_DIR": str(options.cache_dir)})
-        if device != "AUTO" and _DEVICES[kind] not in core.available_devices and not any(
-            d.startswith(_DEVICES[kind]) for d in core.available_devices
+        if (
+            device != "AUTO"
+            and _DEVICES[kind] not in core.available_devices
+            and not any(d.startswith(_DEVICES[kind]) for d in core.available_devices)
         ):
             raise BackendUnavailableError(
                 f"openvino: device {device} not present; this machine has {', '.join(core.available_devices)}"

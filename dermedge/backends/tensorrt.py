@@ -63,7 +63,9 @@ def engine_cache_key(onnx_sha256: str, precision: str, trt_version: str, gpu: st
     """File name of a cached engine: content, precision, TensorRT version and GPU all matter."""
     gpu_slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-").lower()
     raw = f"{onnx_sha256}|{precision}|{trt_version}|{gpu}|{max_batch}"
-    return f"{gpu_slug}-trt{trt_version}-{precision}-b{max_batch}-{hashlib.sha256(raw.encode()).hexdigest()[:16]}.engine"
+    return (
+        f"{gpu_slug}-trt{trt_version}-{precision}-b{max_batch}-{hashlib.sha256(raw.encode()).hexdigest()[:16]}.engine"
+    )
 
 
 def build_engine(
@@ -176,7 +178,9 @@ class TensorRtBackend:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         if batch.shape[0] > self._max_batch:
-            return np.concatenate([self.run(batch[i : i + self._max_batch]) for i in range(0, len(batch), self._max_batch)])
+            return np.concatenate(
+                [self.run(batch[i : i + self._max_batch]) for i in range(0, len(batch), self._max_batch)]
+            )
         cudart = self._cudart
         host_in = np.ascontiguousarray(batch, dtype=np.float32)
         with self._lock:
@@ -197,7 +201,12 @@ class TensorRtBackend:
         return host_out
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "version": self._trt.__version__, "device": self.gpu, "precision": self._precision}
+        return {
+            "backend": self.name,
+            "version": self._trt.__version__,
+            "device": self.gpu,
+            "precision": self._precision,
+        }
 
     def close(self) -> None:
         for ptr, _ in self._buffers.values():

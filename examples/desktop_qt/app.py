@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QImage, QPixmap
-from PySide6.QtWidgets import (QApplication, QFileDialog, QLabel, QMainWindow, QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import QApplication, QFileDialog, QLabel, QMainWindow, QPushButton, QVBoxLayout, QWidget
 
 import dermedge
 
@@ -58,7 +58,9 @@ class Window(QMainWindow):
         self.preview.setMinimumSize(320, 240)
         self.result = QLabel("")
         self.result.setObjectName("result")
-        self.status = QLabel(f"model {model.manifest.name} {model.manifest.version} | backend {model.backend_name}/{model.precision}")
+        self.status = QLabel(
+            f"model {model.manifest.name} {model.manifest.version} | backend {model.backend_name}/{model.precision}"
+        )
         button = QPushButton("Open photo...")
         button.clicked.connect(self.choose)
         layout = QVBoxLayout()
@@ -72,7 +74,9 @@ class Window(QMainWindow):
         self.classifier.failed.connect(self.show_error)
 
     def choose(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open photo", "", "Images (*.jpg *.jpeg *.png *.bmp *.tif *.tiff *.webp)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open photo", "", "Images (*.jpg *.jpeg *.png *.bmp *.tif *.tiff *.webp)"
+        )
         if path:
             self.open(path)
 
@@ -103,8 +107,10 @@ class Window(QMainWindow):
         if pred.abstain:
             lines.append("<span style='color:#a60'>Abstain: this photo is unlike the photos the model knows.</span>")
         self.result.setText("<br>".join(lines))
-        self.status.setText(f"{ms:.0f} ms | backend {self.model.backend_name}/{self.model.precision} | "
-                            f"model {self.model.manifest.name} | research use only")
+        self.status.setText(
+            f"{ms:.0f} ms | backend {self.model.backend_name}/{self.model.precision} | "
+            f"model {self.model.manifest.name} | research use only"
+        )
         self._maybe_screenshot()
 
     def show_error(self, message: str) -> None:

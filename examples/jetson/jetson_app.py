@@ -27,15 +27,19 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     try:
-        model = dermedge.load_model(args.bundle, backend=args.backend, precision=args.precision, cache_dir=args.cache_dir)
+        model = dermedge.load_model(
+            args.bundle, backend=args.backend, precision=args.precision, cache_dir=args.cache_dir
+        )
     except (dermedge.BackendUnavailableError, dermedge.BundleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         if args.backend == "tensorrt":
             print("hint: on a Jetson TensorRT comes with JetPack; elsewhere try --backend auto", file=sys.stderr)
         return 1
     with model:
-        print(f"loaded {model.manifest.name} on {model.backend_name}/{model.precision} in {time.perf_counter() - t0:.1f} s "
-              f"({model.selection_reason})")
+        print(
+            f"loaded {model.manifest.name} on {model.backend_name}/{model.precision} in {time.perf_counter() - t0:.1f} s "
+            f"({model.selection_reason})"
+        )
         failed = 0
         for r in model.iter_results(args.photos, classify=True):
             if r.error is not None:

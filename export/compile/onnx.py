@@ -34,8 +34,17 @@ def export_onnx(model: Any, img_size: int, out: Path, *, opset: int = 18, parity
     try:
         batch = torch.export.Dim("batch", min=1, max=1024)
         with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress lines
-            torch.onnx.export(model, (x,), str(out), input_names=["image"], output_names=["embedding"], opset_version=opset,
-                              dynamo=True, dynamic_shapes={"x": {0: batch}}, external_data=False)
+            torch.onnx.export(
+                model,
+                (x,),
+                str(out),
+                input_names=["image"],
+                output_names=["embedding"],
+                opset_version=opset,
+                dynamo=True,
+                dynamic_shapes={"x": {0: batch}},
+                external_data=False,
+            )
     except Exception as exc:  # the exporter raises many types
         raise ExportError(f"torch.onnx.export failed for {type(model).__name__}: {exc}") from exc
     proto = onnx.load(str(out))

@@ -88,10 +88,12 @@ def test_tensorrt_cache_key_depends_on_everything() -> None:
 
     base = engine_cache_key("ab" * 32, "fp16", "10.3.0", "NVIDIA H100", 32)
     assert base.endswith(".engine") and "nvidia-h100" in base
-    others = {engine_cache_key("cd" * 32, "fp16", "10.3.0", "NVIDIA H100", 32),
-              engine_cache_key("ab" * 32, "int8", "10.3.0", "NVIDIA H100", 32),
-              engine_cache_key("ab" * 32, "fp16", "10.4.0", "NVIDIA H100", 32),
-              engine_cache_key("ab" * 32, "fp16", "10.3.0", "Orin", 32)}
+    others = {
+        engine_cache_key("cd" * 32, "fp16", "10.3.0", "NVIDIA H100", 32),
+        engine_cache_key("ab" * 32, "int8", "10.3.0", "NVIDIA H100", 32),
+        engine_cache_key("ab" * 32, "fp16", "10.4.0", "NVIDIA H100", 32),
+        engine_cache_key("ab" * 32, "fp16", "10.3.0", "Orin", 32),
+    }
     assert base not in others and len(others) == 4
 
 

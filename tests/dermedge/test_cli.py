@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import encode, skin_image
+
 from dermedge.cli import main
 
 
@@ -84,12 +84,28 @@ def test_fit_head_cli(tiny_bundle: Path, tmp_path: Path, capsys) -> None:
             img = np.clip(np.full((40, 40, 3), base) + np.random.default_rng(i).integers(-20, 20, (40, 40, 3)), 0, 255)
             (data / label / f"{i}.png").write_bytes(encode(img.astype(np.uint8), ".png"))
     out = tmp_path / "mine"
-    code = main(["fit-head", str(data), "--out", str(out), "--bundle", str(tiny_bundle), "--backend", "onnxruntime",
-                 "--folds", "4", "--json"])
+    code = main(
+        [
+            "fit-head",
+            str(data),
+            "--out",
+            str(out),
+            "--bundle",
+            str(tiny_bundle),
+            "--backend",
+            "onnxruntime",
+            "--folds",
+            "4",
+            "--json",
+        ]
+    )
     assert code == 0
     res = _json_lines(capsys.readouterr().out)[-1]
     assert res["labels"] == ["dark", "light"] and res["metrics"]["cv_folds"] == 4
-    assert main(["classify", str(data / "dark" / "0.png"), "--bundle", str(out), "--backend", "onnxruntime", "--json"]) == 0
+    assert (
+        main(["classify", str(data / "dark" / "0.png"), "--bundle", str(out), "--backend", "onnxruntime", "--json"])
+        == 0
+    )
     assert _json_lines(capsys.readouterr().out)[0]["label"] == "dark"
     assert main(["verify", str(out), "--json"]) == 0
 
@@ -121,6 +137,20 @@ def test_usage_errors(capsys) -> None:
 def test_console_script_runs_without_traceback(tiny_bundle: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"<html>")
-    proc = subprocess.run([sys.executable, "-m", "dermedge.cli", "classify", str(bad), "--bundle", str(tiny_bundle),
-                           "--backend", "onnxruntime"], capture_output=True, text=True, env={**os.environ})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dermedge.cli",
+            "classify",
+            str(bad),
+            "--bundle",
+            str(tiny_bundle),
+            "--backend",
+            "onnxruntime",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+    )
     assert proc.returncode == 3 and "Traceback" not in proc.stderr and "HTML" in proc.stderr

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
+from helpers import encode, skin_image  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from dermedge.bundle import InputSpec, parse_manifest  # noqa: E402
 from dermedge.errors import BundleError, InputError  # noqa: E402
 from dermedge.preprocess import decode_image, load_and_prepare  # noqa: E402
-from helpers import encode, skin_image  # noqa: E402
 
 SPEC = InputSpec(size=(32, 32), resize_size=36)
 JPEG = encode(skin_image(40, 50))
@@ -50,9 +50,11 @@ def test_any_size_array_prepares(h: int, w: int) -> None:
     assert x.shape == (3, 32, 32)
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-                           lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
-                           max_leaves=10)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+    max_leaves=10,
+)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -2,8 +2,14 @@ import numpy as np
 import pytest
 
 from dermedge.errors import BundleError, DermedgeError
-from dermedge.heads import (LinearHead, fit_linear_head, fit_logistic_regression, fit_temperature, softmax,
-                            stratified_group_folds)
+from dermedge.heads import (
+    LinearHead,
+    fit_linear_head,
+    fit_logistic_regression,
+    fit_temperature,
+    softmax,
+    stratified_group_folds,
+)
 from dermedge.metrics import balanced_accuracy, expected_calibration_error, macro_f1, roc_auc
 
 

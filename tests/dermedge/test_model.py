@@ -3,9 +3,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import encode, skin_image, write_tiny_bundle
 
 import dermedge
-from helpers import encode, skin_image, write_tiny_bundle
 from dermedge.errors import BatchInputError, DermedgeError, InputError
 
 
@@ -79,7 +79,10 @@ def test_threads_give_identical_results(model) -> None:
 def test_fit_head_and_save_round_trip(model, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     # two visually different classes: dark vs light images
-    images = [np.full((40, 40, 3), v, np.uint8) + rng.integers(0, 20, (40, 40, 3), dtype=np.uint8) for v in [20] * 12 + [200] * 12]
+    images = [
+        np.full((40, 40, 3), v, np.uint8) + rng.integers(0, 20, (40, 40, 3), dtype=np.uint8)
+        for v in [20] * 12 + [200] * 12
+    ]
     labels = ["dark"] * 12 + ["light"] * 12
     fitted = model.fit_head(images, labels, folds=3)
     assert fitted.labels == ("dark", "light")

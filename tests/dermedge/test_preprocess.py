@@ -4,12 +4,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from helpers import encode, skin_image
+
 from dermedge.bundle import InputSpec
 from dermedge.errors import InputError
-from dermedge.preprocess import (decode_image, load_and_prepare, prepare, read_image, reduced_decode_factor,
-                                 sniff_header)
+from dermedge.preprocess import decode_image, load_and_prepare, prepare, read_image, reduced_decode_factor, sniff_header
 
 
 def test_reduced_factor_picks_largest_that_keeps_target() -> None:
@@ -39,7 +38,12 @@ def test_header_sniffing_dimensions() -> None:
 
 def test_decompression_bomb_refused_before_decoding() -> None:
     # a PNG header claiming 100,000 x 100,000 pixels, followed by garbage
-    png = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", 13)
+        + b"IHDR"
+        + struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    )
     with pytest.raises(InputError, match="above the limit"):
         decode_image(png + b"\0" * 64, "bomb.png")
 
@@ -50,7 +54,13 @@ def test_exif_orientation_is_applied(target: int | None) -> None:
     img[:, :160] = (255, 0, 0)  # left half red
     jpeg = encode(img)
     # insert an APP1 Exif segment with Orientation = 6 (rotate 90 CW)
-    tiff = b"MM\x00*" + struct.pack(">I", 8) + struct.pack(">H", 1) + struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0) + b"\0\0\0\0"
+    tiff = (
+        b"MM\x00*"
+        + struct.pack(">I", 8)
+        + struct.pack(">H", 1)
+        + struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0)
+        + b"\0\0\0\0"
+    )
     app1 = b"\xff\xe1" + struct.pack(">H", 2 + 6 + len(tiff)) + b"Exif\0\0" + tiff
     out = decode_image(jpeg[:2] + app1 + jpeg[2:], "rot.jpg", target_short_side=target)
     h, w = out.shape[:2]
@@ -79,8 +89,14 @@ def test_alpha_16bit_gray_inputs() -> None:
 
 @pytest.mark.parametrize(
     "data, reason",
-    [(b"", "empty"), (b"%PDF-1.4 hello", "PDF"), (b"<html><body>", "HTML"), (b"\x1f\x8b\x08\0", "gzip"),
-     (b"just some text", "text"), (b"\xff\xd8\xff\xe0\x00\x10JFIF", "truncated or corrupt JPEG")],
+    [
+        (b"", "empty"),
+        (b"%PDF-1.4 hello", "PDF"),
+        (b"<html><body>", "HTML"),
+        (b"\x1f\x8b\x08\0", "gzip"),
+        (b"just some text", "text"),
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF", "truncated or corrupt JPEG"),
+    ],
 )
 def test_non_images_are_named(data: bytes, reason: str) -> None:
     with pytest.raises(InputError, match=reason):

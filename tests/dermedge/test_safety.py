@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import sqlite3
 import struct
 import subprocess
@@ -14,11 +13,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import encode, skin_image
 
 import dermedge
 from dermedge.cli import main
 from dermedge.errors import BundleError, InputError
-from helpers import encode, skin_image
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,8 +39,10 @@ def hostile_files(d: Path) -> dict[str, str]:
         "page.jpg": (b"<!DOCTYPE html><html></html>", "HTML"),
         "doc.jpg": (b"%PDF-1.7\n...", "PDF"),
         "data.png": (zlib.compress(b"x" * 100)[:0] + b"\x1f\x8b\x08\x00" + b"\0" * 20, "gzip"),
-        "huge.png": (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)),
-                     "above the limit"),
+        "huge.png": (
+            b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)),
+            "above the limit",
+        ),
         "heic.jpg": (b"\0\0\0\x18ftypheic" + b"\0" * 40, "HEIC"),
     }
     valid = {
@@ -77,7 +78,18 @@ def test_hostile_folder_through_api_and_cli(tiny_bundle: Path, tmp_path: Path, c
                 with pytest.raises(InputError) as exc:
                     model.classify(d / name)
                 assert name in str(exc.value) and reason.lower() in exc.value.reason.lower(), (name, exc.value.reason)
-    code = main(["classify", str(d), str(d / "broken-link.jpg"), "--bundle", str(tiny_bundle), "--backend", "onnxruntime", "--json"])
+    code = main(
+        [
+            "classify",
+            str(d),
+            str(d / "broken-link.jpg"),
+            "--bundle",
+            str(tiny_bundle),
+            "--backend",
+            "onnxruntime",
+            "--json",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 3 and "Traceback" not in err
     import json
@@ -103,7 +115,10 @@ def test_unreadable_file(tiny_bundle: Path, tmp_path: Path) -> None:
     p = tmp_path / "secret.jpg"
     p.write_bytes(encode(skin_image()))
     p.chmod(0)
-    with dermedge.load_model(tiny_bundle, backend="onnxruntime") as model, pytest.raises(InputError, match="permission"):
+    with (
+        dermedge.load_model(tiny_bundle, backend="onnxruntime") as model,
+        pytest.raises(InputError, match="permission"),
+    ):
         model.embed(p)
 
 
@@ -142,7 +157,7 @@ socket.create_connection = refuse
 socket.getaddrinfo = refuse
 import numpy as np, dermedge
 for backend in dermedge.available_backends():
-    with dermedge.load_model({str(tiny_bundle)!r}, backend=backend, cache_dir={str(tmp_path / 'cache')!r}) as m:
+    with dermedge.load_model({str(tiny_bundle)!r}, backend=backend, cache_dir={str(tmp_path / "cache")!r}) as m:
         m.embed({str(img)!r}); m.classify({str(img)!r})
         rng = np.random.default_rng(0)
         m.fit_head(rng.normal(size=(20, 16)).astype("float32"), ["a", "b"] * 10, folds=2)
@@ -162,8 +177,21 @@ def test_embed_survives_sigkill_and_resumes(tiny_bundle: Path, tmp_path: Path) -
     for i in range(300):
         (d / f"{i:03d}.jpg").write_bytes(encode(skin_image(200, 260, seed=i)))
     db = tmp_path / "e.sqlite"
-    cmd = [sys.executable, "-m", "dermedge.cli", "embed", str(d), "--out", str(db), "--bundle", str(tiny_bundle),
-           "--backend", "onnxruntime", "--batch-size", "4"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dermedge.cli",
+        "embed",
+        str(d),
+        "--out",
+        str(db),
+        "--bundle",
+        str(tiny_bundle),
+        "--backend",
+        "onnxruntime",
+        "--batch-size",
+        "4",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     done = 0

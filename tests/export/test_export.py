@@ -7,10 +7,11 @@ import pytest
 pytest.importorskip("timm")
 pytest.importorskip("nncf")
 
+from helpers import encode, skin_image  # noqa: E402
+
 import dermedge  # noqa: E402
 from dermedge.cli import main  # noqa: E402
 from export.quantize import activation_matmuls  # noqa: E402
-from helpers import encode, skin_image  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -30,16 +31,41 @@ def run_dir(tmp_path_factory, labelled: Path) -> Path:
     from training.train import train
 
     out = tmp_path_factory.mktemp("run") / "r18"
-    cfg = load_config(Path("training/configs/smoke.yaml"), ["img_size=32", "limit=16", "batch_size=8", "device=cpu"],
-                      method="simclr", arch="resnet18", data=[str(labelled)], out=str(out))
+    cfg = load_config(
+        Path("training/configs/smoke.yaml"),
+        ["img_size=32", "limit=16", "batch_size=8", "device=cpu"],
+        method="simclr",
+        arch="resnet18",
+        data=[str(labelled)],
+        out=str(out),
+    )
     return train(cfg)
 
 
 def test_export_all_four_combinations(run_dir: Path, labelled: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "bundle"
-    code = main(["export", "--checkpoint", str(run_dir), "--formats", "onnxruntime,openvino", "--precision", "fp32,int8",
-                 "--eval-data", str(labelled), "--calib-size", "16", "--min-cosine", "0.5", "--max-f1-drop", "100",
-                 "--out", str(out), "--json"])
+    code = main(
+        [
+            "export",
+            "--checkpoint",
+            str(run_dir),
+            "--formats",
+            "onnxruntime,openvino",
+            "--precision",
+            "fp32,int8",
+            "--eval-data",
+            str(labelled),
+            "--calib-size",
+            "16",
+            "--min-cosine",
+            "0.5",
+            "--max-f1-drop",
+            "100",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0, res
     assert main(["verify", str(out)]) == 0
@@ -64,8 +90,25 @@ def test_export_all_four_combinations(run_dir: Path, labelled: Path, tmp_path: P
 
 def test_failing_gate_writes_nothing(run_dir: Path, labelled: Path, tmp_path: Path) -> None:
     out = tmp_path / "never"
-    code = main(["export", "--checkpoint", str(run_dir), "--formats", "onnxruntime", "--precision", "int8",
-                 "--eval-data", str(labelled), "--calib-size", "8", "--min-cosine", "1.01", "--out", str(out)])
+    code = main(
+        [
+            "export",
+            "--checkpoint",
+            str(run_dir),
+            "--formats",
+            "onnxruntime",
+            "--precision",
+            "int8",
+            "--eval-data",
+            str(labelled),
+            "--calib-size",
+            "8",
+            "--min-cosine",
+            "1.01",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 1 and not out.exists()
 
 
@@ -86,14 +129,37 @@ def test_transformer_detection(tmp_path: Path) -> None:
 
 
 def test_tensorrt_engine_build_needs_gpu(tmp_path: Path) -> None:
-    pytest.importorskip("tensorrt", reason="TensorRT 10 cannot be installed here (NVIDIA index only); run on a GPU machine")
+    pytest.importorskip(
+        "tensorrt", reason="TensorRT 10 cannot be installed here (NVIDIA index only); run on a GPU machine"
+    )
 
 
 def test_distill_writes_an_exportable_student(run_dir: Path, labelled: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "student"
-    code = main(["distill", "--teacher", str(run_dir), "--student-arch", "convnext_atto", "--data", str(labelled),
-                 "--eval-data", str(labelled), "--epochs", "1", "--batch-size", "8", "--limit", "16", "--num-workers", "0",
-                 "--out", str(out), "--json"])
+    code = main(
+        [
+            "distill",
+            "--teacher",
+            str(run_dir),
+            "--student-arch",
+            "convnext_atto",
+            "--data",
+            str(labelled),
+            "--eval-data",
+            str(labelled),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--limit",
+            "16",
+            "--num-workers",
+            "0",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     assert code == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(res["comparison"]) == {"teacher", "student"}

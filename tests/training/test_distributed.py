@@ -1,5 +1,4 @@
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,9 +23,30 @@ def test_gradients_are_synchronised_across_ranks() -> None:
 
 def test_torchrun_training_writes_one_checkpoint(synthetic_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    proc = _torchrun(["-m", "training.train", "--config", str(ROOT / "training/configs/smoke.yaml"), "--method", "simclr",
-                      "--arch", "resnet18", "--data", str(synthetic_folder), "--img-size", "32", "--limit", "16",
-                      "--batch-size", "4", "--device", "cpu", "--out", str(out)])
+    proc = _torchrun(
+        [
+            "-m",
+            "training.train",
+            "--config",
+            str(ROOT / "training/configs/smoke.yaml"),
+            "--method",
+            "simclr",
+            "--arch",
+            "resnet18",
+            "--data",
+            str(synthetic_folder),
+            "--img-size",
+            "32",
+            "--limit",
+            "16",
+            "--batch-size",
+            "4",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "encoder.safetensors").is_file()
     assert "world size 2" in proc.stderr

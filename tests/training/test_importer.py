@@ -20,8 +20,13 @@ def _vit_teacher_ckpt(path: Path, with_module_prefix: bool = False) -> dict:
     teacher = {f"{prefix}backbone.{k}": v for k, v in vit.state_dict().items()}
     teacher[f"{prefix}backbone.masked_embed"] = torch.zeros(192)
     teacher[f"{prefix}head.mlp.0.weight"] = torch.zeros(16, 192)
-    ckpt = {"arch": "vit_tiny", "epoch": 100, "teacher": teacher, "student": teacher,
-            "config": {"model": {"base_model": "vit_tiny", "teacher": {"patch_size": 16}}}}
+    ckpt = {
+        "arch": "vit_tiny",
+        "epoch": 100,
+        "teacher": teacher,
+        "student": teacher,
+        "config": {"model": {"base_model": "vit_tiny", "teacher": {"patch_size": 16}}},
+    }
     torch.save(ckpt, path)
     return vit.state_dict()
 

@@ -11,15 +11,40 @@ from training.cli import build_train_parser, config_from_args  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.train import train  # noqa: E402
 
-CASES = [("simclr", "resnet18"), ("byol", "resnet18"), ("dino", "vit_tiny_patch16_224"),
-         ("ibot", "vit_tiny_patch16_224"), ("mae", "vit_tiny_patch16_224")]
+CASES = [
+    ("simclr", "resnet18"),
+    ("byol", "resnet18"),
+    ("dino", "vit_tiny_patch16_224"),
+    ("ibot", "vit_tiny_patch16_224"),
+    ("mae", "vit_tiny_patch16_224"),
+]
 
 
 def _cfg(method: str, arch: str, data: Path, out: Path, epochs: int = 1):
     args = build_train_parser().parse_args(
-        ["--config", str(Path("training/configs/smoke.yaml").resolve()), "--method", method, "--arch", arch,
-         "--data", str(data), "--img-size", "32", "--epochs", str(epochs), "--limit", "16", "--batch-size", "8",
-         "--out", str(out), "--device", "cpu"])
+        [
+            "--config",
+            str(Path("training/configs/smoke.yaml").resolve()),
+            "--method",
+            method,
+            "--arch",
+            arch,
+            "--data",
+            str(data),
+            "--img-size",
+            "32",
+            "--epochs",
+            str(epochs),
+            "--limit",
+            "16",
+            "--batch-size",
+            "8",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     return config_from_args(args)
 
 
@@ -59,9 +84,31 @@ def test_config_layers_and_validation(tmp_path: Path) -> None:
 def test_cli_train_smoke_real_data(shared_data: Path, tmp_path: Path) -> None:
     """The acceptance command on ../shared/data/pad_ufes_20 (64 images, 64 px, 1 epoch)."""
     out = tmp_path / "RUN"
-    cmd = [sys.executable, "-m", "dermedge.cli", "train", "--method", "dino", "--arch", "vit_tiny_patch16_224",
-           "--data", str(shared_data / "pad_ufes_20"), "--img-size", "64", "--epochs", "1", "--limit", "64",
-           "--batch-size", "16", "--num-workers", "0", "--out", str(out), "local_crops=2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dermedge.cli",
+        "train",
+        "--method",
+        "dino",
+        "--arch",
+        "vit_tiny_patch16_224",
+        "--data",
+        str(shared_data / "pad_ufes_20"),
+        "--img-size",
+        "64",
+        "--epochs",
+        "1",
+        "--limit",
+        "64",
+        "--batch-size",
+        "16",
+        "--num-workers",
+        "0",
+        "--out",
+        str(out),
+        "local_crops=2",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (out / "encoder.safetensors").is_file()

@@ -16,16 +16,18 @@ class DINOLoss(nn.Module):
     where the teacher sees only the global views. The centre ``c`` is an EMA of teacher outputs.
     """
 
-    def __init__(self, out_dim: int, student_temp: float = 0.1, teacher_temp: float = 0.04,
-                 center_momentum: float = 0.9) -> None:
+    def __init__(
+        self, out_dim: int, student_temp: float = 0.1, teacher_temp: float = 0.04, center_momentum: float = 0.9
+    ) -> None:
         super().__init__()
         self.student_temp = student_temp
         self.teacher_temp = teacher_temp
         self.center_momentum = center_momentum
         self.register_buffer("center", torch.zeros(1, out_dim))
 
-    def forward(self, student_out: list[torch.Tensor], teacher_out: list[torch.Tensor],
-                teacher_temp: float | None = None) -> torch.Tensor:
+    def forward(
+        self, student_out: list[torch.Tensor], teacher_out: list[torch.Tensor], teacher_temp: float | None = None
+    ) -> torch.Tensor:
         tt = self.teacher_temp if teacher_temp is None else teacher_temp
         targets = [F.softmax((t - self.center) / tt, dim=-1).detach() for t in teacher_out]
         total, pairs = 0.0, 0

@@ -15,16 +15,22 @@ class IBOTPatchLoss(nn.Module):
     ``loss = mean over images of [ sum_{masked p} -softmax((t_p - c)/tau_t) . log_softmax(s_p/tau_s) / #masked ]``
     """
 
-    def __init__(self, patch_out_dim: int, student_temp: float = 0.1, teacher_temp: float = 0.04,
-                 center_momentum: float = 0.9) -> None:
+    def __init__(
+        self, patch_out_dim: int, student_temp: float = 0.1, teacher_temp: float = 0.04, center_momentum: float = 0.9
+    ) -> None:
         super().__init__()
         self.student_temp = student_temp
         self.teacher_temp = teacher_temp
         self.center_momentum = center_momentum
         self.register_buffer("center", torch.zeros(1, 1, patch_out_dim))
 
-    def forward(self, student_patches: torch.Tensor, teacher_patches: torch.Tensor, mask: torch.Tensor,
-                teacher_temp: float | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        student_patches: torch.Tensor,
+        teacher_patches: torch.Tensor,
+        mask: torch.Tensor,
+        teacher_temp: float | None = None,
+    ) -> torch.Tensor:
         """student/teacher patches: (B, P, K); mask: (B, P) bool, True where the student's patch was masked."""
         tt = self.teacher_temp if teacher_temp is None else teacher_temp
         target = F.softmax((teacher_patches - self.center) / tt, dim=-1).detach()

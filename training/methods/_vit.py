@@ -9,12 +9,15 @@ from torch import nn
 def check_vit(encoder: nn.Module, method: str) -> None:
     for attr in ("patch_embed", "blocks", "norm", "pos_embed", "cls_token"):
         if not hasattr(encoder, attr) or getattr(encoder, attr) is None:
-            raise ValueError(f"{method} needs a timm VisionTransformer with a CLS token (e.g. vit_tiny_patch16_224); "
-                             f"{type(encoder).__name__} has no {attr!r}")
+            raise ValueError(
+                f"{method} needs a timm VisionTransformer with a CLS token (e.g. vit_tiny_patch16_224); "
+                f"{type(encoder).__name__} has no {attr!r}"
+            )
 
 
-def vit_tokens(vit: nn.Module, x: torch.Tensor, mask: torch.Tensor | None = None,
-               mask_token: torch.Tensor | None = None) -> torch.Tensor:
+def vit_tokens(
+    vit: nn.Module, x: torch.Tensor, mask: torch.Tensor | None = None, mask_token: torch.Tensor | None = None
+) -> torch.Tensor:
     """Run a timm ViT and return all normalised tokens (B, 1 + P, D); masked patches are replaced first."""
     tokens = vit.patch_embed(x)
     if mask is not None and mask_token is not None:

@@ -11,8 +11,16 @@ from training.methods._ema import ema_update, make_teacher, momentum_at
 
 
 class BYOL(nn.Module):
-    def __init__(self, encoder: nn.Module, embed_dim: int, *, proj_dim: int = 256, hidden_dim: int = 1024,
-                 ema_momentum: float = 0.99, **_: object) -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        embed_dim: int,
+        *,
+        proj_dim: int = 256,
+        hidden_dim: int = 1024,
+        ema_momentum: float = 0.99,
+        **_: object,
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.projector = ProjectionMLP(embed_dim, hidden_dim, proj_dim)

@@ -11,9 +11,18 @@ from training.methods._ema import ema_update, make_teacher, momentum_at
 
 
 class DINO(nn.Module):
-    def __init__(self, encoder: nn.Module, embed_dim: int, *, out_dim: int = 4096, hidden_dim: int = 1024,
-                 ema_momentum: float = 0.996, teacher_temp: float = 0.04, warmup_teacher_temp: float = 0.04,
-                 **_: object) -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        embed_dim: int,
+        *,
+        out_dim: int = 4096,
+        hidden_dim: int = 1024,
+        ema_momentum: float = 0.996,
+        teacher_temp: float = 0.04,
+        warmup_teacher_temp: float = 0.04,
+        **_: object,
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = DINOHead(embed_dim, out_dim, hidden_dim)

@@ -16,8 +16,18 @@ class IBOT(nn.Module):
     """Student sees masked global views (random patch masking at ``mask_ratio``) and local crops;
     the EMA teacher sees unmasked global views. Loss = DINO(CLS) + patch loss on masked tokens."""
 
-    def __init__(self, encoder: nn.Module, embed_dim: int, *, out_dim: int = 4096, hidden_dim: int = 1024,
-                 ema_momentum: float = 0.996, teacher_temp: float = 0.04, mask_ratio: float = 0.3, **_: object) -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        embed_dim: int,
+        *,
+        out_dim: int = 4096,
+        hidden_dim: int = 1024,
+        ema_momentum: float = 0.996,
+        teacher_temp: float = 0.04,
+        mask_ratio: float = 0.3,
+        **_: object,
+    ) -> None:
         super().__init__()
         check_vit(encoder, "ibot")
         self.encoder = encoder

@@ -11,8 +11,17 @@ from training.methods._vit import check_vit
 
 
 class MAE(nn.Module):
-    def __init__(self, encoder: nn.Module, embed_dim: int, *, mask_ratio: float = 0.75, decoder_dim: int = 128,
-                 decoder_depth: int = 2, decoder_heads: int = 4, **_: object) -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        embed_dim: int,
+        *,
+        mask_ratio: float = 0.75,
+        decoder_dim: int = 128,
+        decoder_depth: int = 2,
+        decoder_heads: int = 4,
+        **_: object,
+    ) -> None:
         super().__init__()
         check_vit(encoder, "mae")
         self.encoder = encoder

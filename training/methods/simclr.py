@@ -10,8 +10,16 @@ from training.losses.simclr import NTXentLoss
 
 
 class SimCLR(nn.Module):
-    def __init__(self, encoder: nn.Module, embed_dim: int, *, proj_dim: int = 128, hidden_dim: int = 1024,
-                 temperature: float = 0.2, **_: object) -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        embed_dim: int,
+        *,
+        proj_dim: int = 128,
+        hidden_dim: int = 1024,
+        temperature: float = 0.2,
+        **_: object,
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.projector = ProjectionMLP(embed_dim, hidden_dim, proj_dim)
