@@ -38,7 +38,7 @@ $(DEV_VENV)/.done: pyproject.toml constraints.txt
 test: $(DEV_VENV)/.done
 	$(DEV_VENV)/bin/python -m pytest -q
 
-lint: $(DEV_VENV)/.done
+lint: $(DEV_VENV)/.done  ## ruff (style) and mypy --strict on the runtime
 	$(DEV_VENV)/bin/ruff check dermedge training export benchmarks tests
 	$(DEV_VENV)/bin/mypy
 

@@ -158,7 +158,7 @@ def run_case(
     tput_times, _ = timed_loop(lambda: run(xb), max(3, min_q // 20), min_s / 2)
     images = [Path(p).read_bytes() for p in jpeg_paths] or [synthetic_jpeg()]
     names = [Path(p).name for p in jpeg_paths] or ["synthetic-1024x768.jpg"]
-    e2e = {"decode": [], "preprocess": [], "inference": [], "head": [], "total": []}
+    e2e: dict[str, list[float]] = {"decode": [], "preprocess": [], "inference": [], "head": [], "total": []}
     head = model.head
     n_e2e = max(10, min_q // 5)
     for i in range(n_e2e + 3):

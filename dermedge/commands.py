@@ -357,6 +357,7 @@ def run_fit_head(args: argparse.Namespace) -> int:
             if r.error is not None:
                 failures.append((r.source, r.error.reason))
                 continue
+            assert r.embedding is not None
             keep_emb.append(r.embedding)
             keep_lab.append(labels[r.index])
             keep_grp.append(groups[r.index] if groups else None)

@@ -57,10 +57,12 @@ class LinearHead:
     def ood_scores(self, embeddings: np.ndarray) -> np.ndarray | None:
         """Mahalanobis distance of each embedding to the training embeddings; above ``ood_threshold``
         the photo does not look like the skin-lesion photos the head was fitted on (``None`` if no detector)."""
-        if not self.has_abstain:
+        if self.ood_mean is None or self.ood_precision is None:
             return None
         d = embeddings.astype(np.float64) - self.ood_mean
-        return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, self.ood_precision, d), 0.0))  # type: ignore[no-any-return]
+        squared: np.ndarray = np.einsum("ij,jk,ik->i", d, self.ood_precision, d)
+        distance: np.ndarray = np.sqrt(np.maximum(squared, 0.0))
+        return distance
 
     def logits(self, embeddings: np.ndarray) -> np.ndarray:
         """Uncalibrated class scores, (N, C)."""
@@ -83,7 +85,7 @@ class LinearHead:
             arrays["ood_precision"] = np.asarray(self.ood_precision, np.float32)
             arrays["ood_threshold"] = np.asarray([self.ood_threshold], np.float32)
         with open(path, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
 
     @classmethod
     def load(

@@ -23,7 +23,7 @@ import numpy as np
 from dermedge.bundle import InputSpec
 from dermedge.errors import InputError
 
-ImageInput = str | os.PathLike | bytes | bytearray | memoryview | np.ndarray
+ImageInput = str | os.PathLike[str] | bytes | bytearray | memoryview | np.ndarray
 
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: larger than any camera or dermatoscope we know of
 MAX_FILE_BYTES = 256 << 20
@@ -194,7 +194,8 @@ def _to_rgb_uint8(image: np.ndarray, name: str) -> np.ndarray:
     if channels == 4:  # composite over white, the usual background for cut-out photos
         alpha = image[:, :, 3:4].astype(np.float32) / 255.0
         rgb = image[:, :, 2::-1].astype(np.float32)
-        return (rgb * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+        out: np.ndarray = (rgb * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+        return out
     raise InputError(name, f"unsupported channel count {channels}")
 
 
@@ -272,7 +273,8 @@ def check_array(image: np.ndarray, name: str) -> np.ndarray:
         return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_GRAY2RGB)
     if image.shape[2] == 4:
         alpha = image[:, :, 3:4].astype(np.float32) / 255.0
-        return (image[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+        blended: np.ndarray = (image[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+        return blended
     return np.ascontiguousarray(image)
 
 

@@ -119,7 +119,7 @@ class OnnxRuntimeBackend:
         }
 
     def close(self) -> None:
-        self._session = None  # type: ignore[assignment]
+        self._session = None
 
 
 def load(path: Path, options: BackendOptions) -> OnnxRuntimeBackend:
