@@ -35,3 +35,38 @@ def test_load_default_and_classify_real_photo(backend: str, shared_data: Path) -
     with dermedge.load_model(backend=backend) as model:
         pred = model.classify(photo)[0]
         assert pred.label in model.labels and 0 < pred.score <= 1 and pred.ood_score is not None
+
+
+def test_fit_head_on_real_photos_then_classify(shared_data: Path, tmp_path: Path, capsys) -> None:
+    """README workflow: fit-head on PAD-UFES-20 (768 smartphone photos, grouped by patient) -> classify."""
+    out = tmp_path / "pad-head"
+    assert main(["fit-head", str(shared_data / "pad_ufes_20"), "--out", str(out), "--backend", "onnxruntime",
+                 "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["metrics"]["n_samples"] >= 200 and res["metrics"]["grouped"] is True
+    assert set(res["labels"]) == {"ACK", "BCC", "MEL", "NEV", "SCC", "SEK"}
+    assert res["metrics"]["cv"]["balanced_accuracy"] > 1 / 6  # better than chance over 6 classes
+    photo = shared_data / "pad_ufes_20" / "images" / "PAT_1006_53_716.jpg"
+    assert main(["classify", str(photo), "--bundle", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["label"] in res["labels"]
+
+
+def test_embed_real_photos_with_broken_files_then_rerun(shared_data: Path, tmp_path: Path, capsys) -> None:
+    """100 real photos + 3 broken files: 100 embedded, 3 failed with reasons, exit 3; a re-run embeds 0."""
+    import shutil
+
+    d = tmp_path / "mixed"
+    d.mkdir()
+    for p in sorted((shared_data / "pad_ufes_20" / "images").glob("*.jpg"))[:100]:
+        shutil.copy(p, d / p.name)
+    (d / "broken1.jpg").write_bytes(b"")
+    (d / "broken2.jpg").write_bytes((d / sorted(x.name for x in d.iterdir())[0]).read_bytes()[:500])
+    (d / "broken3.png").write_text("not an image")
+    db = tmp_path / "x.sqlite"
+    assert main(["embed", str(d), "--out", str(db), "--json"]) == 3
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["embedded"], summary["failed"], summary["skipped"]) == (100, 3, 0)
+    assert all(f["error"] for f in summary["failures"])
+    assert main(["embed", str(d), "--out", str(db), "--json"]) == 3
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["embedded"], summary["skipped"]) == (0, 100)
