@@ -64,4 +64,23 @@ def build_encoder(ckpt: EncoderCheckpoint) -> Any:
         raise ExportError(
             f"{ckpt.weights}: weights do not fit {ckpt.arch}: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
+    if ckpt.sidecar.get("pooling") == "last4_cls":
+        return Last4Cls(model).eval()
     return model.eval()
+
+
+def Last4Cls(vit: Any) -> Any:  # noqa: N802 - a class built lazily so this module imports without torch
+    """The paper's ViT embedding: the normed CLS token after each of the last 4 blocks, concatenated (4 x D)."""
+    import torch
+    from torch import nn
+
+    class _Last4Cls(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.vit = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            outs = self.vit.get_intermediate_layers(x, n=4, return_prefix_tokens=True, norm=True)
+            return torch.cat([cls[:, 0] for _, cls in outs], dim=-1)
+
+    return _Last4Cls(vit)

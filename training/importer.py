@@ -109,7 +109,14 @@ def convert(
 
 
 def import_checkpoint(
-    path: Path, fmt: str, out: Path, *, arch: str | None = None, branch: str = "teacher", expected: Path | None = None
+    path: Path,
+    fmt: str,
+    out: Path,
+    *,
+    arch: str | None = None,
+    branch: str = "teacher",
+    expected: Path | None = None,
+    paper_embedding: bool = False,
 ) -> Path:
     """Convert, load into the timm model strictly, and write ``out`` (.safetensors) + ``out`` .json sidecar."""
     from safetensors.torch import save_file
@@ -131,19 +138,25 @@ def import_checkpoint(
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out))
     is_vit = name.startswith("vit_")
+    last4 = paper_embedding and is_vit
     sidecar = {
         "arch": name,
         "img_size": 224,
-        "embed_dim": int(model.num_features),
+        "embed_dim": int(model.num_features) * (4 if last4 else 1),
+        "pooling": "last4_cls" if last4 else "default",
         "method": f"imported:{fmt}",
         "source_file": str(path),
         "source_sha256": digest,
         "matches_release": known["path"] if known else None,
         "license": "none found for the released checkpoints (all rights reserved by default); ask the authors before redistributing",
         "preprocessing": "paper: Resize((256,256)) -> CenterCrop(224) -> ImageNet mean/std",
-        "embedding_recipe": "paper ViT: concat of CLS after each of the last 4 blocks (normed); here: timm default pooled output"
-        if is_vit
-        else "global average pool of layer4",
+        "embedding_recipe": (
+            "paper ViT: concat of the normed CLS after each of the last 4 blocks (4 x D)"
+            if last4
+            else "timm default pooled output (last CLS after norm)"
+            if is_vit
+            else "global average pool of layer4"
+        ),
         "trained_by": "Gröger et al. 2024 (imported)",
         "timm_kwargs": {},
     }
@@ -157,6 +170,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", help="override the architecture (e.g. vit_small, resnet50)")
     p.add_argument("--branch", default="teacher", choices=["teacher", "student"], help="DINO/iBOT: which network")
     p.add_argument("--expected", help="expected_checkpoints.json to match the file's sha256 against")
+    p.add_argument(
+        "--paper-embedding",
+        action="store_true",
+        help="ViTs: embed as the paper does (CLS of the last 4 blocks, concatenated: 4 x D)",
+    )
     p.add_argument("--out", required=True, help="output .safetensors (a .json sidecar is written beside it)")
 
 
@@ -169,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
             arch=args.arch,
             branch=args.branch,
             expected=Path(args.expected) if args.expected else None,
+            paper_embedding=args.paper_embedding,
         )
     except ImportRefused as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -8,8 +8,23 @@ from dermedge.cli import main
 def test_bench_quick_json_has_the_fields(tiny_bundle: Path, tmp_path: Path) -> None:
     out = tmp_path / "b.json"
     md = tmp_path / "b.md"
-    code = main(["bench", str(tiny_bundle), "--backends", "all", "--quick", "--threads", "1", "--json", str(out),
-                 "--md", str(md), "--plot", str(tmp_path / "b.png")])
+    code = main(
+        [
+            "bench",
+            str(tiny_bundle),
+            "--backends",
+            "all",
+            "--quick",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+            "--md",
+            str(md),
+            "--plot",
+            str(tmp_path / "b.png"),
+        ]
+    )
     assert code == 0
     report = json.loads(out.read_text())
     assert report["device"]["logical_cpus"] >= 1 and "onnxruntime" in report["device"]["versions"]
@@ -17,8 +32,15 @@ def test_bench_quick_json_has_the_fields(tiny_bundle: Path, tmp_path: Path) -> N
     rows = report["results"]
     assert {r["backend"] for r in rows} >= {"onnxruntime"}
     for r in rows:
-        for key in ("cold_start_s", "first_inference_ms", "throughput_img_s", "peak_rss_mb", "artifact_bytes", "gate",
-                    "minimums_met"):
+        for key in (
+            "cold_start_s",
+            "first_inference_ms",
+            "throughput_img_s",
+            "peak_rss_mb",
+            "artifact_bytes",
+            "gate",
+            "minimums_met",
+        ):
             assert key in r, key
         assert set(r["latency_ms"]) >= {"p50", "p90", "p99", "mean", "min", "max", "cv", "n"}
         assert set(r["e2e_ms"]) == {"decode", "preprocess", "inference", "head", "total"}

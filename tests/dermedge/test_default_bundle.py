@@ -24,8 +24,16 @@ def test_default_bundle_is_honest_about_itself() -> None:
     assert "non-commercial" in m["provenance"]["license"].lower()
     assert set(m["head"]["labels"]) <= {"MEL", "NEV", "BCC", "AK/IEC", "SCC", "BKL", "DF", "VASC"}
     card = (DEFAULT / "MODEL_CARD.md").read_text()
-    for needle in ("Not a medical device", "95% bootstrap", "Fitzpatrick", "random-init", "colour histogram",
-                   "ECE", "Abstain", "INT8"):
+    for needle in (
+        "Not a medical device",
+        "95% bootstrap",
+        "Fitzpatrick",
+        "random-init",
+        "colour histogram",
+        "ECE",
+        "Abstain",
+        "INT8",
+    ):
         assert needle in card, needle
 
 
@@ -40,8 +48,10 @@ def test_load_default_and_classify_real_photo(backend: str, shared_data: Path) -
 def test_fit_head_on_real_photos_then_classify(shared_data: Path, tmp_path: Path, capsys) -> None:
     """README workflow: fit-head on PAD-UFES-20 (768 smartphone photos, grouped by patient) -> classify."""
     out = tmp_path / "pad-head"
-    assert main(["fit-head", str(shared_data / "pad_ufes_20"), "--out", str(out), "--backend", "onnxruntime",
-                 "--json"]) == 0
+    assert (
+        main(["fit-head", str(shared_data / "pad_ufes_20"), "--out", str(out), "--backend", "onnxruntime", "--json"])
+        == 0
+    )
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["metrics"]["n_samples"] >= 200 and res["metrics"]["grouped"] is True
     assert set(res["labels"]) == {"ACK", "BCC", "MEL", "NEV", "SCC", "SEK"}

@@ -80,3 +80,23 @@ def test_wrong_layout_is_explained(tmp_path: Path) -> None:
     torch.save({"foo": torch.zeros(1)}, tmp_path / "x.pth")
     with pytest.raises(ImportRefused, match="no 'teacher' entry"):
         import_checkpoint(tmp_path / "x.pth", "dino", tmp_path / "y.safetensors")
+
+
+def test_paper_embedding_is_four_cls_tokens_and_exports(tmp_path: Path) -> None:
+    from export.compile.onnx import export_onnx
+    from training.checkpoint import build_encoder, read_checkpoint
+
+    src = tmp_path / "c.pth"
+    _vit_teacher_ckpt(src)
+    out = import_checkpoint(src, "dino", tmp_path / "v.safetensors", paper_embedding=True)
+    ck = read_checkpoint(out)
+    assert ck.embed_dim == 4 * 192
+    enc = build_encoder(ck)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        emb = enc(x)
+        vit = enc.vit
+        tokens = vit.blocks(vit.norm_pre(vit._pos_embed(vit.patch_embed(x))))
+        assert emb.shape == (2, 768)
+        assert torch.allclose(emb[:, -192:], vit.norm(tokens)[:, 0], atol=1e-5)  # last block's CLS, normed
+    assert export_onnx(enc, 224, tmp_path / "v.onnx")["max_rel"] <= 1e-4
