@@ -162,13 +162,28 @@ def run_info(args: argparse.Namespace) -> int:
         print(f"  head      {head['type']}, {len(head['labels'])} labels: {', '.join(head['labels'])}{extra}")
     else:
         print("  head      none (embeddings only; fit one with `dermedge fit-head`)")
-    for key in ("summary", "data", "license", "commands", "metrics", "limitations"):
+    test = (prov.get("metrics") or {}).get("test")
+    if test:
+        ci = (prov.get("metrics") or {}).get("test_ci95", {})
+
+        def show(k: str) -> str:
+            c = ci.get(k)
+            return f"{test[k]:.3f}" + (f" [{c[0]:.3f}, {c[1]:.3f}]" if c else "")
+
+        print(f"  test set  n={test.get('n')}: macro-F1 {show('macro_f1')}, balanced acc {show('balanced_accuracy')}, "
+              f"MEL AUROC {show('mel_auroc')} (95% CI)")
+    if head and head.get("abstain"):
+        print(f"  abstain   {head['abstain']}")
+    for key in ("summary", "data", "license", "commands"):
         if key in prov:
             val = prov[key]
             if isinstance(val, list):
                 print(f"  {key:<9} " + "\n            ".join(str(v) for v in val))
             else:
                 print(f"  {key:<9} {json.dumps(val) if isinstance(val, dict) else val}")
+    card = Path(info["bundle"]) / "MODEL_CARD.md"
+    if card.is_file():
+        print(f"  card      {card}")
     return EXIT_OK
 
 

@@ -163,7 +163,7 @@ class Model:
                     "precision": a.precision,
                     "format": a.format,
                     "path": a.file.path,
-                    "bytes": a.file.bytes,
+                    "bytes": sum(f.bytes for f in a.files),
                     "gate": a.gate,
                 }
                 for a in m.artifacts
@@ -175,6 +175,9 @@ class Model:
                 "labels": list(self.head.labels),
                 "temperature": self.head.temperature,
                 "metrics": self.head.metrics,
+                "abstain": None
+                if self.head.ood_threshold is None
+                else f"Mahalanobis distance > {self.head.ood_threshold:.2f} means unlike the training photos",
             },
             "provenance": m.provenance,
         }

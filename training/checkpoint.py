@@ -80,7 +80,7 @@ def Last4Cls(vit: Any) -> Any:  # noqa: N802 - a class built lazily so this modu
             self.vit = inner
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            outs = self.vit.get_intermediate_layers(x, n=4, return_prefix_tokens=True, norm=True)
+            outs = self.vit.get_intermediate_layers(x, n=4, return_prefix_tokens=True, norm=True)  # type: ignore[operator]
             return torch.cat([cls[:, 0] for _, cls in outs], dim=-1)
 
     return _Last4Cls(vit)
