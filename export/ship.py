@@ -110,12 +110,35 @@ def model_card(report: dict[str, Any], manifest: dict[str, Any], training: dict[
     return "\n".join(lines)
 
 
+MAX_BUNDLE_BYTES = 15 * 1024 * 1024 - 1_500_000  # leave room for the head, manifest and card
+
+
+def choose_artifacts(available: list[Any], preference: list[str], budget: int = MAX_BUNDLE_BYTES) -> list[Any]:
+    """Gate-passing artifacts in ``preference`` order (``backend/precision``) that fit the size budget.
+
+    An ONNX Runtime artifact always comes first (it is the portable backend every install has): INT8
+    if it passed the gate, else FP32.
+    """
+    by_key = {f"{a.backend}/{a.precision}": a for a in available}
+    order = [k for k in preference if k in by_key]
+    ort = next((k for k in ("onnxruntime/int8", "onnxruntime/fp32") if k in by_key), None)
+    if ort is not None:
+        order = [ort] + [k for k in order if not k.startswith("onnxruntime/")]
+    chosen, total = [], 0
+    for key in order:
+        size = sum(f.bytes for f in by_key[key].files)
+        if total + size <= budget:
+            chosen.append(by_key[key])
+            total += size
+    return chosen
+
+
 def write_default(
     full: Path, out: Path, head: LinearHead, report: dict[str, Any], args: argparse.Namespace, ship: list[str]
 ) -> Path:
     with open_bundle(full) as b:
         m = b.manifest
-        arts = [a for a in m.artifacts if f"{a.backend}/{a.precision}" in ship]
+        arts = choose_artifacts(list(m.artifacts), ship)
         sources = [
             ArtifactSource(
                 a.backend,
