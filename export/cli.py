@@ -29,6 +29,9 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ort-recipe", default="auto", choices=["auto", "all", "matmul_weights"])
     p.add_argument("--calibration-method", default="minmax", choices=["minmax", "entropy", "percentile"])
     p.add_argument("--resize-size", type=int, help="shorter side before the centre crop (default: 8/7 of the input)")
+    p.add_argument(
+        "--img-size", type=int, help="input size of the exported model (default: the training size; convnets only)"
+    )
     p.add_argument("--name")
     p.add_argument("--version", default="0.1.0")
     p.add_argument("--description", default="")
@@ -62,6 +65,7 @@ def run_export(args: argparse.Namespace) -> int:
         ort_recipe=args.ort_recipe,
         calibration_method=args.calibration_method,
         resize_size=args.resize_size,
+        img_size=args.img_size,
         provenance=json.loads(Path(args.provenance).read_text()) if args.provenance else {},
         card_notes=Path(args.card_notes).read_text() if args.card_notes else "",
         overwrite=args.overwrite,

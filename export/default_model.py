@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ship", default="onnxruntime/int8,openvino/int8,openvino/fp16")
     p.add_argument("--version", default="0.1.0")
     p.add_argument("--baselines", action="store_true", help="also evaluate random-init and colour-histogram features")
+    p.add_argument("--img-size", type=int, help="deployment input size (default: the training size)")
     p.add_argument("--limit", type=int, default=0, help="use a balanced subset of N labelled photos (dry runs)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         calib_size=256,
         eval_size=0,
         label_map=dict(COMMON_LABEL_MAP),
+        img_size=args.img_size,
         name="dermedge-default",
         version=args.version,
         overwrite=True,
@@ -234,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     report["per_artifact"] = per_artifact
     if args.baselines:
-        report["baselines"] = baselines(args.run, str_, ste, head.labels)
+        report["baselines"] = baselines(args.run, str_, ste, head.labels, args.img_size)
     report["wall_time_s"] = time.time() - t_start
     (work / "report.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     # the shipped bundle: selected artifacts + the head + the OOD detector
@@ -247,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def baselines(run: str, train: list[Sample], test: list[Sample], labels: tuple[str, ...]) -> dict[str, Any]:
+def baselines(
+    run: str, train: list[Sample], test: list[Sample], labels: tuple[str, ...], size: int | None = None
+) -> dict[str, Any]:
     """Random-init encoder of the same architecture and a colour histogram, same head recipe, same test split."""
     import torch
 
@@ -257,12 +261,12 @@ def baselines(run: str, train: list[Sample], test: list[Sample], labels: tuple[s
 
     ck = read_checkpoint(run)
     torch.manual_seed(0)
-    rand = create_encoder(ck.arch, ck.img_size).eval()
+    rand = create_encoder(ck.arch, size or ck.img_size).eval()
     out = {}
     idx = {lab: i for i, lab in enumerate(labels)}
     feats = {}
     for name, part in (("train", train), ("test", test)):
-        f, kept, pix = extract(rand, part, ck.img_size, want_pixels=True)
+        f, kept, pix = extract(rand, part, size or ck.img_size, want_pixels=True)
         feats[name] = (f, color_histogram(pix), [part[i] for i in kept])
     for j, name in ((0, f"random-init {ck.arch}"), (1, "colour histogram (8^3 RGB)")):
         xtr, xte = feats["train"][j], feats["test"][j]

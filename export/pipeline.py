@@ -49,6 +49,7 @@ class ExportRequest:
     calibration_method: str = "minmax"
     advanced: AdvancedQuantization = field(default_factory=AdvancedQuantization)
     resize_size: int | None = None
+    img_size: int | None = None  # deploy at another input size than training (convnets accept any size)
     provenance: dict[str, Any] = field(default_factory=dict)
     card_notes: str = ""
     seed: int = 0
@@ -71,7 +72,9 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
         if p not in ("fp32", "fp16", "int8"):
             raise ExportError(f"unknown precision {p!r}; expected fp32, fp16 or int8")
     ckpt = read_checkpoint(req.checkpoint)
-    size = ckpt.img_size
+    size = req.img_size or ckpt.img_size
+    if size != ckpt.img_size and ckpt.arch.startswith(("vit_", "deit")):
+        raise ExportError(f"{ckpt.arch} was trained at {ckpt.img_size} px; ViTs cannot be exported at {size} px")
     spec = InputSpec(size=(size, size), resize_size=req.resize_size or round(size * 8 / 7))
     work = Path(tempfile.mkdtemp(prefix="dermedge-export-"))
     try:
@@ -222,7 +225,9 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
         calib_list.write_text("\n".join(s.path for s in calib_kept) + "\n")
         prov = {
             "checkpoint": str(ckpt.root),
-            "training": {k: ckpt.sidecar.get(k) for k in ("method", "epoch", "epochs", "data", "n_images", "metrics")},
+            "training": {
+                k: ckpt.sidecar.get(k) for k in ("method", "epoch", "epochs", "data", "n_images", "metrics", "img_size")
+            },
             "commands": [" ".join(["dermedge", *sys.argv[1:]])] if sys.argv and "dermedge" in sys.argv[0] else [],
             "calibration": {"images": len(calib_kept), "list": "calibration_images.txt"},
             "eval": {

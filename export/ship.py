@@ -48,7 +48,8 @@ def model_card(report: dict[str, Any], manifest: dict[str, Any], training: dict[
         "",
         "## How it was made (reproduce with `make default-model`)",
         f"- Encoder: `{manifest['encoder']['arch']}`, {manifest['encoder']['params']:,} parameters, "
-        f"{manifest['encoder']['embed_dim']}-d embedding, input {manifest['input']['size'][0]} px; "
+        f"{manifest['encoder']['embed_dim']}-d embedding, input {manifest['input']['size'][0]} px "
+        f"(trained at {training.get('img_size', '?')} px); "
         f"self-supervised **{training.get('method')}** for {training.get('epoch')} epochs on all "
         f"{training.get('n_images')} images of ../shared/data (labels unused), on a 2-core CPU.",
         f"- Training command: `{training.get('command', 'see provenance')}`; wall time {training.get('wall_time', 'see metrics.csv')}.",

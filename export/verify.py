@@ -83,8 +83,13 @@ def gate(
         f1_ref = macro_f1(y_test, head.probabilities(reference[test_idx]).argmax(1), n)
         f1 = macro_f1(y_test, head.probabilities(candidate[test_idx]).argmax(1), n)
         agree = float((head.logits(reference[test_idx]).argmax(1) == head.logits(candidate[test_idx]).argmax(1)).mean())
-        result.update(f1_reference=f1_ref, f1=f1, f1_drop_points=100 * (f1_ref - f1), n_test=int(len(test_idx)),
-                      top1_agreement=agree)
+        result.update(
+            f1_reference=f1_ref,
+            f1=f1,
+            f1_drop_points=100 * (f1_ref - f1),
+            n_test=int(len(test_idx)),
+            top1_agreement=agree,
+        )
         ok = ok and 100 * (f1_ref - f1) <= thresholds.max_f1_drop_points
     result["status"] = "pass" if ok else "fail"
     return result
