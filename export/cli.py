@@ -26,6 +26,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-size", type=int, default=800, help="labelled images used for the gate (0 = all)")
     p.add_argument("--min-cosine", type=float, default=0.99, help="gate: minimum mean cosine vs FP32")
     p.add_argument("--max-f1-drop", type=float, default=1.0, help="gate: maximum macro-F1 drop in points")
+    p.add_argument("--min-agreement", type=float, default=0.95, help="gate: minimum top-1 agreement with FP32")
     p.add_argument("--ort-recipe", default="auto", choices=["auto", "all", "matmul_weights"])
     p.add_argument("--calibration-method", default="minmax", choices=["minmax", "entropy", "percentile"])
     p.add_argument("--resize-size", type=int, help="shorter side before the centre crop (default: 8/7 of the input)")
@@ -61,7 +62,7 @@ def run_export(args: argparse.Namespace) -> int:
         name=args.name,
         version=args.version,
         description=args.description,
-        thresholds=GateThresholds(args.min_cosine, args.max_f1_drop),
+        thresholds=GateThresholds(args.min_cosine, args.max_f1_drop, args.min_agreement),
         ort_recipe=args.ort_recipe,
         calibration_method=args.calibration_method,
         resize_size=args.resize_size,

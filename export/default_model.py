@@ -132,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default="../shared/data")
     p.add_argument("--out", default="dermedge/models/default")
     p.add_argument("--full-out", default="build/default-full", help="the full bundle incl. FP32 ONNX (not shipped)")
-    p.add_argument("--ship", default="onnxruntime/int8,openvino/int8,openvino/fp16")
+    p.add_argument(
+        "--ship",
+        default="onnxruntime/int8,onnxruntime/fp32,openvino/int8,openvino/fp16,openvino/fp32",
+        help="preference order; only artifacts passing the final gate are shipped, within 15 MB",
+    )
     p.add_argument("--version", default="0.1.0")
     p.add_argument("--baselines", action="store_true", help="also evaluate random-init and colour-histogram features")
     p.add_argument("--img-size", type=int, help="deployment input size (default: the training size)")
@@ -223,30 +227,54 @@ def main(argv: list[str] | None = None) -> int:
         "flagged_synthetic_non_skin": ood_rate(x_non_skin),
     }
     # every shipped artifact on the test split (the same head)
+    # Re-gate every artifact with the shipped head on the validation split: a head fitted on 7k photos is far
+    # more sensitive to INT8 noise than the export gate's small transient head (measured: cosine 0.999, yet
+    # only 66-74% top-1 agreement). Only artifacts passing this final gate are shipped.
     per_artifact = {}
+    passing = []
+    f1_val_ref = macro_f1(yva, head.probabilities(xva).argmax(1), len(head.labels))
     for row in rows:
         if row["gate"]["status"] != "pass":
             continue
+        key = f"{row['backend']}/{row['precision']}"
+        ev, _ = embed_all(bundle, row["backend"], row["precision"], sva)
+        f1_val = macro_f1(yva, head.probabilities(ev).argmax(1), len(head.labels))
+        agree = float((head.logits(ev).argmax(1) == head.logits(xva).argmax(1)).mean())
+        ok = 100 * (f1_val_ref - f1_val) <= 1.0 and agree >= 0.95
+        if ok:
+            passing.append(key)
         e, _ = embed_all(bundle, row["backend"], row["precision"], ste)
-        per_artifact[f"{row['backend']}/{row['precision']}"] = {
+        per_artifact[key] = {
             **test_metrics(yte, head.probabilities(e), head.labels),
             "bytes": row["bytes"],
             "latency_ms_batch1": row["latency_ms"],
             "gate_mean_cosine": row["gate"]["mean_cosine"],
+            "final_gate": {
+                "val_f1_drop_points": 100 * (f1_val_ref - f1_val),
+                "val_top1_agreement": agree,
+                "status": "pass" if ok else "fail (not shipped)",
+            },
         }
     report["per_artifact"] = per_artifact
+    report["final_gate_passing"] = passing
     if args.baselines:
         report["baselines"] = baselines(args.run, str_, ste, head.labels, args.img_size)
+    report["gate_table"] = next((r.get("table") for r in [{"table": _gate_table(bundle)}]), "")
     report["wall_time_s"] = time.time() - t_start
     (work / "report.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     # the shipped bundle: selected artifacts + the head + the OOD detector
     from export.ship import write_default
 
-    write_default(bundle, Path(args.out), head, report, args, [a.strip() for a in args.ship.split(",")])
+    ship = [a.strip() for a in args.ship.split(",") if a.strip() in passing]
+    write_default(bundle, Path(args.out), head, report, args, ship)
     shutil.copy(work / "report.json", Path(args.out) / "report.json")
     logger.info("done in %.0f s", time.time() - t_start)
     print(json.dumps(report["test"], indent=1))
     return 0
+
+
+def _gate_table(bundle: Path) -> str:
+    return str(json.loads((bundle / "manifest.json").read_text())["provenance"].get("gate_table", ""))
 
 
 def baselines(

@@ -4,6 +4,7 @@ abstain detector, provenance, and a model card holding every evaluation figure."
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -81,13 +82,20 @@ def model_card(report: dict[str, Any], manifest: dict[str, Any], training: dict[
     lines += [
         "",
         "## FP32 vs INT8 per backend (test split; latency: batch 1, this 2-core CPU)",
-        "| artifact | size MB | latency ms | gate cosine | macro-F1 | MEL AUROC |",
-        "|---|---|---|---|---|---|",
+        "Shipped only if the final gate passes: with the shipped head on the validation split, macro-F1 drop <= 1 "
+        "point and top-1 agreement with FP32 >= 95%. The export gate's embedding cosine alone is not enough: INT8 "
+        "reached cosine 0.999 here yet changed a quarter to a third of the predictions.",
+        "",
+        "| artifact | size MB | latency ms | export-gate cosine | val F1 drop (pts) | val agreement | final gate | "
+        "test macro-F1 | MEL AUROC |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for k, m in report["per_artifact"].items():
+        g = m.get("final_gate", {})
         lines.append(
             f"| {k} | {m['bytes'] / 1e6:.1f} | {m['latency_ms_batch1']:.1f} | {m['gate_mean_cosine']:.4f} | "
-            f"{m['macro_f1']:.3f} | {m['mel_auroc']:.3f} |"
+            f"{g.get('val_f1_drop_points', float('nan')):+.2f} | {g.get('val_top1_agreement', float('nan')):.3f} | "
+            f"{g.get('status', '?')} | {m['macro_f1']:.3f} | {m['mel_auroc']:.3f} |"
         )
     a = report["abstain"]
     lines += [
@@ -97,6 +105,26 @@ def model_card(report: dict[str, Any], manifest: dict[str, Any], training: dict[
         f"- Flagged: {100 * a['flagged_test_in_distribution']:.1f}% of in-distribution test photos, "
         f"{100 * a['flagged_sd198_other_conditions']:.1f}% of SD-198 photos (other skin conditions, clinical photos), "
         f"{100 * a['flagged_synthetic_non_skin']:.1f}% of synthetic non-skin images (noise, flat colours, patterns).",
+        "",
+        "## Targets (issue: default model)",
+        f"- Melanoma-vs-rest AUROC >= 0.85: **not met**, {t['mel_auroc']:.3f} "
+        f"[{report['test_ci95']['mel_auroc'][0]:.3f}, {report['test_ci95']['mel_auroc'][1]:.3f}] (the CI includes 0.85).",
+        f"- Macro-F1 well above both baselines: above the random-init encoder "
+        f"({t['macro_f1']:.3f} vs {report.get('baselines', {}).get('random-init convnext_atto', {}).get('macro_f1', float('nan')):.3f}), "
+        f"**not** above the colour histogram "
+        f"({report.get('baselines', {}).get('colour histogram (8^3 RGB)', {}).get('macro_f1', float('nan')):.3f}).",
+        "- INT8 within the gate: **not met** for this encoder; INT8 artifacts failed the agreement/F1 gate and are not "
+        "shipped (see the export gate below). FP32 at 112 px already runs in about 4 ms.",
+        "- What would close the gap: keep colour information during SSL (SimCLR's strong colour jitter teaches the "
+        "encoder to ignore exactly the colour cues the histogram uses; measured: the histogram wins on dermoscopy, the "
+        "SSL encoder on smartphone photos), train longer at 224 px on a GPU (this run: 12 epochs at 112 px on 2 CPU "
+        "cores), use DINO/iBOT on a ViT-S as Gröger et al., or distil from their released encoders "
+        "(`dermedge import-checkpoint`, `dermedge distill`). For INT8: quantisation-aware fine-tuning, or fit the head "
+        "on INT8 embeddings.",
+        "",
+        "## Export gate (all artifacts, validation photos)",
+        "",
+        report.get("gate_table", ""),
         "",
         "## Known limits",
         "- Trained briefly on a CPU at low resolution; far below published dermatology encoders. Use it to try the "
@@ -131,6 +159,9 @@ def choose_artifacts(available: list[Any], preference: list[str], budget: int = 
         if total + size <= budget:
             chosen.append(by_key[key])
             total += size
+    if chosen and chosen[0].backend == "onnxruntime" and not any(a.backend == "openvino" for a in chosen):
+        # OpenVINO reads ONNX directly: one more manifest entry on the same file costs no bytes
+        chosen.append(dataclasses.replace(chosen[0], backend="openvino", options={}))
     return chosen
 
 

@@ -61,6 +61,8 @@ def test_export_all_four_combinations(run_dir: Path, labelled: Path, tmp_path: P
             "0.5",
             "--max-f1-drop",
             "100",
+            "--min-agreement",
+            "0",
             "--out",
             str(out),
             "--json",
@@ -130,7 +132,9 @@ def test_transformer_detection(tmp_path: Path) -> None:
 
 def test_tensorrt_engine_build_and_run(tmp_path: Path) -> None:
     """On an NVIDIA GPU with TensorRT 10: build an FP16 engine, run it through the backend, compare with ORT."""
-    pytest.importorskip("tensorrt", reason="TensorRT 10 cannot be installed here (NVIDIA index only); run on a GPU machine")
+    pytest.importorskip(
+        "tensorrt", reason="TensorRT 10 cannot be installed here (NVIDIA index only); run on a GPU machine"
+    )
     from dermedge.backends import BackendOptions, load_backend
     from export.compile.tensorrt import build_tensorrt_engine
     from helpers import make_tiny_onnx
@@ -141,8 +145,11 @@ def test_tensorrt_engine_build_and_run(tmp_path: Path) -> None:
     ref = load_backend("onnxruntime", onnx_path, BackendOptions()).run(x)
     got = load_backend("tensorrt", engine, BackendOptions(device="cuda")).run(x)
     np.testing.assert_allclose(got, ref, rtol=2e-2, atol=2e-2)
-    built = load_backend("tensorrt", onnx_path, BackendOptions(device="cuda", cache_dir=str(tmp_path / "cache"),
-                                                                 extra={"precision": "fp16"}))
+    built = load_backend(
+        "tensorrt",
+        onnx_path,
+        BackendOptions(device="cuda", cache_dir=str(tmp_path / "cache"), extra={"precision": "fp16"}),
+    )
     np.testing.assert_allclose(built.run(x), ref, rtol=2e-2, atol=2e-2)
     assert any((tmp_path / "cache").glob("*.engine"))
 
