@@ -76,6 +76,18 @@ def device_info() -> dict[str, Any]:
     return info
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM). ``ru_maxrss`` is not used: on Linux it survives exec()
+    and would report the parent's peak for a freshly started benchmark process."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def stats_ms(samples_s: list[float]) -> dict[str, float]:
     a = np.asarray(samples_s) * 1000.0
     return {
@@ -202,7 +214,7 @@ def run_case(
         "throughput_img_s": batch / float(np.median(tput_times)),
         "e2e_ms": {k: stats_ms(v)["p50"] for k, v in e2e.items()},
         "e2e_images": names[:3],
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "peak_rss_mb": peak_rss_mb(),
         "artifact_bytes": sum(f.bytes for f in art.files),
         "gate": art.gate,
         "flops": model.manifest.encoder.flops,
@@ -269,7 +281,7 @@ def run_torch_case(bundle: str | None, run_dir: str, threads: int | None, batch:
         "first_inference_ms": first * 1000, "latency_ms": stats_ms(lat), "min_queries": min_q, "min_seconds": min_s,
         "minimums_met": met, "throughput_img_s": batch / float(np.median(tput)),
         "e2e_ms": {k: stats_ms(v)["p50"] for k, v in e2e.items()}, "e2e_images": [],
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "artifact_bytes": 0, "gate": {},
+        "peak_rss_mb": peak_rss_mb(), "artifact_bytes": 0, "gate": {},
         "flops": flops,
     }
 
