@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     report["final_gate_passing"] = passing
     if args.baselines:
         report["baselines"] = baselines(args.run, str_, ste, head.labels, args.img_size)
-    report["gate_table"] = next((r.get("table") for r in [{"table": _gate_table(bundle)}]), "")
+    report["gate_table"] = _gate_table(bundle)
     report["wall_time_s"] = time.time() - t_start
     (work / "report.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     # the shipped bundle: selected artifacts + the head + the OOD detector

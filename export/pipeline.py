@@ -179,15 +179,8 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
                         prec,
                     )
                     artifacts.append(
-                        ArtifactSource(
-                            fmt,
-                            prec,
-                            kind,
-                            path,
-                            comps,
-                            dest=_dest(path),
-                            options=options,
-                            gate={"status": "not gated (no TensorRT here)", **how},
+                        _source(
+                            fmt, prec, kind, path, comps, options, {"status": "not gated (no TensorRT here)", **how}
                         )
                     )
                     continue
@@ -205,16 +198,7 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
             rows.append(row)
             if result["status"] == "pass":
                 artifacts.append(
-                    ArtifactSource(
-                        fmt,
-                        prec,
-                        kind,
-                        path,
-                        comps,
-                        dest=_dest(path),
-                        options=options,
-                        gate={**result, "latency_ms_batch1": latency, **how},
-                    )
+                    _source(fmt, prec, kind, path, comps, options, {**result, "latency_ms_batch1": latency, **how})
                 )
         table = format_table(rows)
         print(table, file=sys.stderr)
@@ -264,6 +248,18 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
         return out, rows
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _source(
+    backend: str,
+    precision: str,
+    kind: str,
+    path: Path,
+    comps: tuple[Path, ...],
+    options: dict[str, Any],
+    gate: dict[str, Any],
+) -> ArtifactSource:
+    return ArtifactSource(backend, precision, kind, path, comps, dest=_dest(path), options=options, gate=gate)
 
 
 def _dest(path: Path) -> str:

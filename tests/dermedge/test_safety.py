@@ -38,7 +38,7 @@ def hostile_files(d: Path) -> dict[str, str]:
         "text.jpg": (b"hello, this is text", "text"),
         "page.jpg": (b"<!DOCTYPE html><html></html>", "HTML"),
         "doc.jpg": (b"%PDF-1.7\n...", "PDF"),
-        "data.png": (zlib.compress(b"x" * 100)[:0] + b"\x1f\x8b\x08\x00" + b"\0" * 20, "gzip"),
+        "data.png": (b"\x1f\x8b\x08\x00" + b"\0" * 20, "gzip"),
         "huge.png": (
             b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)),
             "above the limit",
