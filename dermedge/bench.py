@@ -223,8 +223,9 @@ def run_case(
     return result
 
 
-def run_torch_case(bundle: str | None, run_dir: str, threads: int | None, batch: int, quick: bool,
-                   jpeg_paths: list[str]) -> dict[str, Any]:
+def run_torch_case(
+    bundle: str | None, run_dir: str, threads: int | None, batch: int, quick: bool, jpeg_paths: list[str]
+) -> dict[str, Any]:
     """Baseline rows: PyTorch eager FP32 of the same encoder (weights from its training run) and the
     paper's preprocessing path (PIL full decode + torchvision Resize/CenterCrop), measured like run_case."""
     import torch
@@ -239,7 +240,12 @@ def run_torch_case(bundle: str | None, run_dir: str, threads: int | None, batch:
         torch.set_num_threads(threads)
     with open_bundle(bundle or default_bundle_path()) as b:
         spec = b.manifest.input
-        name, version, arch, flops = b.manifest.name, b.manifest.version, b.manifest.encoder.arch, b.manifest.encoder.flops
+        name, version, arch, flops = (
+            b.manifest.name,
+            b.manifest.version,
+            b.manifest.encoder.arch,
+            b.manifest.encoder.flops,
+        )
     min_q, min_s = (QUICK_QUERIES, QUICK_SECONDS) if quick else (MIN_QUERIES, MIN_SECONDS)
     t0 = time.perf_counter()
     enc = build_encoder(read_checkpoint(run_dir))
@@ -257,8 +263,14 @@ def run_torch_case(bundle: str | None, run_dir: str, threads: int | None, batch:
     lat, met = timed_loop(lambda: fwd(x1), min_q, min_s)
     xb = x1.repeat(batch, 1, 1, 1)
     tput, _ = timed_loop(lambda: fwd(xb), max(3, min_q // 20), min_s / 2)
-    tf = transforms.Compose([transforms.Resize(spec.resize_size), transforms.CenterCrop(spec.size[0]),
-                             transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)])
+    tf = transforms.Compose(
+        [
+            transforms.Resize(spec.resize_size),
+            transforms.CenterCrop(spec.size[0]),
+            transforms.ToTensor(),
+            transforms.Normalize(spec.mean, spec.std),
+        ]
+    )
     import io
 
     images = [Path(p).read_bytes() for p in jpeg_paths] or [synthetic_jpeg()]
@@ -272,16 +284,36 @@ def run_torch_case(bundle: str | None, run_dir: str, threads: int | None, batch:
         fwd(t)
         d = time.perf_counter()
         if i >= 3:
-            for k, v in (("decode", b2 - a), ("preprocess", c - b2), ("inference", d - c), ("head", 0.0), ("total", d - a)):
+            for k, v in (
+                ("decode", b2 - a),
+                ("preprocess", c - b2),
+                ("inference", d - c),
+                ("head", 0.0),
+                ("total", d - a),
+            ):
                 e2e[k].append(v)
     return {
-        "bundle": name, "version": version, "arch": arch, "backend": "torch-eager (paper path: PIL + torchvision)",
-        "precision": "fp32", "threads": threads, "batch": batch, "selected_because": "baseline",
-        "backend_info": {"backend": "torch", "version": torch.__version__}, "cold_start_s": cold,
-        "first_inference_ms": first * 1000, "latency_ms": stats_ms(lat), "min_queries": min_q, "min_seconds": min_s,
-        "minimums_met": met, "throughput_img_s": batch / float(np.median(tput)),
-        "e2e_ms": {k: stats_ms(v)["p50"] for k, v in e2e.items()}, "e2e_images": [],
-        "peak_rss_mb": peak_rss_mb(), "artifact_bytes": 0, "gate": {},
+        "bundle": name,
+        "version": version,
+        "arch": arch,
+        "backend": "torch-eager (paper path: PIL + torchvision)",
+        "precision": "fp32",
+        "threads": threads,
+        "batch": batch,
+        "selected_because": "baseline",
+        "backend_info": {"backend": "torch", "version": torch.__version__},
+        "cold_start_s": cold,
+        "first_inference_ms": first * 1000,
+        "latency_ms": stats_ms(lat),
+        "min_queries": min_q,
+        "min_seconds": min_s,
+        "minimums_met": met,
+        "throughput_img_s": batch / float(np.median(tput)),
+        "e2e_ms": {k: stats_ms(v)["p50"] for k, v in e2e.items()},
+        "e2e_images": [],
+        "peak_rss_mb": peak_rss_mb(),
+        "artifact_bytes": 0,
+        "gate": {},
         "flops": flops,
     }
 
@@ -301,8 +333,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--md", metavar="OUT", help="write a markdown table")
     p.add_argument("--plot", metavar="OUT.png", help="write a latency bar chart (needs matplotlib)")
     p.add_argument("--cache-dir", help="compiled-model cache (default: ~/.cache/dermedge)")
-    p.add_argument("--torch-run", help="training run of the same encoder: adds PyTorch eager + paper-preprocessing "
-                   "baseline rows (needs torch, torchvision, timm)")
+    p.add_argument(
+        "--torch-run",
+        help="training run of the same encoder: adds PyTorch eager + paper-preprocessing "
+        "baseline rows (needs torch, torchvision, timm)",
+    )
 
 
 def _cases(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -333,7 +368,9 @@ def _cases(args: argparse.Namespace) -> list[dict[str, Any]]:
                     cases.append({"backend": be, "precision": prec, "threads": th, "batch": bs})
     if getattr(args, "torch_run", None):
         for th in threads:
-            cases.append({"backend": "torch", "precision": "fp32", "threads": th, "batch": batches[0], "run": args.torch_run})
+            cases.append(
+                {"backend": "torch", "precision": "fp32", "threads": th, "batch": batches[0], "run": args.torch_run}
+            )
     return cases
 
 
@@ -434,8 +471,13 @@ def run(args: argparse.Namespace) -> int:
 if __name__ == "__main__":
     case = json.loads(sys.argv[1])
     if case["backend"] == "torch":
-        print(json.dumps(run_torch_case(case["bundle"], case["run"], case["threads"], case["batch"], case["quick"],
-                                        case["images"])))
+        print(
+            json.dumps(
+                run_torch_case(
+                    case["bundle"], case["run"], case["threads"], case["batch"], case["quick"], case["images"]
+                )
+            )
+        )
         sys.exit(0)
     out = run_case(
         case["bundle"],

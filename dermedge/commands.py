@@ -170,8 +170,10 @@ def run_info(args: argparse.Namespace) -> int:
             c = ci.get(k)
             return f"{test[k]:.3f}" + (f" [{c[0]:.3f}, {c[1]:.3f}]" if c else "")
 
-        print(f"  test set  n={test.get('n')}: macro-F1 {show('macro_f1')}, balanced acc {show('balanced_accuracy')}, "
-              f"MEL AUROC {show('mel_auroc')} (95% CI)")
+        print(
+            f"  test set  n={test.get('n')}: macro-F1 {show('macro_f1')}, balanced acc {show('balanced_accuracy')}, "
+            f"MEL AUROC {show('mel_auroc')} (95% CI)"
+        )
     if head and head.get("abstain"):
         print(f"  abstain   {head['abstain']}")
     for key in ("summary", "data", "license", "commands"):

@@ -546,6 +546,8 @@ def load_model(
         if backend == "tensorrt":
             extra.setdefault("precision", artifact.precision)
             extra.setdefault("onnx_sha256", artifact.file.sha256)
+            if len(files) > 1:  # a pre-built engine shipped beside the ONNX
+                extra.setdefault("engine_file", str(files[1]))
         extra.update(options or {})
         dev = device or ("cuda" if backend == "tensorrt" else "cpu")
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir() / backend

@@ -16,7 +16,6 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-
 import cv2
 import numpy as np
 
@@ -273,7 +272,9 @@ def check_array(image: np.ndarray, name: str) -> np.ndarray:
         return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_GRAY2RGB)
     if image.shape[2] == 4:
         alpha = image[:, :, 3:4].astype(np.float32) / 255.0
-        blended: np.ndarray = (image[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+        blended: np.ndarray = (image[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(
+            np.uint8
+        )
         return blended
     return np.ascontiguousarray(image)
 

@@ -36,15 +36,18 @@ def distill(
     loss: str = "cosine",
     limit: int = 0,
     num_workers: int = 2,
+    cache: bool = False,
+    standardise: bool = True,
     seed: int = 0,
 ) -> Path:
     import torch
     import torch.nn.functional as F
     from safetensors.torch import save_file
     from torch.utils.data import DataLoader
+    from tqdm import tqdm
 
     from training.checkpoint import build_encoder, read_checkpoint
-    from training.data import ImageDataset, discover
+    from training.data import DecodedCache, ImageDataset, discover
     from training.encoders import count_flops, create_encoder, embed_dim
     from training.transforms import AugmentConfig, view_transform
 
@@ -62,8 +65,30 @@ def distill(
         rng = np.random.default_rng(seed)
         samples = [samples[i] for i in rng.choice(len(samples), min(limit, len(samples)), replace=False)]
     mild = AugmentConfig(color_jitter_prob=0.3, grayscale_prob=0.0, blur_prob=0.1, solarize_prob=0.0)
-    ds = ImageDataset(samples, view_transform(size, (0.35, 1.0), mild), short_side=round(size * 8 / 7))
+    transform = view_transform(size, (0.35, 1.0), mild)
+    ds: Any
+    if cache:
+        decoded = DecodedCache(samples, round(size * 8 / 7))
+        if decoded.failures:
+            logger.warning("%d unreadable images left out, e.g. %s", len(decoded.failures), decoded.failures[0])
+        ds = decoded.dataset(transform)
+    else:
+        ds = ImageDataset(samples, transform, short_side=round(size * 8 / 7))
     loader = DataLoader(ds, batch_size=min(batch_size, len(ds)), shuffle=True, drop_last=True, num_workers=num_workers)
+    # SSL embeddings share a large common component: raw cosine matching is nearly satisfied by the
+    # mean alone. Matching per-dimension standardised targets weights every direction the linear
+    # probe (which also standardises) can use.
+    t_mean = torch.zeros(tck.embed_dim)
+    t_std = torch.ones(tck.embed_dim)
+    if standardise:
+        with torch.no_grad():
+            feats = []
+            for i, (x, _) in enumerate(loader):
+                feats.append(teacher(x))
+                if (i + 1) * loader.batch_size >= 1024:  # type: ignore[operator]
+                    break
+            f = torch.cat(feats)
+            t_mean, t_std = f.mean(0), f.std(0).clamp_min(1e-6)
     params = list(student.parameters()) + list(proj.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
     total = epochs * len(loader)
@@ -74,9 +99,9 @@ def distill(
         student.train()
         losses = []
         t0 = time.perf_counter()
-        for x, _ in loader:
+        for x, _ in tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False):
             with torch.no_grad():
-                target = teacher(x)
+                target = (teacher(x) - t_mean) / t_std
             pred = proj(student(x))
             if loss == "cosine":
                 value = (1 - F.cosine_similarity(pred, target, dim=-1)).mean()
@@ -101,6 +126,7 @@ def distill(
         "teacher": str(tck.root),
         "teacher_arch": tck.arch,
         "loss": loss,
+        "standardised_targets": standardise,
         "data": data,
         "n_images": len(samples),
         "metrics": {"loss": log[-1]["loss"] if log else None},
@@ -162,6 +188,7 @@ def run_distill_cli(args: argparse.Namespace) -> int:
         loss=args.loss,
         limit=args.limit,
         num_workers=args.num_workers,
+        cache=args.cache,
     )
     result: dict[str, Any] = {"out": str(out)}
     if args.eval_data:

@@ -18,7 +18,7 @@ from dermedge.bundle import EncoderInfo, InputSpec
 from dermedge.bundle_writer import ArtifactSource, write_bundle
 from dermedge.datasets import COMMON_LABEL_MAP, Sample, discover, group_split, map_labels
 from dermedge.errors import ExportError
-from dermedge.heads import fit_linear_head
+from dermedge.heads import LinearHead, fit_linear_head
 from export.calibration import balanced_sample, prepare_arrays
 from export.compile.onnx import export_onnx
 from export.quantize import AdvancedQuantization, convert_openvino, quantize_onnxruntime, quantize_openvino
@@ -63,14 +63,40 @@ def _labelled(roots: Sequence[str], mapping: dict[str, str] | None) -> list[Samp
     return samples
 
 
+@dataclass
+class EvalSet:
+    """Preprocessed held-out images: a head-fitting part and a test part, split by lesion/patient."""
+
+    arrays: list[np.ndarray] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    test_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    test_groups: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Candidate:
+    """One artifact to be gated: where it is, how the runtime loads it, and how it was made."""
+
+    backend: str
+    precision: str
+    kind: str
+    path: Path
+    companions: tuple[Path, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+    how: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.stat().st_size for p in (self.path, *self.companions))
+
+
 def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]]:
-    """Run the whole export; returns (bundle path or None if nothing passed, per-artifact rows)."""
-    for f in req.formats:
-        if f not in FORMATS:
-            raise ExportError(f"unknown format {f!r}; expected some of {FORMATS}")
-    for p in req.precisions:
-        if p not in ("fp32", "fp16", "int8"):
-            raise ExportError(f"unknown precision {p!r}; expected fp32, fp16 or int8")
+    """Run the whole export; returns (bundle path or None if nothing passed, per-artifact rows).
+
+    Steps: checkpoint -> FP32 ONNX (with torch parity) -> evaluation and calibration sets ->
+    FP32 reference embeddings and the gate head -> every requested artifact -> gate -> bundle.
+    """
+    _check_request(req)
     ckpt = read_checkpoint(req.checkpoint)
     size = req.img_size or ckpt.img_size
     if size != ckpt.img_size and ckpt.arch.startswith(("vit_", "deit")):
@@ -82,124 +108,16 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
         fp32 = work / "encoder_fp32.onnx"
         parity = export_onnx(encoder, size, fp32)
         params = int(sum(p.numel() for p in encoder.parameters()))
-        flops = ckpt.sidecar.get("flops")
         del encoder
 
-        # held-out evaluation split (by lesion/patient) and calibration images disjoint from its test part
-        head = None
-        y_test = None
-        eval_arrays: list[np.ndarray] = []
-        test_idx = np.zeros(0, dtype=int)
-        eval_kept: list[Sample] = []
-        test_groups: set[str] = set()
-        if req.eval_data:
-            labelled = _labelled(req.eval_data, req.label_map)
-            pool = balanced_sample(labelled, req.eval_size, seed=req.seed) if req.eval_size else labelled
-            train_part, test_part = group_split(pool, [0.6, 0.4], seed=req.seed)
-            test_groups = {s.group for s in test_part}
-            eval_arrays, eval_kept, failures = prepare_arrays(train_part + test_part, spec)
-            if failures:
-                logger.warning("%d eval images unreadable, e.g. %s", len(failures), failures[0])
-            test_paths = {s.path for s in test_part}
-            test_idx = np.array([i for i, s in enumerate(eval_kept) if s.path in test_paths], dtype=int)
-        calib_pool = [s for s in discover(req.calib_data or req.eval_data) if s.group not in test_groups]
-        if req.label_map:
-            calib_pool = [s for s in calib_pool if not s.label or s.label in req.label_map]
-        calib_samples = balanced_sample(calib_pool, req.calib_size, seed=req.seed + 1)
-        calib_arrays, calib_kept, _ = prepare_arrays(calib_samples, spec)
-        if any(p == "int8" for p in req.precisions) and not calib_arrays:
-            raise ExportError("INT8 needs calibration images: pass --calib-data (or --eval-data)")
-        gate_arrays = eval_arrays or calib_arrays[: max(1, len(calib_arrays) // 2)]
-        reference, ref_latency = embed_with("onnxruntime", fp32, gate_arrays)
-        if eval_kept:
-            names, y_all = np.unique([s.label for s in eval_kept], return_inverse=True)
-            train_idx = np.setdiff1d(np.arange(len(eval_kept)), test_idx)
-            head = fit_linear_head(
-                reference[train_idx],
-                [eval_kept[i].label for i in train_idx],
-                groups=[eval_kept[i].group for i in train_idx],
-            )
-            label_index = {lab: i for i, lab in enumerate(head.labels)}
-            y_test = np.array([label_index.get(eval_kept[i].label, -1) for i in test_idx])
-            keep = y_test >= 0
-            test_idx, y_test = test_idx[keep], y_test[keep]
+        evalset = _evaluation_set(req, spec)
+        calib_arrays, calib_kept = _calibration_set(req, spec, evalset.test_groups)
+        gate_arrays = evalset.arrays or calib_arrays[: max(1, len(calib_arrays) // 2)]
+        reference, _ = embed_with("onnxruntime", fp32, gate_arrays)
+        head, test_idx, y_test = _gate_head(reference, evalset)
 
-        # build every requested artifact
-        candidates: list[tuple[str, str, str, Path, tuple[Path, ...], dict[str, Any], dict[str, Any]]] = []
-        int8_qdq: Path | None = None
-        if "int8" in req.precisions and ("onnxruntime" in req.formats or "tensorrt" in req.formats):
-            int8_qdq = work / "encoder_int8_qdq.onnx"
-            info = quantize_onnxruntime(
-                fp32,
-                int8_qdq,
-                calib_arrays,
-                recipe=req.ort_recipe,
-                method=req.calibration_method,
-                advanced=req.advanced,
-            )
-        for fmt in req.formats:
-            for prec in req.precisions:
-                if fmt == "onnxruntime":
-                    if prec == "fp32":
-                        candidates.append((fmt, prec, "onnx", fp32, (), {}, {"tool": "torch.onnx.export", **parity}))
-                    elif prec == "int8" and int8_qdq is not None:
-                        candidates.append((fmt, prec, "onnx", int8_qdq, (), {}, info))
-                elif fmt == "openvino":
-                    xml = work / f"encoder_ov_{prec}.xml"
-                    if prec in ("fp32", "fp16"):
-                        how = convert_openvino(fp32, xml, fp16=prec == "fp16")
-                    else:
-                        how = quantize_openvino(fp32, xml, calib_arrays, advanced=req.advanced)
-                    candidates.append((fmt, prec, "openvino_ir", xml, (xml.with_suffix(".bin"),), {}, how))
-                elif fmt == "tensorrt":
-                    src = fp32 if prec in ("fp32", "fp16") else int8_qdq
-                    if src is not None:
-                        candidates.append(
-                            (
-                                fmt,
-                                prec,
-                                "onnx",
-                                src,
-                                (),
-                                {"precision": prec},
-                                {"note": "engine built on the target GPU"},
-                            )
-                        )
-
-        rows: list[dict[str, Any]] = []
-        artifacts: list[ArtifactSource] = []
-        for fmt, prec, kind, path, comps, options, how in candidates:
-            if fmt == "tensorrt":
-                try:
-                    import tensorrt  # noqa: F401
-                except ImportError:
-                    logger.warning(
-                        "tensorrt/%s: TensorRT not installed here; the ONNX is shipped ungated and the "
-                        "engine is built and must be checked on the target GPU",
-                        prec,
-                    )
-                    artifacts.append(
-                        _source(
-                            fmt, prec, kind, path, comps, options, {"status": "not gated (no TensorRT here)", **how}
-                        )
-                    )
-                    continue
-            emb, latency = embed_with(fmt, path, gate_arrays, options=options)
-            result = gate(reference, emb, head, test_idx, y_test, req.thresholds)
-            nbytes = sum(p.stat().st_size for p in (path, *comps))
-            row = {
-                "backend": fmt,
-                "precision": prec,
-                "bytes": nbytes,
-                "latency_ms": latency,
-                "gate": result,
-                "how": how,
-            }
-            rows.append(row)
-            if result["status"] == "pass":
-                artifacts.append(
-                    _source(fmt, prec, kind, path, comps, options, {**result, "latency_ms_batch1": latency, **how})
-                )
+        candidates = _build_candidates(req, work, fp32, parity, calib_arrays)
+        rows, artifacts = _gate_all(req, candidates, reference, gate_arrays, head, test_idx, y_test)
         table = format_table(rows)
         print(table, file=sys.stderr)
         if not artifacts:
@@ -216,7 +134,7 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
             "calibration": {"images": len(calib_kept), "list": "calibration_images.txt"},
             "eval": {
                 "data": list(req.eval_data),
-                "images": len(eval_kept),
+                "images": len(evalset.samples),
                 "test_images": int(len(test_idx)),
                 "split": "by patient/lesion (dermedge.datasets.group_split 60/40)",
             },
@@ -233,8 +151,9 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
                 arch=ckpt.arch,
                 embed_dim=ckpt.embed_dim,
                 params=params,
-                flops=flops,
-                trained_by=f"dermedge train ({ckpt.sidecar.get('method')}, {ckpt.sidecar.get('epoch')} epochs)",
+                flops=ckpt.sidecar.get("flops"),
+                trained_by=f"dermedge {ckpt.sidecar.get('trained_by', 'train').removeprefix('dermedge ')} "
+                f"({ckpt.sidecar.get('method')}, {ckpt.sidecar.get('epoch')} epochs)",
             ),
             input_spec=spec,
             artifacts=_dedupe(artifacts),
@@ -250,16 +169,165 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _source(
-    backend: str,
-    precision: str,
-    kind: str,
-    path: Path,
-    comps: tuple[Path, ...],
-    options: dict[str, Any],
-    gate: dict[str, Any],
-) -> ArtifactSource:
-    return ArtifactSource(backend, precision, kind, path, comps, dest=_dest(path), options=options, gate=gate)
+def _check_request(req: ExportRequest) -> None:
+    for f in req.formats:
+        if f not in FORMATS:
+            raise ExportError(f"unknown format {f!r}; expected some of {FORMATS}")
+    for p in req.precisions:
+        if p not in ("fp32", "fp16", "int8"):
+            raise ExportError(f"unknown precision {p!r}; expected fp32, fp16 or int8")
+
+
+def _evaluation_set(req: ExportRequest, spec: InputSpec) -> EvalSet:
+    """A class/source/skin-type balanced pool of labelled images, split 60/40 by lesion/patient."""
+    if not req.eval_data:
+        return EvalSet()
+    labelled = _labelled(req.eval_data, req.label_map)
+    pool = balanced_sample(labelled, req.eval_size, seed=req.seed) if req.eval_size else labelled
+    train_part, test_part = group_split(pool, [0.6, 0.4], seed=req.seed)
+    arrays, kept, failures = prepare_arrays(train_part + test_part, spec)
+    if failures:
+        logger.warning("%d eval images unreadable, e.g. %s", len(failures), failures[0])
+    test_paths = {s.path for s in test_part}
+    test_idx = np.array([i for i, s in enumerate(kept) if s.path in test_paths], dtype=int)
+    return EvalSet(arrays, kept, test_idx, {s.group for s in test_part})
+
+
+def _calibration_set(
+    req: ExportRequest, spec: InputSpec, exclude_groups: set[str]
+) -> tuple[list[np.ndarray], list[Sample]]:
+    """Balanced calibration images, never from a lesion/patient of the gate's test part."""
+    pool = [s for s in discover(req.calib_data or req.eval_data) if s.group not in exclude_groups]
+    if req.label_map:
+        pool = [s for s in pool if not s.label or s.label in req.label_map]
+    arrays, kept, _ = prepare_arrays(balanced_sample(pool, req.calib_size, seed=req.seed + 1), spec)
+    if "int8" in req.precisions and not arrays:
+        raise ExportError("INT8 needs calibration images: pass --calib-data (or --eval-data)")
+    return arrays, kept
+
+
+def _gate_head(reference: np.ndarray, evalset: EvalSet) -> tuple[LinearHead | None, np.ndarray, np.ndarray | None]:
+    """The head (fitted on FP32 embeddings of the training part) and the test indices/labels it is judged on."""
+    if not evalset.samples:
+        return None, evalset.test_idx, None
+    kept = evalset.samples
+    train_idx = np.setdiff1d(np.arange(len(kept)), evalset.test_idx)
+    head = fit_linear_head(
+        reference[train_idx], [kept[i].label for i in train_idx], groups=[kept[i].group for i in train_idx]
+    )
+    label_index = {lab: i for i, lab in enumerate(head.labels)}
+    y_test = np.array([label_index.get(kept[i].label, -1) for i in evalset.test_idx])
+    keep = y_test >= 0  # a test label absent from the training part cannot be scored
+    return head, evalset.test_idx[keep], y_test[keep]
+
+
+def _build_candidates(
+    req: ExportRequest, work: Path, fp32: Path, parity: dict[str, Any], calib: list[np.ndarray]
+) -> list[Candidate]:
+    """Every requested (backend, precision) artifact, built in ``work``."""
+    int8_qdq: Path | None = None
+    qdq_how: dict[str, Any] = {}
+    if "int8" in req.precisions and ("onnxruntime" in req.formats or "tensorrt" in req.formats):
+        int8_qdq = work / "encoder_int8_qdq.onnx"
+        qdq_how = quantize_onnxruntime(
+            fp32, int8_qdq, calib, recipe=req.ort_recipe, method=req.calibration_method, advanced=req.advanced
+        )
+    out: list[Candidate] = []
+    for fmt in req.formats:
+        for prec in req.precisions:
+            if fmt == "onnxruntime":
+                if prec == "fp32":
+                    out.append(Candidate(fmt, prec, "onnx", fp32, how={"tool": "torch.onnx.export", **parity}))
+                elif prec == "int8" and int8_qdq is not None:
+                    out.append(Candidate(fmt, prec, "onnx", int8_qdq, how=qdq_how))
+            elif fmt == "openvino":
+                xml = work / f"encoder_ov_{prec}.xml"
+                if prec in ("fp32", "fp16"):
+                    how = convert_openvino(fp32, xml, fp16=prec == "fp16")
+                else:
+                    how = quantize_openvino(fp32, xml, calib, advanced=req.advanced)
+                out.append(Candidate(fmt, prec, "openvino_ir", xml, (xml.with_suffix(".bin"),), how=how))
+            elif fmt == "tensorrt":
+                src = fp32 if prec in ("fp32", "fp16") else int8_qdq
+                if src is not None:
+                    how = {"note": "engine built on the target GPU", **(qdq_how if prec == "int8" else {})}
+                    out.append(Candidate(fmt, prec, "onnx", src, options={"precision": prec}, how=how))
+    return out
+
+
+def _tensorrt_available() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _with_prebuilt_engine(c: Candidate) -> Candidate:
+    """On a GPU machine: build the engine now, gate that engine, and ship it beside the ONNX."""
+    from export.compile.tensorrt import build_tensorrt_engine
+
+    engine = c.path.with_name(f"encoder_trt_{c.precision}.engine")
+    valid_for = build_tensorrt_engine(c.path, engine, c.precision)
+    logger.info("tensorrt/%s: pre-built engine for %s", c.precision, valid_for["engine_gpu"])
+    return Candidate(
+        c.backend,
+        c.precision,
+        c.kind,
+        c.path,
+        (*c.companions, engine),
+        options={**c.options, **valid_for},
+        how={**c.how, "prebuilt_engine": engine.name, **valid_for},
+    )
+
+
+def _gate_all(
+    req: ExportRequest,
+    candidates: list[Candidate],
+    reference: np.ndarray,
+    gate_arrays: list[np.ndarray],
+    head: LinearHead | None,
+    test_idx: np.ndarray,
+    y_test: np.ndarray | None,
+) -> tuple[list[dict[str, Any]], list[ArtifactSource]]:
+    """Gate each candidate through the runtime's own backend; only passing ones become bundle artifacts."""
+    rows: list[dict[str, Any]] = []
+    artifacts: list[ArtifactSource] = []
+    for c in candidates:
+        if c.backend == "tensorrt" and not _tensorrt_available():
+            logger.warning(
+                "tensorrt/%s: TensorRT not installed here; the ONNX is shipped ungated and the engine is "
+                "built and must be checked on the target GPU",
+                c.precision,
+            )
+            artifacts.append(_source(c, {"status": "not gated (no TensorRT here)", **c.how}))
+            continue
+        if c.backend == "tensorrt":
+            c = _with_prebuilt_engine(c)
+        run_options = dict(c.options)
+        if c.backend == "tensorrt":  # gate the very engine that ships (load_model passes it the same way)
+            run_options["engine_file"] = str(c.companions[-1])
+        emb, latency = embed_with(c.backend, c.path, gate_arrays, options=run_options)
+        result = gate(reference, emb, head, test_idx, y_test, req.thresholds)
+        rows.append(
+            {
+                "backend": c.backend,
+                "precision": c.precision,
+                "bytes": c.nbytes,
+                "latency_ms": latency,
+                "gate": result,
+                "how": c.how,
+            }
+        )
+        if result["status"] == "pass":
+            artifacts.append(_source(c, {**result, "latency_ms_batch1": latency, **c.how}))
+    return rows, artifacts
+
+
+def _source(c: Candidate, gate: dict[str, Any]) -> ArtifactSource:
+    return ArtifactSource(
+        c.backend, c.precision, c.kind, c.path, c.companions, dest=_dest(c.path), options=c.options, gate=gate
+    )
 
 
 def _dest(path: Path) -> str:

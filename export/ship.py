@@ -44,8 +44,8 @@ def model_card(report: dict[str, Any], manifest: dict[str, Any], training: dict[
         "## Data and licences",
         *[f"- {d}" for d in DATA_LICENCES],
         "- Consequence: because the encoder and head were trained on HAM10000 (CC BY-NC-SA 4.0), this model may be "
-        "used for **non-commercial research only**. For a product, retrain with `make default-model` on data you may use "
-        "commercially (PAD-UFES-20 alone is CC BY 4.0).",
+        "used for **non-commercial research only**. For a product, retrain with `make default-model` on data "
+        "you may use commercially (PAD-UFES-20 alone is CC BY 4.0).",
         "",
         "## How it was made (reproduce with `make default-model`)",
         f"- Encoder: `{manifest['encoder']['arch']}`, {manifest['encoder']['params']:,} parameters, "
@@ -53,12 +53,14 @@ def model_card(report: dict[str, Any], manifest: dict[str, Any], training: dict[
         f"(trained at {training.get('img_size', '?')} px); "
         f"self-supervised **{training.get('method')}** for {training.get('epoch')} epochs on all "
         f"{training.get('n_images')} images of ../shared/data (labels unused), on a 2-core CPU.",
-        f"- Training command: `{training.get('command', 'see provenance')}`; wall time {training.get('wall_time', 'see metrics.csv')}.",
+        f"- Training command: `{training.get('command', 'see provenance')}`; "
+        f"wall time {training.get('wall_time', 'see metrics.csv')}.",
         "- Head: class-balanced multinomial logistic regression (numpy, L2 by grouped 5-fold CV) on the training split "
         "over the common vocabulary (MEL, NEV, BCC, AK/IEC, SCC, BKL, DF, VASC); softmax temperature "
         f"{manifest['head']['temperature']:.3f} fitted on the validation split.",
         f"- Split: HAM10000 (both folders, by lesion) + PAD-UFES-20 (by patient), 60/20/20: {report['split_sizes']}.",
-        f"- Building this bundle took {report['wall_time_s'] / 60:.1f} min (export, INT8, gate, embedding, evaluation).",
+        f"- Building this bundle took {report['wall_time_s'] / 60:.1f} min "
+        "(export, INT8, gate, embedding, evaluation).",
         "",
         "## Test-set results (95% bootstrap CIs over patients/lesions)",
         head,
@@ -99,21 +101,24 @@ def model_card(report: dict[str, Any], manifest: dict[str, Any], training: dict[
             f"{g.get('status', '?')} | {m['macro_f1']:.3f} | {m['mel_auroc']:.3f} |"
         )
     a = report["abstain"]
+    baselines = report.get("baselines", {})
     lines += [
         "",
         "## Abstain signal",
-        f"- {a['method']}; threshold {a['threshold']:.2f} ({a['operating_point']}). `Prediction.abstain` is True above it.",
+        f"- {a['method']}; threshold {a['threshold']:.2f} ({a['operating_point']}). "
+        "`Prediction.abstain` is True above it.",
         f"- Flagged: {100 * a['flagged_test_in_distribution']:.1f}% of in-distribution test photos, "
         f"{100 * a['flagged_sd198_other_conditions']:.1f}% of SD-198 photos (other skin conditions, clinical photos), "
         f"{100 * a['flagged_synthetic_non_skin']:.1f}% of synthetic non-skin images (noise, flat colours, patterns).",
         "",
         "## Targets (issue: default model)",
         f"- Melanoma-vs-rest AUROC >= 0.85: **not met**, {t['mel_auroc']:.3f} "
-        f"[{report['test_ci95']['mel_auroc'][0]:.3f}, {report['test_ci95']['mel_auroc'][1]:.3f}] (the CI includes 0.85).",
+        f"[{report['test_ci95']['mel_auroc'][0]:.3f}, {report['test_ci95']['mel_auroc'][1]:.3f}] "
+        "(the CI includes 0.85).",
         f"- Macro-F1 well above both baselines: above the random-init encoder "
-        f"({t['macro_f1']:.3f} vs {report.get('baselines', {}).get('random-init convnext_atto', {}).get('macro_f1', float('nan')):.3f}), "
+        f"({t['macro_f1']:.3f} vs {baselines.get('random-init convnext_atto', {}).get('macro_f1', float('nan')):.3f}), "
         f"**not** above the colour histogram "
-        f"({report.get('baselines', {}).get('colour histogram (8^3 RGB)', {}).get('macro_f1', float('nan')):.3f}).",
+        f"({baselines.get('colour histogram (8^3 RGB)', {}).get('macro_f1', float('nan')):.3f}).",
         "- INT8 within the gate: **not met** for this encoder; INT8 artifacts failed the agreement/F1 gate and are not "
         "shipped (see the export gate below). FP32 at 112 px already runs in about 4 ms.",
         "- What would close the gap: keep colour information during SSL (SimCLR's strong colour jitter teaches the "
@@ -255,7 +260,8 @@ def args_command(run: Path) -> str:
 
     c = yaml.safe_load(cfg.read_text())
     return (
-        f"dermedge train --method {c['method']} --arch {c['arch']} --data {' '.join(c['data'])} --img-size {c['img_size']} "
+        f"dermedge train --method {c['method']} --arch {c['arch']} --data {' '.join(c['data'])} "
+        f"--img-size {c['img_size']} "
         f"--epochs {c['epochs']} --batch-size {c['batch_size']} --lr {c['lr']} --num-workers {c['num_workers']} "
         f'--out {run} warmup_epochs={c["warmup_epochs"]} "method_kwargs={json.dumps(c["method_kwargs"])}"'
     )

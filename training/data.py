@@ -11,7 +11,7 @@ from dermedge.datasets import Sample, discover
 from dermedge.errors import InputError
 from dermedge.preprocess import read_image
 
-__all__ = ["Sample", "discover", "decode", "ImageDataset"]
+__all__ = ["Sample", "discover", "decode", "ImageDataset", "DecodedCache"]
 
 
 def decode(path: str, short_side: int) -> np.ndarray:
@@ -43,3 +43,42 @@ class ImageDataset:
             except InputError as exc:
                 self.failures.append(str(exc))
         raise RuntimeError("no readable image in the dataset")
+
+
+class DecodedCache:
+    """Decode every image once (short side at least ``short_side``) and keep the uint8 arrays in memory.
+
+    On a CPU-only machine JPEG decoding of full-size photos costs as much as a small encoder's
+    training step; with this cache each epoch only crops and augments. JPEGs are decoded at a reduced
+    DCT scale, so the short side lies in [short_side, 2 * short_side): under 200 kB per image at 128 px. Unreadable images are listed in ``failures`` and left out.
+    """
+
+    def __init__(self, samples: Sequence[Sample], short_side: int, *, progress: bool = True) -> None:
+        from tqdm import tqdm
+
+        self.samples: list[Sample] = []
+        self.images: list[np.ndarray] = []
+        self.failures: list[str] = []
+        for s in tqdm(samples, desc=f"decoding to {short_side} px", unit="img", disable=not progress):
+            try:
+                self.images.append(decode(s.path, short_side))
+                self.samples.append(s)
+            except InputError as exc:
+                self.failures.append(str(exc))
+
+    def dataset(self, transform: Callable[[np.ndarray], Any]) -> CachedDataset:
+        return CachedDataset(self, transform)
+
+
+class CachedDataset:
+    """A torch-style dataset over a :class:`DecodedCache`; returns (transform(image), index)."""
+
+    def __init__(self, cache: DecodedCache, transform: Callable[[np.ndarray], Any]) -> None:
+        self.cache = cache
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.cache.images)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        return self.transform(self.cache.images[index]), index

@@ -10,6 +10,9 @@ are not re-entrant); for parallel GPU work load one ``Model`` per thread.
 
 Options (``BackendOptions.extra``):
     precision: ``fp32``, ``fp16`` or ``int8`` (explicit INT8 from a QDQ ONNX); set by the bundle.
+    engine_file, engine_gpu, engine_tensorrt: a pre-built engine shipped beside the ONNX by
+        ``dermedge export --formats tensorrt`` on a GPU machine, and the GPU and TensorRT version it
+        was built for; used only when both match this machine, else the ONNX is built as usual.
     max_batch: largest batch of the optimisation profile (default 32).
     workspace_mb: builder workspace limit (default 1024).
 
@@ -68,6 +71,11 @@ def engine_cache_key(onnx_sha256: str, precision: str, trt_version: str, gpu: st
     )
 
 
+def prebuilt_matches(engine_gpu: str | None, engine_trt: str | None, gpu: str, trt_version: str) -> bool:
+    """A pre-built engine is usable only on the same GPU model with the same TensorRT version."""
+    return bool(engine_gpu) and engine_gpu == gpu and bool(engine_trt) and engine_trt == trt_version
+
+
 def build_engine(
     trt: Any, onnx_path: Path, precision: str, max_batch: int, workspace_mb: int, timing_cache: Path | None
 ) -> bytes:
@@ -118,6 +126,9 @@ class TensorRtBackend:
         max_batch = int(extra.pop("max_batch", 32))
         workspace_mb = int(extra.pop("workspace_mb", 1024))
         extra.pop("onnx_sha256", None)
+        engine_file = extra.pop("engine_file", None)
+        engine_gpu = extra.pop("engine_gpu", None)
+        engine_trt = extra.pop("engine_tensorrt", None)
         onnx_sha = str(options.extra.get("onnx_sha256", ""))
         if extra:
             raise BackendError(f"tensorrt: unknown options {sorted(extra)}")
@@ -132,7 +143,18 @@ class TensorRtBackend:
         self.gpu = _gpu_name(cudart, index)
         if path.suffix == ".engine":
             engine_bytes = path.read_bytes()
+        elif engine_file and prebuilt_matches(engine_gpu, engine_trt, self.gpu, trt.__version__):
+            engine_bytes = Path(engine_file).read_bytes()
+            self.engine_path = Path(engine_file)
         else:
+            if engine_file:
+                logger.info(
+                    "pre-built engine is for %s / TensorRT %s; this is %s / %s: building from the ONNX",
+                    engine_gpu,
+                    engine_trt,
+                    self.gpu,
+                    trt.__version__,
+                )
             cache_dir = Path(options.cache_dir or Path.home() / ".cache" / "dermedge" / "tensorrt")
             cache_dir.mkdir(parents=True, exist_ok=True)
             key = engine_cache_key(onnx_sha or path.name, precision, trt.__version__, self.gpu, max_batch)

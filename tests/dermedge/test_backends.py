@@ -95,3 +95,12 @@ def test_tensorrt_cache_key_depends_on_everything() -> None:
         engine_cache_key("ab" * 32, "fp16", "10.3.0", "Orin", 32),
     }
     assert base not in others and len(others) == 4
+
+
+def test_a_prebuilt_tensorrt_engine_is_used_only_on_its_gpu_and_tensorrt_version() -> None:
+    from dermedge.backends.tensorrt import prebuilt_matches
+
+    assert prebuilt_matches("NVIDIA H100 80GB HBM3", "10.9.0", "NVIDIA H100 80GB HBM3", "10.9.0")
+    assert not prebuilt_matches("NVIDIA H100 80GB HBM3", "10.9.0", "Orin", "10.9.0")  # a Jetson builds its own
+    assert not prebuilt_matches("NVIDIA H100 80GB HBM3", "10.9.0", "NVIDIA H100 80GB HBM3", "10.13.0")
+    assert not prebuilt_matches(None, None, "NVIDIA H100 80GB HBM3", "10.9.0")

@@ -76,6 +76,8 @@ def test_export_all_four_combinations(run_dir: Path, labelled: Path, tmp_path: P
     assert combos == {("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "int8")}
     assert all("mean_cosine" in a["gate"] and a["gate"]["status"] == "pass" for a in manifest["artifacts"])
     assert manifest["provenance"]["calibration"]["images"] == 16
+    ort_int8 = next(a for a in manifest["artifacts"] if a["backend"] == "onnxruntime" and a["precision"] == "int8")
+    assert ort_int8["gate"]["weights"] == "int8 (7-bit range)"  # the default recipe, recorded
     assert (out / "calibration_images.txt").read_text().count("\n") == 16
     assert "Export gate" in (out / "MODEL_CARD.md").read_text()
     img = skin_image(48, 64)
@@ -135,9 +137,10 @@ def test_tensorrt_engine_build_and_run(tmp_path: Path) -> None:
     pytest.importorskip(
         "tensorrt", reason="TensorRT 10 cannot be installed here (NVIDIA index only); run on a GPU machine"
     )
+    from helpers import make_tiny_onnx
+
     from dermedge.backends import BackendOptions, load_backend
     from export.compile.tensorrt import build_tensorrt_engine
-    from helpers import make_tiny_onnx
 
     onnx_path = make_tiny_onnx(tmp_path / "tiny.onnx")
     engine = build_tensorrt_engine(onnx_path, tmp_path / "tiny.engine", "fp16", max_batch=8)
@@ -187,3 +190,29 @@ def test_distill_writes_an_exportable_student(run_dir: Path, labelled: Path, tmp
     side = json.loads((out / "encoder.json").read_text())
     assert side["method"] == "distill" and side["teacher_arch"] == "resnet18"
     assert (out / "distill.md").read_text().count("|") > 10
+
+
+@pytest.mark.parametrize("reduce_range, limit", [(True, 64), (False, 127)])
+def test_ort_int8_weights_use_7_bits_by_default(tmp_path: Path, reduce_range: bool, limit: int) -> None:
+    """7-bit weights keep ORT's U8S8 VPMADDUBSW kernels (CPUs without VNNI) from saturating."""
+    import onnx
+    from helpers import make_tiny_onnx
+    from onnx import numpy_helper
+
+    from export.quantize import AdvancedQuantization, quantize_onnxruntime
+
+    assert AdvancedQuantization().reduce_range  # the default
+    fp32 = make_tiny_onnx(tmp_path / "tiny.onnx")
+    rng = np.random.default_rng(0)
+    calib = [rng.normal(size=(1, 3, 32, 32)).astype(np.float32) for _ in range(8)]
+    out = tmp_path / "q.onnx"
+    how = quantize_onnxruntime(fp32, out, calib, recipe="all", advanced=AdvancedQuantization(reduce_range=reduce_range))
+    assert how["weights"] == ("int8 (7-bit range)" if reduce_range else "int8")
+    weights = [
+        numpy_helper.to_array(t)
+        for t in onnx.load(str(out)).graph.initializer
+        if t.data_type == onnx.TensorProto.INT8 and t.dims and len(t.dims) >= 2
+    ]
+    assert weights, "no int8 weight tensors in the QDQ model"
+    peak = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert peak <= limit and (reduce_range or peak > 64)
