@@ -113,7 +113,7 @@ def add_distill_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cache",
         action="store_true",
-        help="decode every image once and keep it in memory (under 200 kB per image at 112 px); much faster on CPUs",
+        help="decode every image once and keep it in memory (under 200 kB per image at 112 px)",
     )
     p.add_argument("--out", required=True)
     p.add_argument("--json", action="store_true")

@@ -48,9 +48,10 @@ class ImageDataset:
 class DecodedCache:
     """Decode every image once (short side at least ``short_side``) and keep the uint8 arrays in memory.
 
-    On a CPU-only machine JPEG decoding of full-size photos costs as much as a small encoder's
-    training step; with this cache each epoch only crops and augments. JPEGs are decoded at a reduced
-    DCT scale, so the short side lies in [short_side, 2 * short_side): under 200 kB per image at 128 px. Unreadable images are listed in ``failures`` and left out.
+    Each epoch then only crops and augments, instead of re-reading and re-decoding every file (and the
+    DataLoader workers need no CPU for decoding). JPEGs are decoded at a reduced DCT scale, so the
+    short side lies in [short_side, 2 * short_side): under 200 kB per image at 128 px. Unreadable
+    images are listed in ``failures`` and left out.
     """
 
     def __init__(self, samples: Sequence[Sample], short_side: int, *, progress: bool = True) -> None:
