@@ -123,7 +123,9 @@ def child_cold_start(bundle: str | None, backend: str, precision: str, threads: 
 import json, time
 t0 = time.perf_counter()
 import dermedge
-m = dermedge.load_model({bundle!r}, backend={backend!r}, precision={precision!r}, threads={threads}, cache_dir={cache!r})
+m = dermedge.load_model(
+    {bundle!r}, backend={backend!r}, precision={precision!r}, threads={threads}, cache_dir={cache!r}
+)
 t1 = time.perf_counter()
 import numpy as np
 h, w = m.manifest.input.size
@@ -209,7 +211,8 @@ def main() -> int:
         1.25 * floor_e2e,
         "ms",
         "lower",
-        f"floor {floor_e2e:.1f} ms = decode 1/{factor} {decode_ms:.1f} + encoder {enc_ms:.1f}; full decode {full_decode_ms:.0f} ms; "
+        f"floor {floor_e2e:.1f} ms = decode 1/{factor} {decode_ms:.1f} + encoder {enc_ms:.1f}; "
+        f"full decode {full_decode_ms:.0f} ms; "
         f"file {len(data) / 1e6:.1f} MB",
     )
     if args.run:
@@ -259,8 +262,9 @@ def main() -> int:
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
+        sign = "<=" if r["target"].startswith(("default", "12-MP", "cold", "peak")) else ">="
         md.append(
-            f"| {r['target']} | {r['measured']:.2f} {r['unit']} | {'<=' if r['target'].startswith(('default', '12-MP', 'cold', 'peak')) else '>='} "
+            f"| {r['target']} | {r['measured']:.2f} {r['unit']} | {sign} "
             f"{r['goal']:.2f} {r['unit']} | {r['ratio']:.2f} | {'yes' if r['met'] else '**no**'} | {r['note']} |"
         )
     (out / "targets.md").write_text("\n".join(md) + "\n")

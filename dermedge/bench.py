@@ -393,7 +393,8 @@ def _to_markdown(rows: list[dict[str, Any]], dev: dict[str, Any]) -> str:
         lat, e = r["latency_ms"], r["e2e_ms"]
         lines.append(
             f"| {r['backend']} | {r['precision']} | {r['threads'] or 'default'} | {r['cold_start_s']:.2f} | "
-            f"{r['first_inference_ms']:.1f} | {lat['p50']:.2f} | {lat['p90']:.2f} | {lat['p99']:.2f} | {lat['cv']:.2f} | "
+            f"{r['first_inference_ms']:.1f} | {lat['p50']:.2f} | {lat['p90']:.2f} | {lat['p99']:.2f} | "
+            f"{lat['cv']:.2f} | "
             f"{r['batch']} | {r['throughput_img_s']:.0f} | {e['total']:.1f} ({e['decode']:.1f}+{e['preprocess']:.1f}+"
             f"{e['inference']:.1f}+{e['head']:.2f}) | {r['peak_rss_mb']:.0f} | {r['artifact_bytes'] / 1e6:.1f} | "
             f"{'yes' if r['minimums_met'] else 'no'} |"

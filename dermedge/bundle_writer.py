@@ -97,7 +97,8 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         if "mean_cosine" in gate:
             status += f" (cos {gate['mean_cosine']:.4f})"
         lines.append(
-            f"| {art['backend']} | {art['precision']} | {art['format']} | `{art['path']}` | {art['bytes']:,} | {status} |"
+            f"| {art['backend']} | {art['precision']} | {art['format']} | `{art['path']}` | {art['bytes']:,} "
+            f"| {status} |"
         )
     head = manifest.get("head")
     lines += ["", "## Head"]

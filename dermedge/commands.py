@@ -404,7 +404,8 @@ def run_fit_head(args: argparse.Namespace) -> int:
         print(
             f"wrote {out}: {len(fitted.labels)} labels, {metrics.get('n_samples')} images, "
             f"{metrics.get('cv_folds')}-fold CV{' (grouped)' if metrics.get('grouped') else ''}: "
-            f"macro-F1 {cv.get('macro_f1', float('nan')):.3f}, balanced acc {cv.get('balanced_accuracy', float('nan')):.3f}, "
+            f"macro-F1 {cv.get('macro_f1', float('nan')):.3f}, "
+            f"balanced acc {cv.get('balanced_accuracy', float('nan')):.3f}, "
             f"AUROC {cv.get('auroc_ovr_macro', float('nan')):.3f}, ECE {cv.get('ece', float('nan')):.3f} "
             f"(T={metrics.get('temperature', 1):.2f}, l2={metrics.get('l2')})"
         )

@@ -148,7 +148,10 @@ def import_checkpoint(
         "source_file": str(path),
         "source_sha256": digest,
         "matches_release": known["path"] if known else None,
-        "license": "none found for the released checkpoints (all rights reserved by default); ask the authors before redistributing",
+        "license": (
+            "none found for the released checkpoints (all rights reserved by default); "
+            "ask the authors before redistributing"
+        ),
         "preprocessing": "paper: Resize((256,256)) -> CenterCrop(224) -> ImageNet mean/std",
         "embedding_recipe": (
             "paper ViT: concat of the normed CLS after each of the last 4 blocks (4 x D)"
