@@ -37,6 +37,12 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
         "CPUs without AVX-512 VNNI (most older laptops); --no-reduce-range for full 8-bit weights",
     )
     p.add_argument(
+        "--fp32-stem",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep the first Conv (ResNet stem, ViT patch embedding) in FP32 in ONNX Runtime INT8 (default)",
+    )
+    p.add_argument(
         "--activations", default="uint8", choices=["uint8", "int8"], help="ONNX Runtime INT8 activation type"
     )
     p.add_argument("--resize-size", type=int, help="shorter side before the centre crop (default: 8/7 of the input)")
@@ -76,7 +82,9 @@ def run_export(args: argparse.Namespace) -> int:
         thresholds=GateThresholds(args.min_cosine, args.max_f1_drop, args.min_agreement),
         ort_recipe=args.ort_recipe,
         calibration_method=args.calibration_method,
-        advanced=AdvancedQuantization(reduce_range=args.reduce_range, activation_type=args.activations),
+        advanced=AdvancedQuantization(
+            reduce_range=args.reduce_range, activation_type=args.activations, keep_stem_fp32=args.fp32_stem
+        ),
         resize_size=args.resize_size,
         img_size=args.img_size,
         provenance=json.loads(Path(args.provenance).read_text()) if args.provenance else {},

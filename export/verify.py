@@ -19,6 +19,8 @@ from dermedge.backends import BackendOptions, load_backend
 from dermedge.heads import LinearHead
 from dermedge.metrics import macro_f1
 
+CONFIDENT_MARGIN = 0.1
+
 
 @dataclass(frozen=True)
 class GateThresholds:
@@ -85,13 +87,20 @@ def gate(
         n = len(head.labels)
         f1_ref = macro_f1(y_test, head.probabilities(reference[test_idx]).argmax(1), n)
         f1 = macro_f1(y_test, head.probabilities(candidate[test_idx]).argmax(1), n)
-        agree = float((head.logits(reference[test_idx]).argmax(1) == head.logits(candidate[test_idx]).argmax(1)).mean())
+        p_ref = head.probabilities(reference[test_idx])
+        same = p_ref.argmax(1) == head.probabilities(candidate[test_idx]).argmax(1)
+        agree = float(same.mean())
+        top2 = np.sort(p_ref, axis=1)[:, -2:] if p_ref.shape[1] > 1 else np.zeros((len(p_ref), 2))
+        confident = (top2[:, 1] - top2[:, 0]) >= CONFIDENT_MARGIN
         result.update(
             f1_reference=f1_ref,
             f1=f1,
             f1_drop_points=100 * (f1_ref - f1),
             n_test=int(len(test_idx)),
             top1_agreement=agree,
+            # diagnostic, not gated: flips among photos whose FP32 top-2 probability margin is >= 0.1
+            top1_agreement_confident=float(same[confident].mean()) if confident.any() else float("nan"),
+            n_confident=int(confident.sum()),
         )
         ok = ok and 100 * (f1_ref - f1) <= thresholds.max_f1_drop_points and agree >= thresholds.min_top1_agreement
     result["status"] = "pass" if ok else "fail"

@@ -18,11 +18,11 @@ def make_tiny_onnx(path: Path, embed_dim: int = 16, size: int = 32, seed: int = 
     w_fc = numpy_helper.from_array(rng.normal(0, 0.5, (8, embed_dim)).astype(np.float32), "w_fc")
     b_fc = numpy_helper.from_array(rng.normal(0, 0.1, (embed_dim,)).astype(np.float32), "b_fc")
     nodes = [
-        helper.make_node("Conv", ["image", "w_conv", "b_conv"], ["c"], strides=[2, 2], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c"], ["r"]),
-        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
-        helper.make_node("Flatten", ["g"], ["f"], axis=1),
-        helper.make_node("Gemm", ["f", "w_fc", "b_fc"], ["embedding"]),
+        helper.make_node("Conv", ["image", "w_conv", "b_conv"], ["c"], "stem", strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], "relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"], "pool"),
+        helper.make_node("Flatten", ["g"], ["f"], "flatten", axis=1),
+        helper.make_node("Gemm", ["f", "w_fc", "b_fc"], ["embedding"], "fc"),
     ]
     graph = helper.make_graph(
         nodes,

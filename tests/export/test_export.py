@@ -188,7 +188,7 @@ def test_distill_writes_an_exportable_student(run_dir: Path, labelled: Path, tmp
     assert set(res["comparison"]) == {"teacher", "student"}
     assert res["comparison"]["student"]["params"] < res["comparison"]["teacher"]["params"]
     side = json.loads((out / "encoder.json").read_text())
-    assert side["method"] == "distill" and side["teacher_arch"] == "resnet18"
+    assert side["method"] == "distill" and side["teacher_arch"] == "resnet18" and side["standardised_targets"]
     assert (out / "distill.md").read_text().count("|") > 10
 
 
@@ -216,3 +216,24 @@ def test_ort_int8_weights_use_7_bits_by_default(tmp_path: Path, reduce_range: bo
     assert weights, "no int8 weight tensors in the QDQ model"
     peak = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
     assert peak <= limit and (reduce_range or peak > 64)
+
+
+@pytest.mark.parametrize("keep_stem", [True, False])
+def test_ort_int8_keeps_the_stem_conv_in_fp32_by_default(tmp_path: Path, keep_stem: bool) -> None:
+    import onnx
+    from helpers import make_tiny_onnx
+
+    from export.quantize import AdvancedQuantization, quantize_onnxruntime
+
+    assert AdvancedQuantization().keep_stem_fp32  # the default
+    fp32 = make_tiny_onnx(tmp_path / "tiny.onnx")  # Conv (stem) -> ReLU -> pool -> Gemm
+    rng = np.random.default_rng(0)
+    calib = [rng.normal(size=(1, 3, 32, 32)).astype(np.float32) for _ in range(8)]
+    out = tmp_path / "q.onnx"
+    how = quantize_onnxruntime(fp32, out, calib, recipe="all", advanced=AdvancedQuantization(keep_stem_fp32=keep_stem))
+    graph = onnx.load(str(out)).graph
+    conv = next(n for n in graph.node if n.op_type == "Conv")
+    float_inits = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    assert how["stem_fp32"] is keep_stem
+    assert (conv.input[1] in float_inits) is keep_stem  # FP32 weight read directly, or through DequantizeLinear
+    assert any(n.op_type == "DequantizeLinear" for n in graph.node)  # the Gemm is quantised either way
