@@ -9,7 +9,9 @@ whose second input is a constant weight; ``all`` uses ORT's default operator set
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,13 +188,15 @@ def quantize_openvino(
     if advanced.nncf_ignored_types:
         kwargs["ignored_scope"] = nncf.IgnoredScope(types=list(advanced.nncf_ignored_types))
     try:
-        quantized = nncf.quantize(
-            model,
-            nncf.Dataset(list(calibration)),
-            subset_size=len(calibration),
-            fast_bias_correction=advanced.nncf_fast_bias_correction,
-            **kwargs,
-        )
+        # NNCF draws progress bars on stdout; keep stdout clean for `dermedge export --json`
+        with contextlib.redirect_stdout(sys.stderr):
+            quantized = nncf.quantize(
+                model,
+                nncf.Dataset(list(calibration)),
+                subset_size=len(calibration),
+                fast_bias_correction=advanced.nncf_fast_bias_correction,
+                **kwargs,
+            )
     except Exception as exc:
         raise QuantizationError(f"NNCF quantisation failed on {fp32_onnx}: {exc}") from exc
     ov.save_model(quantized, str(out_xml), compress_to_fp16=False)

@@ -68,7 +68,7 @@ def test_export_all_four_combinations(run_dir: Path, labelled: Path, tmp_path: P
             "--json",
         ]
     )
-    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    res = json.loads(capsys.readouterr().out)  # stdout is the JSON document only (no progress bars)
     assert code == 0, res
     assert main(["verify", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
