@@ -40,7 +40,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
         "--fp32-stem",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="keep the first Conv (ResNet stem, ViT patch embedding) in FP32 in ONNX Runtime INT8 (default)",
+        help="keep the first Conv (ResNet stem, ViT patch embedding) in FP32 in INT8 artifacts (default)",
     )
     p.add_argument(
         "--activations", default="uint8", choices=["uint8", "int8"], help="ONNX Runtime INT8 activation type"

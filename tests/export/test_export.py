@@ -237,3 +237,24 @@ def test_ort_int8_keeps_the_stem_conv_in_fp32_by_default(tmp_path: Path, keep_st
     assert how["stem_fp32"] is keep_stem
     assert (conv.input[1] in float_inits) is keep_stem  # FP32 weight read directly, or through DequantizeLinear
     assert any(n.op_type == "DequantizeLinear" for n in graph.node)  # the Gemm is quantised either way
+
+
+@pytest.mark.parametrize("keep_stem", [True, False])
+def test_nncf_int8_keeps_the_stem_conv_in_fp32_by_default(tmp_path: Path, keep_stem: bool) -> None:
+    import openvino as ov
+    from helpers import make_tiny_onnx
+
+    from export.quantize import AdvancedQuantization, quantize_openvino
+
+    fp32 = make_tiny_onnx(tmp_path / "tiny.onnx")
+    rng = np.random.default_rng(0)
+    calib = [rng.normal(size=(1, 3, 32, 32)).astype(np.float32) for _ in range(8)]
+    xml = tmp_path / "q.xml"
+    how = quantize_openvino(fp32, xml, calib, advanced=AdvancedQuantization(keep_stem_fp32=keep_stem))
+    model = ov.Core().read_model(str(xml))
+    ops = model.get_ordered_ops()
+    conv = next(op for op in ops if op.get_type_name() == "Convolution")
+    weight_source = conv.input_value(1).get_node().get_type_name()
+    assert how["stem_fp32"] is keep_stem
+    assert (weight_source == "Constant") is keep_stem, weight_source  # else FakeQuantize / dequantisation
+    assert any(op.get_type_name() == "FakeQuantize" for op in ops)  # the rest is quantised either way
