@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,6 +169,20 @@ def convert_openvino(fp32_onnx: Path, out_xml: Path, *, fp16: bool = False) -> d
     return {"tool": "openvino.convert_model", "weights": "fp16" if fp16 else "fp32"}
 
 
+@contextlib.contextmanager
+def _nncf_logs_to_stderr() -> Iterator[None]:
+    """NNCF's logger has a handler bound to the process's stdout at import time; point it at stderr."""
+    moved = []
+    for h in logging.getLogger("nncf").handlers:
+        if isinstance(h, logging.StreamHandler) and h.stream in (sys.__stdout__, sys.stdout):
+            moved.append((h, h.setStream(sys.stderr)))
+    try:
+        yield
+    finally:
+        for h, old in moved:
+            h.setStream(old)
+
+
 def quantize_openvino(
     fp32_onnx: Path,
     out_xml: Path,
@@ -200,8 +214,8 @@ def quantize_openvino(
     if transformer and not advanced.nncf_smooth_quant and "advanced_parameters" not in kwargs:
         kwargs["advanced_parameters"] = nncf.AdvancedQuantizationParameters(smooth_quant_alpha=-1)
     try:
-        # NNCF draws progress bars on stdout; keep stdout clean for `dermedge export --json`
-        with contextlib.redirect_stdout(sys.stderr):
+        # NNCF draws progress bars and logs INFO lines on stdout; keep stdout clean for `dermedge export --json`
+        with contextlib.redirect_stdout(sys.stderr), _nncf_logs_to_stderr():
             quantized = nncf.quantize(
                 model,
                 nncf.Dataset(list(calibration)),

@@ -42,7 +42,7 @@ def run_dir(tmp_path_factory, labelled: Path) -> Path:
     return train(cfg)
 
 
-def test_export_all_four_combinations(run_dir: Path, labelled: Path, tmp_path: Path, capsys) -> None:
+def test_export_all_four_combinations(run_dir: Path, labelled: Path, tmp_path: Path, capfd) -> None:
     out = tmp_path / "bundle"
     code = main(
         [
@@ -68,7 +68,7 @@ def test_export_all_four_combinations(run_dir: Path, labelled: Path, tmp_path: P
             "--json",
         ]
     )
-    res = json.loads(capsys.readouterr().out)  # stdout is the JSON document only (no progress bars)
+    res = json.loads(capfd.readouterr().out)  # fd 1 carries the JSON document only (no progress bars, no logs)
     assert code == 0, res
     assert main(["verify", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
@@ -258,3 +258,18 @@ def test_nncf_int8_keeps_the_stem_conv_in_fp32_by_default(tmp_path: Path, keep_s
     assert how["stem_fp32"] is keep_stem
     assert (weight_source == "Constant") is keep_stem, weight_source  # else FakeQuantize / dequantisation
     assert any(op.get_type_name() == "FakeQuantize" for op in ops)  # the rest is quantised either way
+
+
+def test_export_json_stdout_is_one_json_document(run_dir: Path, labelled: Path, tmp_path: Path) -> None:
+    """In a fresh process, as users run it: NNCF's progress bars and log lines must not reach stdout."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "bundle"
+    cmd = [sys.executable, "-m", "dermedge.cli", "export", "--checkpoint", str(run_dir), "--formats", "openvino"]
+    cmd += ["--precision", "int8", "--eval-data", str(labelled), "--calib-size", "8", "--min-cosine", "0"]
+    cmd += ["--max-f1-drop", "100", "--min-agreement", "0", "--out", str(out), "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout)
+    assert res["out"] == str(out) and res["artifacts"][0]["how"]["stem_fp32"] is True
