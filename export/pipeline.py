@@ -8,7 +8,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,23 +71,6 @@ class EvalSet:
     samples: list[Sample] = field(default_factory=list)
     test_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
     test_groups: set[str] = field(default_factory=set)
-
-
-@dataclass
-class Candidate:
-    """One artifact to be gated: where it is, how the runtime loads it, and how it was made."""
-
-    backend: str
-    precision: str
-    kind: str
-    path: Path
-    companions: tuple[Path, ...] = ()
-    options: dict[str, Any] = field(default_factory=dict)
-    how: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(p.stat().st_size for p in (self.path, *self.companions))
 
 
 def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]]:
@@ -223,8 +206,9 @@ def _gate_head(reference: np.ndarray, evalset: EvalSet) -> tuple[LinearHead | No
 
 def _build_candidates(
     req: ExportRequest, work: Path, fp32: Path, parity: dict[str, Any], calib: list[np.ndarray]
-) -> list[Candidate]:
-    """Every requested (backend, precision) artifact, built in ``work``."""
+) -> list[ArtifactSource]:
+    """Every requested (backend, precision) artifact, built in ``work``; ``gate`` holds how it was made
+    until the gate result is added."""
     int8_qdq: Path | None = None
     qdq_how: dict[str, Any] = {}
     if "int8" in req.precisions and ("onnxruntime" in req.formats or "tensorrt" in req.formats):
@@ -232,26 +216,26 @@ def _build_candidates(
         qdq_how = quantize_onnxruntime(
             fp32, int8_qdq, calib, recipe=req.ort_recipe, method=req.calibration_method, advanced=req.advanced
         )
-    out: list[Candidate] = []
+    out: list[ArtifactSource] = []
     for fmt in req.formats:
         for prec in req.precisions:
             if fmt == "onnxruntime":
                 if prec == "fp32":
-                    out.append(Candidate(fmt, prec, "onnx", fp32, how={"tool": "torch.onnx.export", **parity}))
+                    out.append(_artifact(fmt, prec, "onnx", fp32, how={"tool": "torch.onnx.export", **parity}))
                 elif prec == "int8" and int8_qdq is not None:
-                    out.append(Candidate(fmt, prec, "onnx", int8_qdq, how=qdq_how))
+                    out.append(_artifact(fmt, prec, "onnx", int8_qdq, how=qdq_how))
             elif fmt == "openvino":
                 xml = work / f"encoder_ov_{prec}.xml"
                 if prec in ("fp32", "fp16"):
                     how = convert_openvino(fp32, xml, fp16=prec == "fp16")
                 else:
                     how = quantize_openvino(fp32, xml, calib, advanced=req.advanced)
-                out.append(Candidate(fmt, prec, "openvino_ir", xml, (xml.with_suffix(".bin"),), how=how))
+                out.append(_artifact(fmt, prec, "openvino_ir", xml, (xml.with_suffix(".bin"),), how=how))
             elif fmt == "tensorrt":
                 src = fp32 if prec in ("fp32", "fp16") else int8_qdq
                 if src is not None:
                     how = {"note": "engine built on the target GPU", **(qdq_how if prec == "int8" else {})}
-                    out.append(Candidate(fmt, prec, "onnx", src, options={"precision": prec}, how=how))
+                    out.append(_artifact(fmt, prec, "onnx", src, options={"precision": prec}, how=how))
     return out
 
 
@@ -263,27 +247,24 @@ def _tensorrt_available() -> bool:
     return True
 
 
-def _with_prebuilt_engine(c: Candidate) -> Candidate:
+def _with_prebuilt_engine(c: ArtifactSource) -> ArtifactSource:
     """On a GPU machine: build the engine now, gate that engine, and ship it beside the ONNX."""
     from export.compile.tensorrt import build_tensorrt_engine
 
     engine = c.path.with_name(f"encoder_trt_{c.precision}.engine")
     valid_for = build_tensorrt_engine(c.path, engine, c.precision)
     logger.info("tensorrt/%s: pre-built engine for %s", c.precision, valid_for["engine_gpu"])
-    return Candidate(
-        c.backend,
-        c.precision,
-        c.kind,
-        c.path,
-        (*c.companions, engine),
+    return replace(
+        c,
+        companions=(*c.companions, engine),
         options={**c.options, **valid_for},
-        how={**c.how, "prebuilt_engine": engine.name, **valid_for},
+        gate={**c.gate, "prebuilt_engine": engine.name, **valid_for},
     )
 
 
 def _gate_all(
     req: ExportRequest,
-    candidates: list[Candidate],
+    candidates: list[ArtifactSource],
     reference: np.ndarray,
     gate_arrays: list[np.ndarray],
     head: LinearHead | None,
@@ -300,7 +281,7 @@ def _gate_all(
                 "built and must be checked on the target GPU",
                 c.precision,
             )
-            artifacts.append(_source(c, {"status": "not gated (no TensorRT here)", **c.how}))
+            artifacts.append(replace(c, gate={"status": "not gated (no TensorRT here)", **c.gate}))
             continue
         if c.backend == "tensorrt":
             c = _with_prebuilt_engine(c)
@@ -313,20 +294,29 @@ def _gate_all(
             {
                 "backend": c.backend,
                 "precision": c.precision,
-                "bytes": c.nbytes,
+                "bytes": sum(f.stat().st_size for f in (c.path, *c.companions)),
                 "latency_ms": latency,
                 "gate": result,
-                "how": c.how,
+                "how": c.gate,
             }
         )
         if result["status"] == "pass":
-            artifacts.append(_source(c, {**result, "latency_ms_batch1": latency, **c.how}))
+            artifacts.append(replace(c, gate={**result, "latency_ms_batch1": latency, **c.gate}))
     return rows, artifacts
 
 
-def _source(c: Candidate, gate: dict[str, Any]) -> ArtifactSource:
+def _artifact(
+    backend: str,
+    precision: str,
+    kind: str,
+    path: Path,
+    companions: tuple[Path, ...] = (),
+    *,
+    options: dict[str, Any] | None = None,
+    how: dict[str, Any],
+) -> ArtifactSource:
     return ArtifactSource(
-        c.backend, c.precision, c.kind, c.path, c.companions, dest=_dest(c.path), options=c.options, gate=gate
+        backend, precision, kind, path, companions, dest=_dest(path), options=dict(options or {}), gate=how
     )
 
 

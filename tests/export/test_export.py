@@ -273,3 +273,20 @@ def test_export_json_stdout_is_one_json_document(run_dir: Path, labelled: Path, 
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(proc.stdout)
     assert res["out"] == str(out) and res["artifacts"][0]["how"]["stem_fp32"] is True
+
+
+def test_tensorrt_format_without_tensorrt_ships_the_onnx_marked_ungated(
+    run_dir: Path, labelled: Path, tmp_path: Path
+) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here: the export gates a real engine instead")
+    out = tmp_path / "bundle"
+    cmd = ["export", "--checkpoint", str(run_dir), "--formats", "onnxruntime,tensorrt", "--precision", "fp32"]
+    assert main([*cmd, "--eval-data", str(labelled), "--calib-size", "8", "--out", str(out)]) == 0
+    arts = {a["backend"]: a for a in json.loads((out / "manifest.json").read_text())["artifacts"]}
+    assert arts["onnxruntime"]["gate"]["status"] == "pass"
+    trt = arts["tensorrt"]
+    assert trt["gate"]["status"].startswith("not gated") and trt["options"] == {"precision": "fp32"}
+    assert trt["path"] == arts["onnxruntime"]["path"] == "encoder.onnx"  # one ONNX file serves both
