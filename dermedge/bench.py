@@ -88,6 +88,30 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _timings(
+    cold: float,
+    first: float,
+    lat: list[float],
+    min_q: int,
+    min_s: float,
+    met: bool,
+    batch: int,
+    tput: list[float],
+    e2e: dict[str, list[float]],
+) -> dict[str, Any]:
+    """The timing fields every bench row has (dermedge backends and the torch baseline alike)."""
+    return {
+        "cold_start_s": cold,
+        "first_inference_ms": first * 1000,
+        "latency_ms": stats_ms(lat),
+        "min_queries": min_q,
+        "min_seconds": min_s,
+        "minimums_met": met,
+        "throughput_img_s": batch / float(np.median(tput)),
+        "e2e_ms": {k: stats_ms(v)["p50"] for k, v in e2e.items()},
+    }
+
+
 def stats_ms(samples_s: list[float]) -> dict[str, float]:
     a = np.asarray(samples_s) * 1000.0
     return {
@@ -205,14 +229,7 @@ def run_case(
         "batch": batch,
         "selected_because": model.selection_reason,
         "backend_info": model._backend.describe(),
-        "cold_start_s": cold,
-        "first_inference_ms": first * 1000,
-        "latency_ms": stats_ms(lat),
-        "min_queries": min_q,
-        "min_seconds": min_s,
-        "minimums_met": met,
-        "throughput_img_s": batch / float(np.median(tput_times)),
-        "e2e_ms": {k: stats_ms(v)["p50"] for k, v in e2e.items()},
+        **_timings(cold, first, lat, min_q, min_s, met, batch, tput_times, e2e),
         "e2e_images": names[:3],
         "peak_rss_mb": peak_rss_mb(),
         "artifact_bytes": sum(f.bytes for f in art.files),
@@ -302,14 +319,7 @@ def run_torch_case(
         "batch": batch,
         "selected_because": "baseline",
         "backend_info": {"backend": "torch", "version": torch.__version__},
-        "cold_start_s": cold,
-        "first_inference_ms": first * 1000,
-        "latency_ms": stats_ms(lat),
-        "min_queries": min_q,
-        "min_seconds": min_s,
-        "minimums_met": met,
-        "throughput_img_s": batch / float(np.median(tput)),
-        "e2e_ms": {k: stats_ms(v)["p50"] for k, v in e2e.items()},
+        **_timings(cold, first, lat, min_q, min_s, met, batch, tput, e2e),
         "e2e_images": [],
         "peak_rss_mb": peak_rss_mb(),
         "artifact_bytes": 0,
