@@ -34,16 +34,11 @@ def device_info() -> dict[str, Any]:
         "machine": platform.machine(),
         "logical_cpus": os.cpu_count(),
     }
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-        model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "")
-        flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
-        info["cpu_model"] = model
-        info["isa"] = {
-            k: k in flags for k in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8")
-        }
-    except OSError:
-        info["cpu_model"] = platform.processor()
+    from dermedge.cpu import cpu_model, isa_summary, native_bf16
+
+    info["cpu_model"] = cpu_model()
+    info["isa"] = isa_summary()
+    info["native_bf16"] = native_bf16()
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
@@ -225,6 +220,7 @@ def run_case(
         "arch": model.manifest.encoder.arch,
         "backend": art.backend,
         "precision": art.precision,
+        "inference_precision": model.inference_precision,
         "threads": threads,
         "batch": batch,
         "selected_because": model.selection_reason,
@@ -368,8 +364,11 @@ def _cases(args: argparse.Namespace) -> list[dict[str, Any]]:
     threads: list[int | None] = [int(t) for t in args.threads.split(",") if t.strip()] or [None]
     batches = [int(x) for x in str(args.batch).split(",") if x.strip()]
     cases = []
+    from dermedge.cpu import native_bf16
+
     for be in backends:
-        precs = precisions or sorted({p for b2, p in arts if b2 == be})
+        # bf16 runs only on CPUs with native BF16; by default it is benchmarked only there
+        precs = precisions or sorted({p for b2, p in arts if b2 == be and (p != "bf16" or native_bf16())})
         for prec in precs:
             if (be, prec) not in arts:
                 continue
@@ -402,7 +401,8 @@ def _to_markdown(rows: list[dict[str, Any]], dev: dict[str, Any]) -> str:
             continue
         lat, e = r["latency_ms"], r["e2e_ms"]
         lines.append(
-            f"| {r['backend']} | {r['precision']} | {r['threads'] or 'default'} | {r['cold_start_s']:.2f} | "
+            f"| {r['backend']} | {r['precision']} (runs {r.get('inference_precision', '?')}) | "
+            f"{r['threads'] or 'default'} | {r['cold_start_s']:.2f} | "
             f"{r['first_inference_ms']:.1f} | {lat['p50']:.2f} | {lat['p90']:.2f} | {lat['p99']:.2f} | "
             f"{lat['cv']:.2f} | "
             f"{r['batch']} | {r['throughput_img_s']:.0f} | {e['total']:.1f} ({e['decode']:.1f}+{e['preprocess']:.1f}+"

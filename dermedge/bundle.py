@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -17,13 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from dermedge._files import FileRefused, check_regular, read_regular, sha256_regular
 from dermedge.errors import BundleError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
 BUNDLE_SUFFIX = ".dermedge"
-PRECISIONS = ("fp32", "fp16", "int8")
+MAX_MANIFEST_BYTES = 16 << 20
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 RESIZE_POLICIES = ("shorter_side", "squash")
 INTERPOLATIONS = ("linear", "area", "cubic", "nearest")
 
@@ -43,7 +46,7 @@ class Artifact:
 
     Attributes:
         backend: registry name of the runtime that opens it (``onnxruntime``, ``openvino``, ``tensorrt``).
-        precision: ``fp32``, ``fp16`` or ``int8``.
+        precision: ``fp32``, ``fp16``, ``bf16`` or ``int8``: what it runs at and was gated at.
         format: ``onnx``, ``openvino_ir`` or ``tensorrt_engine``.
         file: the main file (``.onnx``, ``.xml``, ``.engine``).
         companions: further files the main one needs (the ``.bin`` of an OpenVINO IR).
@@ -118,8 +121,11 @@ class Manifest:
     description: str = ""
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
-    def find_artifact(self, backend: str, precision: str | None) -> Artifact:
-        """Return the artifact for ``backend`` at ``precision`` (``None``: the fastest one present).
+    def find_artifact(self, backend: str, precision: str | None, *, native_bf16: bool = False) -> Artifact:
+        """Return the artifact for ``backend`` at ``precision`` (``None``: the fastest one that applies).
+
+        With ``precision=None`` the order is INT8, BF16, FP16, FP32, but a ``bf16`` artifact is taken only
+        when ``native_bf16`` (the CPU computes bfloat16 in hardware) and its export gate passed.
 
         Raises:
             BundleError: the bundle has no artifact for that backend/precision; the message lists
@@ -130,11 +136,17 @@ class Manifest:
             if precision not in PRECISIONS:
                 raise BundleError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
             candidates = [a for a in candidates if a.precision == precision]
+        else:
+            candidates = [
+                a
+                for a in candidates
+                if a.precision != "bf16" or (native_bf16 and a.gate.get("status") == "pass")
+            ]
         if not candidates:
             have = ", ".join(f"{a.backend}/{a.precision}" for a in self.artifacts) or "none"
             want = f"{backend}/{precision or 'any precision'}"
             raise BundleError(f"bundle {self.name!r} has no artifact for {want}; it has: {have}")
-        order = {"int8": 0, "fp16": 1, "fp32": 2}
+        order = {"int8": 0, "bf16": 1, "fp16": 2, "fp32": 3}
         return sorted(candidates, key=lambda a: order.get(a.precision, 9))[0]
 
     @property
@@ -144,142 +156,193 @@ class Manifest:
         return f"{self.name}@{self.version}:{digest}"
 
 
-def _require(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    if key not in obj:
-        raise BundleError(f"manifest: {where} is missing the required key {key!r}")
-    value = obj[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise BundleError(f"manifest: {where}.{key} must be {expected}, found {type(value).__name__} {value!r}")
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {"str": "a string", "int": "an integer", "float": "a number", "dict": "an object", "list": "a list"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k.__name__, k.__name__) for k in kinds)
+
+
+def _found(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (dict, list, str, int, float, bool, type(None))) else repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _check_type(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
+    """``value`` if it is of ``kind`` (bools are not numbers; ints count as floats), else BundleError."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise BundleError(f"manifest: {where} must be {_kind_name(kind)}, found {_found(value)}")
     return value
 
 
+def _require(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in obj:
+        raise BundleError(f"manifest: {where} is missing the required key {key!r}")
+    return _check_type(obj[key], kind, f"{where}.{key}")
+
+
+def _optional(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any) -> Any:
+    """``obj[key]`` checked against ``kind``; ``default`` when absent or null."""
+    value = obj.get(key)
+    return default if value is None else _check_type(value, kind, f"{where}.{key}")
+
+
+def _finite(value: Any, where: str) -> float:
+    _check_type(value, float, where)
+    if not math.isfinite(float(value)):
+        raise BundleError(f"manifest: {where} must be a finite number, found {value!r}")
+    return float(value)
+
+
+def _numbers(obj: dict[str, Any], key: str, where: str, n: int) -> tuple[float, ...]:
+    values = _require(obj, key, list, where)
+    if len(values) != n:
+        raise BundleError(f"manifest: {where}.{key} must have {n} numbers, found {len(values)}: {_found(values)}")
+    return tuple(_finite(v, f"{where}.{key}[{i}]") for i, v in enumerate(values))
+
+
+def _choice(obj: dict[str, Any], key: str, where: str, choices: tuple[str, ...], default: str) -> str:
+    value = _optional(obj, key, str, where, default)
+    if value not in choices:
+        raise BundleError(f"manifest: {where}.{key} must be one of {', '.join(choices)}, found {value!r}")
+    return str(value)
+
+
 def _file_ref(obj: Any, where: str) -> FileRef:
-    if not isinstance(obj, dict):
-        raise BundleError(f"manifest: {where} must be an object with path, sha256 and bytes")
+    _check_type(obj, dict, where)
     path = _require(obj, "path", str, where)
     _check_member_name(path, f"manifest {where}.path")
     sha = _require(obj, "sha256", str, where)
     if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
         raise BundleError(f"manifest: {where}.sha256 must be 64 lowercase hex digits, found {sha!r}")
-    return FileRef(path=path, sha256=sha, bytes=_require(obj, "bytes", int, where))
+    size = _require(obj, "bytes", int, where)
+    if size < 0:
+        raise BundleError(f"manifest: {where}.bytes must be >= 0, found {size}")
+    return FileRef(path=path, sha256=sha, bytes=size)
+
+
+def _parse_encoder(data: dict[str, Any]) -> EncoderInfo:
+    enc = _require(data, "encoder", dict, "manifest")
+    embed_dim = _require(enc, "embed_dim", int, "encoder")
+    if embed_dim < 1:
+        raise BundleError(f"manifest: encoder.embed_dim must be >= 1, found {embed_dim}")
+    return EncoderInfo(
+        arch=_require(enc, "arch", str, "encoder"),
+        embed_dim=embed_dim,
+        params=_optional(enc, "params", int, "encoder", None),
+        flops=_optional(enc, "flops", int, "encoder", None),
+        pooling=_optional(enc, "pooling", str, "encoder", "default"),
+        trained_by=_optional(enc, "trained_by", str, "encoder", ""),
+    )
+
+
+def _parse_input(data: dict[str, Any]) -> InputSpec:
+    inp = _require(data, "input", dict, "manifest")
+    size = _require(inp, "size", list, "input")
+    if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
+        raise BundleError(f"manifest: input.size must be [height, width] positive integers, found {_found(size)}")
+    std = _numbers(inp, "std", "input", 3)
+    if any(s <= 0 for s in std):
+        raise BundleError(f"manifest: input.std values must be > 0, found {list(std)}")
+    resize_size = _require(inp, "resize_size", int, "input")
+    if resize_size < 1:
+        raise BundleError(f"manifest: input.resize_size must be >= 1, found {resize_size}")
+    spec = InputSpec(
+        size=(int(size[0]), int(size[1])),
+        resize_size=resize_size,
+        resize=_choice(inp, "resize", "input", RESIZE_POLICIES, "shorter_side"),
+        crop=_choice(inp, "crop", "input", ("center",), "center"),
+        mean=_numbers(inp, "mean", "input", 3),  # type: ignore[arg-type]
+        std=std,  # type: ignore[arg-type]
+        channel_order=_choice(inp, "channel_order", "input", ("RGB", "BGR"), "RGB"),
+        interpolation=_choice(inp, "interpolation", "input", INTERPOLATIONS, "linear"),
+    )
+    if spec.resize == "shorter_side" and spec.resize_size < max(spec.size):
+        raise BundleError(f"manifest: input.resize_size {spec.resize_size} is smaller than the crop {spec.size}")
+    return spec
+
+
+def _parse_artifact(art: Any, where: str) -> Artifact:
+    _check_type(art, dict, where)
+    companions = _optional(art, "companions", list, where, [])
+    precision = _require(art, "precision", str, where)
+    if precision not in PRECISIONS:
+        raise BundleError(f"manifest: {where}.precision {precision!r} unknown; expected one of {', '.join(PRECISIONS)}")
+    return Artifact(
+        backend=_require(art, "backend", str, where),
+        precision=precision,
+        format=_require(art, "format", str, where),
+        file=_file_ref(art, where),
+        companions=tuple(_file_ref(c, f"{where}.companions[{j}]") for j, c in enumerate(companions)),
+        options=dict(_optional(art, "options", dict, where, {})),
+        gate=dict(_optional(art, "gate", dict, where, {})),
+    )
+
+
+def _parse_head(data: dict[str, Any]) -> HeadInfo | None:
+    if data.get("head") is None:
+        return None
+    h = _require(data, "head", dict, "manifest")
+    labels = _require(h, "labels", list, "head")
+    if not labels or not all(isinstance(x, str) for x in labels):
+        raise BundleError(f"manifest: head.labels must be a non-empty list of strings, found {_found(labels)}")
+    temperature = _finite(h.get("temperature", 1.0), "head.temperature")
+    if not temperature > 0:
+        raise BundleError(f"manifest: head.temperature must be > 0, found {temperature}")
+    return HeadInfo(
+        type=_require(h, "type", str, "head"),
+        file=_file_ref(h, "head"),
+        labels=tuple(labels),
+        temperature=temperature,
+        metrics=dict(_optional(h, "metrics", dict, "head", {})),
+    )
 
 
 def parse_manifest(data: dict[str, Any]) -> Manifest:
     """Validate a manifest dictionary and turn it into a :class:`Manifest`.
 
     Raises:
-        BundleError: a key is missing or has the wrong type, or the schema version is unknown.
+        BundleError: a key is missing or a value has the wrong type or range (the message names the
+            field, what was expected and what was found), or the schema version is unknown.
     """
     if not isinstance(data, dict):
-        raise BundleError("manifest: top level must be a JSON object")
+        raise BundleError(f"manifest: top level must be a JSON object, found {type(data).__name__}")
     version = _require(data, "schema_version", int, "manifest")
     if version != SCHEMA_VERSION:
         raise BundleError(
             f"manifest: schema_version {version} is not supported by this dermedge "
             f"(it reads schema_version {SCHEMA_VERSION}); upgrade dermedge or re-export the bundle"
         )
-    enc = _require(data, "encoder", dict, "manifest")
-    encoder = EncoderInfo(
-        arch=_require(enc, "arch", str, "encoder"),
-        embed_dim=_require(enc, "embed_dim", int, "encoder"),
-        params=enc.get("params"),
-        flops=enc.get("flops"),
-        pooling=str(enc.get("pooling", "default")),
-        trained_by=str(enc.get("trained_by", "")),
+    artifacts = tuple(
+        _parse_artifact(art, f"artifacts[{i}]") for i, art in enumerate(_require(data, "artifacts", list, "manifest"))
     )
-    inp = _require(data, "input", dict, "manifest")
-    size = _require(inp, "size", list, "input")
-    if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
-        raise BundleError(f"manifest: input.size must be [height, width] positive integers, found {size!r}")
-    mean = _require(inp, "mean", list, "input")
-    std = _require(inp, "std", list, "input")
-    if len(mean) != 3 or len(std) != 3 or any(float(s) <= 0 for s in std):
-        raise BundleError(f"manifest: input.mean/std must have 3 values (std > 0), found {mean!r} / {std!r}")
-    resize = str(inp.get("resize", "shorter_side"))
-    if resize not in RESIZE_POLICIES:
-        raise BundleError(f"manifest: input.resize {resize!r} unknown; expected one of {RESIZE_POLICIES}")
-    interpolation = str(inp.get("interpolation", "linear"))
-    if interpolation not in INTERPOLATIONS:
-        raise BundleError(f"manifest: input.interpolation {interpolation!r} unknown; expected {INTERPOLATIONS}")
-    order = str(inp.get("channel_order", "RGB"))
-    if order not in ("RGB", "BGR"):
-        raise BundleError(f"manifest: input.channel_order must be RGB or BGR, found {order!r}")
-    input_spec = InputSpec(
-        size=(int(size[0]), int(size[1])),
-        resize_size=_require(inp, "resize_size", int, "input"),
-        resize=resize,
-        crop=str(inp.get("crop", "center")),
-        mean=(float(mean[0]), float(mean[1]), float(mean[2])),
-        std=(float(std[0]), float(std[1]), float(std[2])),
-        channel_order=order,
-        interpolation=interpolation,
-    )
-    if input_spec.resize_size < max(input_spec.size) and resize == "shorter_side":
-        raise BundleError(
-            f"manifest: input.resize_size {input_spec.resize_size} is smaller than the crop {input_spec.size}"
-        )
-    artifacts = []
-    for i, art in enumerate(_require(data, "artifacts", list, "manifest")):
-        where = f"artifacts[{i}]"
-        if not isinstance(art, dict):
-            raise BundleError(f"manifest: {where} must be an object")
-        precision = _require(art, "precision", str, where)
-        if precision not in PRECISIONS:
-            raise BundleError(f"manifest: {where}.precision {precision!r} unknown; expected one of {PRECISIONS}")
-        artifacts.append(
-            Artifact(
-                backend=_require(art, "backend", str, where),
-                precision=precision,
-                format=_require(art, "format", str, where),
-                file=_file_ref(art, where),
-                companions=tuple(
-                    _file_ref(c, f"{where}.companions[{j}]") for j, c in enumerate(art.get("companions", []))
-                ),
-                options=dict(art.get("options", {})),
-                gate=dict(art.get("gate", {})),
-            )
-        )
     if not artifacts:
         raise BundleError("manifest: artifacts is empty; a bundle needs at least one encoder file")
-    head = None
-    if data.get("head") is not None:
-        h = _require(data, "head", dict, "manifest")
-        labels = _require(h, "labels", list, "head")
-        if not labels or not all(isinstance(x, str) for x in labels):
-            raise BundleError("manifest: head.labels must be a non-empty list of strings")
-        temperature = float(h.get("temperature", 1.0))
-        if not temperature > 0:
-            raise BundleError(f"manifest: head.temperature must be > 0, found {temperature}")
-        head = HeadInfo(
-            type=_require(h, "type", str, "head"),
-            file=_file_ref(h, "head"),
-            labels=tuple(labels),
-            temperature=temperature,
-            metrics=dict(h.get("metrics", {})),
-        )
     return Manifest(
         schema_version=version,
         name=_require(data, "name", str, "manifest"),
         version=_require(data, "version", str, "manifest"),
-        created=str(data.get("created", "")),
-        encoder=encoder,
-        input=input_spec,
-        artifacts=tuple(artifacts),
-        head=head,
-        provenance=dict(data.get("provenance", {})),
-        description=str(data.get("description", "")),
+        created=_optional(data, "created", str, "manifest", ""),
+        encoder=_parse_encoder(data),
+        input=_parse_input(data),
+        artifacts=artifacts,
+        head=_parse_head(data),
+        provenance=dict(_optional(data, "provenance", dict, "manifest", {})),
+        description=_optional(data, "description", str, "manifest", ""),
         raw=data,
     )
 
 
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """Return the hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Return the hex sha256 of a regular file, read in 1 MiB chunks.
+
+    Raises:
+        FileRefused: not a regular file (a FIFO or device would block or never end) or unreadable.
+    """
+    return sha256_regular(path)
 
 
 def _check_member_name(name: str, where: str) -> None:
@@ -319,15 +382,21 @@ class Bundle:
             BundleError: the file is missing or its size or checksum differs from the manifest.
         """
         path = self.path_of(ref)
-        if not path.is_file():
+        if not path.exists() and not path.is_symlink():
             raise BundleError(f"bundle {self.source}: file {ref.path!r} listed in the manifest is missing")
-        size = path.stat().st_size
+        try:
+            size = check_regular(path).st_size
+        except FileRefused as exc:
+            raise BundleError(f"bundle {self.source}: {ref.path!r} {exc.reason}") from None
         if size != ref.bytes:
             raise BundleError(
                 f"bundle {self.source}: {ref.path!r} has {size} bytes, the manifest expects {ref.bytes}; "
                 "the file is truncated or was replaced"
             )
-        digest = sha256_file(path)
+        try:
+            digest = sha256_regular(path, max_bytes=ref.bytes)
+        except FileRefused as exc:
+            raise BundleError(f"bundle {self.source}: {ref.path!r} {exc.reason}") from None
         if digest != ref.sha256:
             raise BundleError(
                 f"bundle {self.source}: checksum mismatch for {ref.path!r}: expected sha256 {ref.sha256}, "
@@ -364,10 +433,12 @@ class Bundle:
 
 def read_manifest_file(path: Path, source: Path) -> Manifest:
     """Read and parse ``manifest.json`` at ``path``; errors name the bundle ``source``."""
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise BundleError(f"bundle {source}: no {MANIFEST_NAME} found (is this a dermedge bundle?)")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_regular(path, MAX_MANIFEST_BYTES).decode("utf-8"))
+    except FileRefused as exc:
+        raise BundleError(f"bundle {source}: {MANIFEST_NAME} {exc.reason}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"bundle {source}: {MANIFEST_NAME} is not valid JSON: {exc}") from exc
     try:

@@ -102,7 +102,11 @@ def add_common(p: argparse.ArgumentParser, *, bundle_positional: bool = False) -
     if not bundle_positional:
         p.add_argument("--bundle", help="bundle directory or .dermedge file (default: the built-in model)")
     p.add_argument("--backend", default="auto", help="auto, onnxruntime, openvino or tensorrt (default: auto)")
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="default: the fastest in the bundle")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "fp16", "bf16", "int8"],
+        help="default: the fastest in the bundle (bf16 only on a CPU with native BF16)",
+    )
     p.add_argument("--device", help="cpu (default), cuda[:N], gpu, npu, auto")
     p.add_argument("--threads", type=int, help="inference threads (default: the runtime's choice)")
     p.add_argument("--json", action="store_true", help="machine-readable JSON output on stdout")

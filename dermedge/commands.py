@@ -6,7 +6,6 @@ Each is a thin call into the library; see ``dermedge.cli`` for registration and 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -17,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from dermedge._files import FileRefused, sha256_regular
 from dermedge.cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, add_common
 from dermedge.errors import DermedgeError
 from dermedge.model import Model, load_model
-from dermedge.preprocess import is_image_path
+from dermedge.preprocess import MAX_FILE_BYTES, is_image_path
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -144,6 +144,7 @@ def run_info(args: argparse.Namespace) -> int:
     )
     print(
         f"  backend   {info['backend']['backend']} {info['backend'].get('version', '')} / {info['precision']} "
+        f"artifact, computing in {info['inference_precision']} "
         f"({info['backend']['selected_because']}); installed: {', '.join(info['installed_backends'])}"
     )
     print(
@@ -245,13 +246,9 @@ def add_embed(p: argparse.ArgumentParser) -> None:
 
 def _file_hash(path: str) -> str | None:
     try:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while block := fh.read(1 << 20):
-                digest.update(block)
-        return digest.hexdigest()
-    except OSError:
-        return None  # the embed step reports why it cannot be read
+        return sha256_regular(path, max_bytes=MAX_FILE_BYTES)
+    except FileRefused:
+        return None  # the embed step reports why it cannot be read (never blocks: FIFOs are refused unread)
 
 
 def run_embed(args: argparse.Namespace) -> int:

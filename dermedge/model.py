@@ -17,6 +17,7 @@ import numpy as np
 from dermedge.backends import BACKENDS, BackendOptions, load_backend, pick_auto
 from dermedge.backends.base import Backend
 from dermedge.bundle import Artifact, Bundle, Manifest, open_bundle
+from dermedge.cpu import native_bf16
 from dermedge.errors import BatchInputError, DermedgeError, InputError
 from dermedge.heads import LinearHead, fit_abstain, fit_linear_head
 from dermedge.preprocess import DEFAULT_MAX_PIXELS, ImageInput, describe, load_and_prepare
@@ -127,7 +128,13 @@ class Model:
 
     @property
     def precision(self) -> str:
+        """The artifact's precision (``fp32``, ``fp16``, ``bf16``, ``int8``)."""
         return self.artifact.precision
+
+    @property
+    def inference_precision(self) -> str:
+        """What the runtime actually computes in, as it reports it (OpenVINO: ``f32``/``bf16``...)."""
+        return str(self._backend.describe().get("inference_precision", self.artifact.precision))
 
     @property
     def embed_dim(self) -> int:
@@ -157,6 +164,7 @@ class Model:
             "input": asdict(m.input),
             "backend": {**self._backend.describe(), "selected_because": self.selection_reason},
             "precision": self.precision,
+            "inference_precision": self.inference_precision,
             "artifacts": [
                 {
                     "backend": a.backend,
@@ -497,7 +505,9 @@ def load_model(
             the package.
         backend: ``onnxruntime``, ``openvino``, ``tensorrt`` or ``auto`` (TensorRT on an NVIDIA GPU,
             OpenVINO on an Intel CPU, else ONNX Runtime; see ``model.selection_reason``).
-        precision: ``fp32``, ``fp16``, ``int8``, or ``None`` for the fastest one the bundle has.
+        precision: ``fp32``, ``fp16``, ``bf16``, ``int8``, or ``None`` for the fastest one the bundle has
+            (a ``bf16`` artifact only on a CPU with native BF16). Every artifact runs at the precision its
+            export gate measured: ``model.inference_precision`` says what the runtime computes in.
         device: ``cpu`` (default), ``cuda[:N]``, ``gpu``, ``npu``, ``auto``; backend-dependent.
         threads: CPU threads for inference (default: the runtime's choice).
         cache_dir: compiled-model cache (OpenVINO, TensorRT); default ``default_cache_dir()``.
@@ -540,11 +550,10 @@ def load_model(
             from dermedge.errors import BackendUnavailableError
 
             raise BackendUnavailableError(f"unknown backend {backend!r}; expected auto or one of {', '.join(BACKENDS)}")
-        artifact = manifest.find_artifact(backend, precision)
+        artifact = manifest.find_artifact(backend, precision, native_bf16=native_bf16())
         files = [opened.verify_file(f) if verify else opened.path_of(f) for f in artifact.files]
         extra = dict(artifact.options)
         if backend == "tensorrt":
-            extra.setdefault("precision", artifact.precision)
             extra.setdefault("onnx_sha256", artifact.file.sha256)
             if len(files) > 1:  # a pre-built engine shipped beside the ONNX
                 extra.setdefault("engine_file", str(files[1]))
@@ -552,7 +561,11 @@ def load_model(
         dev = device or ("cuda" if backend == "tensorrt" else "cpu")
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir() / backend
         backend_obj = load_backend(
-            backend, files[0], BackendOptions(device=dev, threads=threads, cache_dir=str(cache), extra=extra)
+            backend,
+            files[0],
+            BackendOptions(
+                device=dev, threads=threads, cache_dir=str(cache), precision=artifact.precision, extra=extra
+            ),
         )
         head = None
         if manifest.head is not None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dermedge._files import FileRefused, read_regular
 from dermedge.bundle import InputSpec
 from dermedge.errors import InputError
 
@@ -279,32 +280,20 @@ def check_array(image: np.ndarray, name: str) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def read_file(path: str | os.PathLike[str], name: str | None = None) -> bytes:
+def read_file(path: str | os.PathLike[str], name: str | None = None, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     """Read a file's bytes with errors that say what went wrong.
 
+    Only regular files are read (after following links): pipes, devices and sockets are refused before
+    anything is opened for reading, and the read stops at ``max_bytes`` even when the file system
+    reports a smaller size (``/proc`` files report 0).
+
     Raises:
-        InputError: missing path, a directory, a broken link, unreadable or too large.
+        InputError: missing path, a directory, a broken link, not a regular file, unreadable or too large.
     """
-    label = name or os.fspath(path)
-    p = Path(path)
     try:
-        st = p.stat()
-    except FileNotFoundError:
-        reason = "broken symbolic link" if p.is_symlink() else "no such file"
-        raise InputError(label, reason) from None
-    except OSError as exc:
-        raise InputError(label, f"cannot access: {exc.strerror or exc}") from None
-    if p.is_dir():
-        raise InputError(label, "is a directory, not an image file")
-    if st.st_size > MAX_FILE_BYTES:
-        raise InputError(label, f"file is {st.st_size:,} bytes, above the {MAX_FILE_BYTES:,}-byte limit")
-    try:
-        with open(p, "rb") as fh:
-            return fh.read()
-    except PermissionError:
-        raise InputError(label, "permission denied") from None
-    except OSError as exc:
-        raise InputError(label, f"cannot read: {exc.strerror or exc}") from None
+        return read_regular(path, max_bytes)
+    except FileRefused as exc:
+        raise InputError(name or os.fspath(path), exc.reason) from None
 
 
 def read_image(

@@ -16,6 +16,7 @@ import numpy as np
 
 from dermedge.bundle import EncoderInfo, InputSpec
 from dermedge.bundle_writer import ArtifactSource, write_bundle
+from dermedge.cpu import native_bf16
 from dermedge.datasets import COMMON_LABEL_MAP, Sample, discover, group_split, map_labels
 from dermedge.errors import ExportError
 from dermedge.heads import LinearHead, fit_linear_head
@@ -157,8 +158,10 @@ def _check_request(req: ExportRequest) -> None:
         if f not in FORMATS:
             raise ExportError(f"unknown format {f!r}; expected some of {FORMATS}")
     for p in req.precisions:
-        if p not in ("fp32", "fp16", "int8"):
-            raise ExportError(f"unknown precision {p!r}; expected fp32, fp16 or int8")
+        if p not in ("fp32", "fp16", "bf16", "int8"):
+            raise ExportError(f"unknown precision {p!r}; expected fp32, fp16, bf16 or int8")
+    if "bf16" in req.precisions and "openvino" not in req.formats:
+        raise ExportError("bf16 artifacts are OpenVINO artifacts: add openvino to --formats or drop bf16")
 
 
 def _evaluation_set(req: ExportRequest, spec: InputSpec) -> EvalSet:
@@ -225,12 +228,19 @@ def _build_candidates(
                 elif prec == "int8" and int8_qdq is not None:
                     out.append(_artifact(fmt, prec, "onnx", int8_qdq, how=qdq_how))
             elif fmt == "openvino":
-                xml = work / f"encoder_ov_{prec}.xml"
-                if prec in ("fp32", "fp16"):
-                    how = convert_openvino(fp32, xml, fp16=prec == "fp16")
-                else:
+                # bf16: the FP32 IR, computed in bfloat16 by the CPU plugin (gated at that precision)
+                xml = work / f"encoder_ov_{'fp32' if prec == 'bf16' else prec}.xml"
+                if prec == "int8":
                     how = quantize_openvino(fp32, xml, calib, advanced=req.advanced)
+                elif xml.is_file():
+                    how = {"tool": "openvino.convert_model", "inference_precision": prec}
+                else:
+                    how = convert_openvino(fp32, xml, fp16=prec == "fp16")
+                if prec == "bf16":
+                    how = {**how, "inference_precision": "bf16"}
                 out.append(_artifact(fmt, prec, "openvino_ir", xml, (xml.with_suffix(".bin"),), how=how))
+            elif prec == "bf16":
+                logger.info("%s has no bf16 artifact (bf16 is an OpenVINO CPU precision); none built", fmt)
             elif fmt == "tensorrt":
                 src = fp32 if prec in ("fp32", "fp16") else int8_qdq
                 if src is not None:
@@ -283,12 +293,18 @@ def _gate_all(
             )
             artifacts.append(replace(c, gate={"status": "not gated (no TensorRT here)", **c.gate}))
             continue
+        if c.precision == "bf16" and not native_bf16():
+            logger.warning(
+                "openvino/bf16: this CPU has no native BF16 (AVX-512 BF16 or AMX), so the artifact cannot be gated "
+                "at the precision it would run at; not shipped (export on a BF16-capable CPU to add it)"
+            )
+            continue
         if c.backend == "tensorrt":
             c = _with_prebuilt_engine(c)
         run_options = dict(c.options)
         if c.backend == "tensorrt":  # gate the very engine that ships (load_model passes it the same way)
             run_options["engine_file"] = str(c.companions[-1])
-        emb, latency = embed_with(c.backend, c.path, gate_arrays, options=run_options)
+        emb, latency = embed_with(c.backend, c.path, gate_arrays, options=run_options, precision=c.precision)
         result = gate(reference, emb, head, test_idx, y_test, req.thresholds)
         rows.append(
             {

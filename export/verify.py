@@ -40,10 +40,19 @@ def embed_with(
     threads: int | None = None,
     options: dict[str, Any] | None = None,
     batch: int = 16,
+    precision: str = "fp32",
 ) -> tuple[np.ndarray, float]:
-    """Embeddings of preprocessed (1,3,H,W) arrays with one backend, and its median batch-1 latency (ms)."""
+    """Embeddings of preprocessed (1,3,H,W) arrays with one backend, and its median batch-1 latency (ms).
+
+    ``precision`` is the artifact's: the backend runs it exactly as ``load_model`` will (OpenVINO pinned to
+    f32 unless bf16, no TF32), so the gate measures what ships.
+    """
     device = "cuda" if backend == "tensorrt" else "cpu"  # TensorRT runs on an NVIDIA GPU only
-    be = load_backend(backend, path, BackendOptions(device=device, threads=threads, extra=dict(options or {})))
+    be = load_backend(
+        backend,
+        path,
+        BackendOptions(device=device, threads=threads, precision=precision, extra=dict(options or {})),
+    )
     try:
         stacked = np.concatenate(list(arrays))
         out = np.concatenate([be.run(stacked[i : i + batch]) for i in range(0, len(stacked), batch)])

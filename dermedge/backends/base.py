@@ -26,12 +26,16 @@ class BackendOptions:
             which it accepts and raises ``BackendUnavailableError`` for the rest.
         threads: intra-op CPU threads; ``None`` lets the runtime choose (all physical cores).
         cache_dir: where compiled models may be cached (OpenVINO blobs, TensorRT engines).
+        precision: the bundle precision the artifact was gated at (``fp32``, ``fp16``, ``bf16``,
+            ``int8``). Backends run it at that precision and never let the runtime downcast on its own
+            (OpenVINO's bf16 default on AVX-512 BF16/AMX CPUs, TF32 on NVIDIA GPUs).
         extra: backend-specific options (ONNX Runtime providers, OpenVINO hint, ...).
     """
 
     device: str = "cpu"
     threads: int | None = None
     cache_dir: str | None = None
+    precision: str = "fp32"
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -8,6 +8,10 @@ Options (``BackendOptions.extra``):
         the one derived from ``device``.
     graph_optimization_level: ``disable``, ``basic``, ``extended`` or ``all`` (default ``all``).
     inter_op_threads: default 1.
+
+Precision: an ``fp32`` artifact runs in FP32: the CUDA provider's TF32 matmuls are switched off
+(``use_tf32=0``); the CPU provider has no implicit downcast on x86-64. ONNX Runtime has no bf16 path,
+so ``bf16`` artifacts are refused (they are OpenVINO artifacts).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ _DEVICE_PROVIDERS = {
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
 
 
-def _providers_for(device: str, available: list[str]) -> list[Any]:
+def _providers_for(device: str, available: list[str], precision: str = "fp32") -> list[Any]:
     kind, _, index = device.partition(":")
     if kind not in _DEVICE_PROVIDERS:
         raise BackendUnavailableError(
@@ -46,7 +50,9 @@ def _providers_for(device: str, available: list[str]) -> list[Any]:
         )
     if provider == "CPUExecutionProvider":
         return [provider]
-    options = {"device_id": int(index)} if index else {}
+    options: dict[str, Any] = {"device_id": int(index)} if index else {}
+    if provider == "CUDAExecutionProvider" and precision == "fp32":
+        options["use_tf32"] = "0"  # TF32 is on by default on Ampere+; the artifact was gated in FP32
     return [(provider, options), "CPUExecutionProvider"]
 
 
@@ -60,10 +66,15 @@ class OnnxRuntimeBackend:
 
         self._ort = ort
         extra = dict(options.extra)
+        if options.precision == "bf16":
+            raise BackendUnavailableError(
+                f"onnxruntime cannot run {path.name} at bf16 (bf16 artifacts are for OpenVINO on CPUs with native "
+                "BF16); load the fp32 or int8 artifact, or use backend='openvino'"
+            )
         available = ort.get_available_providers()
         providers = extra.pop("providers", None)
         if providers is None:
-            providers = _providers_for(options.device, available)
+            providers = _providers_for(options.device, available, options.precision)
         else:
             names = [p if isinstance(p, str) else p[0] for p in providers]
             missing = [n for n in names if n not in available]
@@ -100,6 +111,7 @@ class OnnxRuntimeBackend:
         self.device = options.device
         self._threads = options.threads
         self._level = level
+        self._precision = options.precision
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         try:
@@ -116,6 +128,7 @@ class OnnxRuntimeBackend:
             "providers": list(self.providers),
             "threads": self._threads,
             "graph_optimization_level": self._level,
+            "inference_precision": self._precision,
         }
 
     def close(self) -> None:

@@ -62,18 +62,45 @@ def _gpu_name(cudart: Any, index: int) -> str:
     return name.strip("\x00").strip()
 
 
+ENGINE_RECIPE = 2  # 2: FP32 engines are built without TF32 (engines of recipe 1 used TF32 and are not reused)
+
+
+def builder_flags(precision: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(flags to set, flags to clear)`` on the builder config for an artifact gated at ``precision``.
+
+    TensorRT enables TF32 by default on Ampere and newer GPUs, which would silently run an FP32 artifact
+    with 10-bit mantissas; FP32 engines clear it. bf16 artifacts are not TensorRT artifacts.
+    """
+    if precision == "fp32":
+        return (), ("TF32",)
+    if precision == "fp16":
+        return ("FP16",), ()
+    if precision == "int8":
+        return ("FP16", "INT8"), ()  # explicit quantisation: scales come from the QDQ nodes
+    raise BackendUnavailableError(f"tensorrt: no engine recipe for precision {precision!r} (fp32, fp16 or int8)")
+
+
 def engine_cache_key(onnx_sha256: str, precision: str, trt_version: str, gpu: str, max_batch: int) -> str:
-    """File name of a cached engine: content, precision, TensorRT version and GPU all matter."""
+    """File name of a cached engine: content, precision, TensorRT version, GPU and build recipe all matter."""
     gpu_slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-").lower()
-    raw = f"{onnx_sha256}|{precision}|{trt_version}|{gpu}|{max_batch}"
+    raw = f"{onnx_sha256}|{precision}|{trt_version}|{gpu}|{max_batch}|recipe{ENGINE_RECIPE}"
     return (
         f"{gpu_slug}-trt{trt_version}-{precision}-b{max_batch}-{hashlib.sha256(raw.encode()).hexdigest()[:16]}.engine"
     )
 
 
-def prebuilt_matches(engine_gpu: str | None, engine_trt: str | None, gpu: str, trt_version: str) -> bool:
-    """A pre-built engine is usable only on the same GPU model with the same TensorRT version."""
-    return bool(engine_gpu) and engine_gpu == gpu and bool(engine_trt) and engine_trt == trt_version
+def prebuilt_matches(
+    engine_gpu: str | None, engine_trt: str | None, gpu: str, trt_version: str, engine_recipe: object = None
+) -> bool:
+    """A pre-built engine is usable only on the same GPU model with the same TensorRT version, built by
+    this runtime's engine recipe (older engines of FP32 artifacts ran in TF32)."""
+    return (
+        bool(engine_gpu)
+        and engine_gpu == gpu
+        and bool(engine_trt)
+        and engine_trt == trt_version
+        and str(engine_recipe) == str(ENGINE_RECIPE)
+    )
 
 
 def build_engine(
@@ -89,10 +116,11 @@ def build_engine(
         raise BackendError(f"TensorRT could not parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
-    if precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)  # explicit quantisation: scales come from the QDQ nodes
+    to_set, to_clear = builder_flags(precision)
+    for flag in to_set:
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+    for flag in to_clear:
+        config.clear_flag(getattr(trt.BuilderFlag, flag))
     inp = network.get_input(0)
     _, c, h, w = inp.shape
     profile = builder.create_optimization_profile()
@@ -122,13 +150,15 @@ class TensorRtBackend:
         self._trt = trt
         self._cudart = cudart = _cudart()
         extra = dict(options.extra)
-        precision = str(extra.pop("precision", "fp32"))
+        precision = str(extra.pop("precision", options.precision))
+        builder_flags(precision)  # refuses precisions TensorRT has no recipe for, before touching the GPU
         max_batch = int(extra.pop("max_batch", 32))
         workspace_mb = int(extra.pop("workspace_mb", 1024))
         extra.pop("onnx_sha256", None)
         engine_file = extra.pop("engine_file", None)
         engine_gpu = extra.pop("engine_gpu", None)
         engine_trt = extra.pop("engine_tensorrt", None)
+        engine_recipe = extra.pop("engine_recipe", None)
         onnx_sha = str(options.extra.get("onnx_sha256", ""))
         if extra:
             raise BackendError(f"tensorrt: unknown options {sorted(extra)}")
@@ -143,7 +173,7 @@ class TensorRtBackend:
         self.gpu = _gpu_name(cudart, index)
         if path.suffix == ".engine":
             engine_bytes = path.read_bytes()
-        elif engine_file and prebuilt_matches(engine_gpu, engine_trt, self.gpu, trt.__version__):
+        elif engine_file and prebuilt_matches(engine_gpu, engine_trt, self.gpu, trt.__version__, engine_recipe):
             engine_bytes = Path(engine_file).read_bytes()
             self.engine_path = Path(engine_file)
         else:

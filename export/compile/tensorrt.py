@@ -13,7 +13,7 @@ def build_tensorrt_engine(
     """FP16 or explicit INT8 (from a QDQ ONNX) engine via the TensorRT 10 builder, with a timing cache.
 
     Returns:
-        ``engine_gpu`` and ``engine_tensorrt``: what the engine is valid for (the runtime uses it only there).
+        ``engine_gpu``, ``engine_tensorrt`` and ``engine_recipe``: what the engine is valid for (the runtime uses it only there).
 
     Raises:
         ExportError: TensorRT is not installed or the build failed.
@@ -24,10 +24,14 @@ def build_tensorrt_engine(
         raise ExportError(
             "TensorRT is not installed; engines are built on the target GPU (pip install 'dermedge[tensorrt]')"
         ) from exc
-    from dermedge.backends.tensorrt import _check, _cudart, _gpu_name, build_engine
+    from dermedge.backends.tensorrt import ENGINE_RECIPE, _check, _cudart, _gpu_name, build_engine
 
     cudart = _cudart()
     _check(cudart.cudaSetDevice(0), "cudaSetDevice")
     engine = build_engine(trt, onnx_path, precision, max_batch, workspace_mb, out.with_suffix(".timing.cache"))
     out.write_bytes(engine)
-    return {"engine_gpu": _gpu_name(cudart, 0), "engine_tensorrt": str(trt.__version__)}
+    return {
+        "engine_gpu": _gpu_name(cudart, 0),
+        "engine_tensorrt": str(trt.__version__),
+        "engine_recipe": str(ENGINE_RECIPE),
+    }

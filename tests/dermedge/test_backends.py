@@ -30,11 +30,49 @@ def test_backend_contract(name: str, tiny_bundle: Path, tmp_path: Path) -> None:
 
 
 def test_backends_agree(tiny_bundle: Path) -> None:
+    """Holds on every CPU: OpenVINO would compute an fp32 artifact in bf16 on AVX-512 BF16/AMX CPUs
+    (1.7 % off) unless the backend pins the precision."""
     _need("openvino")
     x = np.random.default_rng(1).normal(size=(3, 3, 32, 32)).astype(np.float32)
     a = load_backend("onnxruntime", tiny_bundle / "encoder.onnx", BackendOptions()).run(x)
-    b = load_backend("openvino", tiny_bundle / "encoder.onnx", BackendOptions()).run(x)
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    ov = load_backend("openvino", tiny_bundle / "encoder.onnx", BackendOptions())
+    np.testing.assert_allclose(a, ov.run(x), rtol=1e-4, atol=1e-4)
+    assert ov.describe()["inference_precision"] == "f32"  # what the compiled model reports, on any CPU
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_openvino_pins_f32_for_every_non_bf16_artifact(tiny_bundle: Path, precision: str) -> None:
+    _need("openvino")
+    ov = load_backend("openvino", tiny_bundle / "encoder.onnx", BackendOptions(precision=precision))
+    assert ov.describe()["inference_precision"] == "f32"
+
+
+def test_openvino_bf16_depends_on_the_cpu(tiny_bundle: Path) -> None:
+    """CPU-dependent by design: bf16 runs where the CPU has native BF16 and is refused elsewhere."""
+    _need("openvino")
+    from dermedge.cpu import native_bf16
+
+    x = np.random.default_rng(2).normal(size=(4, 3, 32, 32)).astype(np.float32)
+    ref = load_backend("openvino", tiny_bundle / "encoder.onnx", BackendOptions()).run(x)
+    if not native_bf16():
+        with pytest.raises(BackendUnavailableError, match="native bfloat16"):
+            load_backend("openvino", tiny_bundle / "encoder.onnx", BackendOptions(precision="bf16"))
+        return
+    ov = load_backend("openvino", tiny_bundle / "encoder.onnx", BackendOptions(precision="bf16"))
+    assert ov.describe()["inference_precision"] == "bf16"
+    out = ov.run(x)
+    cos = (out * ref).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() > 0.99 and not np.array_equal(out, ref)  # bf16 really ran: close, not identical
+
+
+def test_onnxruntime_refuses_bf16_and_keeps_cuda_out_of_tf32(tiny_bundle: Path) -> None:
+    from dermedge.backends.onnxruntime import _providers_for
+
+    with pytest.raises(BackendUnavailableError, match="bf16"):
+        load_backend("onnxruntime", tiny_bundle / "encoder.onnx", BackendOptions(precision="bf16"))
+    have = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert _providers_for("cuda:1", have, "fp32")[0] == ("CUDAExecutionProvider", {"device_id": 1, "use_tf32": "0"})
+    assert "use_tf32" not in _providers_for("cuda", have, "fp16")[0][1]
 
 
 def test_unknown_backend_and_device(tiny_bundle: Path) -> None:
@@ -98,9 +136,21 @@ def test_tensorrt_cache_key_depends_on_everything() -> None:
 
 
 def test_a_prebuilt_tensorrt_engine_is_used_only_on_its_gpu_and_tensorrt_version() -> None:
-    from dermedge.backends.tensorrt import prebuilt_matches
+    from dermedge.backends.tensorrt import ENGINE_RECIPE, prebuilt_matches
 
-    assert prebuilt_matches("NVIDIA H100 80GB HBM3", "10.9.0", "NVIDIA H100 80GB HBM3", "10.9.0")
-    assert not prebuilt_matches("NVIDIA H100 80GB HBM3", "10.9.0", "Orin", "10.9.0")  # a Jetson builds its own
-    assert not prebuilt_matches("NVIDIA H100 80GB HBM3", "10.9.0", "NVIDIA H100 80GB HBM3", "10.13.0")
-    assert not prebuilt_matches(None, None, "NVIDIA H100 80GB HBM3", "10.9.0")
+    h100, r = "NVIDIA H100 80GB HBM3", ENGINE_RECIPE
+    assert prebuilt_matches(h100, "10.9.0", h100, "10.9.0", r)
+    assert not prebuilt_matches(h100, "10.9.0", "Orin", "10.9.0", r)  # a Jetson builds its own
+    assert not prebuilt_matches(h100, "10.9.0", h100, "10.13.0", r)
+    assert not prebuilt_matches(None, None, h100, "10.9.0", r)
+    assert not prebuilt_matches(h100, "10.9.0", h100, "10.9.0", None)  # built before FP32 engines dropped TF32
+
+
+def test_tensorrt_fp32_engines_are_built_without_tf32() -> None:
+    from dermedge.backends.tensorrt import builder_flags
+
+    assert builder_flags("fp32") == ((), ("TF32",))
+    assert "FP16" in builder_flags("fp16")[0] and "TF32" not in builder_flags("fp16")[0]
+    assert set(builder_flags("int8")[0]) == {"FP16", "INT8"}
+    with pytest.raises(BackendUnavailableError, match="bf16"):
+        builder_flags("bf16")

@@ -49,6 +49,19 @@ def test_truncated_and_missing_files(tiny_bundle_copy: Path) -> None:
         (lambda m: m["artifacts"][0].update(precision="int4"), "precision 'int4' unknown"),
         (lambda m: m.update(artifacts=[]), "artifacts is empty"),
         (lambda m: m["head"].update(temperature=0), "temperature must be > 0"),
+        # values of the wrong type once leaked ValueError/TypeError instead of BundleError
+        (lambda m: m["input"].update(mean=["x", 0.5, 0.5]), r"input.mean\[0\] must be a number, found str \"x\""),
+        (lambda m: m["input"].update(std=[1, 1, None]), r"input.std\[2\] must be a number, found NoneType"),
+        (lambda m: m["artifacts"][0].update(options="abc"), r"artifacts\[0\].options must be an object, found str"),
+        (lambda m: m["artifacts"][0].update(gate=[1]), r"artifacts\[0\].gate must be an object, found list"),
+        (lambda m: m["artifacts"][0].update(companions={}), r"companions must be a list"),
+        (lambda m: m["head"].update(temperature="hot"), r"head.temperature must be a number, found str \"hot\""),
+        (lambda m: m["head"].update(metrics=3), r"head.metrics must be an object, found int"),
+        (lambda m: m["encoder"].update(params="many"), r"encoder.params must be an integer, found str"),
+        (lambda m: m["input"].update(resize=7), r"input.resize must be a string, found int"),
+        (lambda m: m["input"].update(size=[True, 32]), r"input.size must be \[height, width\]"),
+        (lambda m: m.update(provenance="x"), r"provenance must be an object, found str"),
+        (lambda m: m["artifacts"][0].update(bytes=-1), r"bytes must be >= 0"),
     ],
 )
 def test_invalid_manifests(tiny_bundle_copy: Path, mutate, message: str) -> None:
@@ -105,3 +118,18 @@ def test_find_artifact_lists_what_exists(tiny_bundle: Path) -> None:
 def test_parse_manifest_rejects_non_object() -> None:
     with pytest.raises(BundleError):
         parse_manifest([])  # type: ignore[arg-type]
+
+
+def test_bf16_is_chosen_by_default_only_on_native_bf16_with_a_passing_gate(tiny_bundle: Path) -> None:
+    from dataclasses import replace
+
+    with open_bundle(tiny_bundle) as b:
+        m = b.manifest
+    ov = next(a for a in m.artifacts if a.backend == "openvino")
+    bf16 = replace(ov, precision="bf16", gate={"status": "pass"})
+    m2 = replace(m, artifacts=(*m.artifacts, bf16))
+    assert m2.find_artifact("openvino", None, native_bf16=True).precision == "bf16"
+    assert m2.find_artifact("openvino", None, native_bf16=False).precision == "fp32"
+    assert m2.find_artifact("openvino", "bf16", native_bf16=False).precision == "bf16"  # asked for explicitly
+    failed = replace(m, artifacts=(*m.artifacts, replace(bf16, gate={"status": "fail"})))
+    assert failed.find_artifact("openvino", None, native_bf16=True).precision == "fp32"

@@ -67,3 +67,31 @@ def test_manifest_parsing_rejects_garbage_with_bundle_error(tiny_bundle: Path, d
         parse_manifest(manifest)
     except BundleError:
         pass
+
+
+def _paths(node, prefix=()):
+    """Every key/index path into a JSON document (containers and leaves)."""
+    yield prefix
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _paths(v, (*prefix, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _paths(v, (*prefix, i))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_manifest_single_value_mutations_raise_only_bundle_error(tiny_bundle: Path, data) -> None:
+    """Replace one value anywhere in a valid manifest: it parses, or raises BundleError naming the field."""
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    paths = [p for p in _paths(manifest) if p]
+    path = data.draw(st.sampled_from(paths))
+    node = manifest
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = data.draw(json_values)
+    try:
+        parse_manifest(manifest)
+    except BundleError as exc:
+        assert str(exc).startswith("manifest:")
