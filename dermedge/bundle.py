@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from dermedge._files import FileRefused, check_regular, read_regular, sha256_regular
+from dermedge._onnx_refs import MalformedOnnx, external_data_locations
 from dermedge.errors import BundleError
 
 SCHEMA_VERSION = 1
@@ -404,6 +405,49 @@ class Bundle:
             )
         return path
 
+    def check_references(self, artifact: Artifact) -> None:
+        """Refuse an encoder that would make its runtime open a file the manifest does not list.
+
+        ONNX models may keep tensors in external files named by a ``location`` relative to the model;
+        every such file must lie inside the bundle and be one of the artifact's listed (checksummed)
+        files. An OpenVINO IR's ``.bin`` must be listed too.
+
+        Raises:
+            BundleError: a reference outside the bundle, to an unlisted file, or an unparseable ONNX file.
+        """
+        listed = {f.path for f in artifact.files}
+        main = artifact.file.path
+        if artifact.format == "openvino_ir":
+            weights = str(PurePosixPath(main).with_suffix(".bin"))
+            if weights not in listed:
+                raise BundleError(
+                    f"bundle {self.source}: {main!r} reads its weights from {weights!r}, which the manifest does not "
+                    "list for this artifact; refusing an unchecked file"
+                )
+            return
+        if artifact.format != "onnx":
+            return
+        try:
+            locations = external_data_locations(read_regular(self.path_of(artifact.file), artifact.file.bytes))
+        except FileRefused as exc:
+            raise BundleError(f"bundle {self.source}: {main!r} {exc.reason}") from None
+        except MalformedOnnx as exc:
+            raise BundleError(f"bundle {self.source}: {main!r} is not a well-formed ONNX file ({exc})") from None
+        root = self.root.resolve()
+        for loc in locations:
+            target = (self.path_of(artifact.file).parent / loc).resolve()
+            inside = target.is_relative_to(root)
+            rel = target.relative_to(root).as_posix() if inside else None
+            if not inside or loc.startswith(("/", "\\")) or ":" in loc[:2]:
+                raise BundleError(
+                    f"bundle {self.source}: {main!r} refers to external data {loc!r} outside the bundle; refusing it"
+                )
+            if rel not in listed:
+                raise BundleError(
+                    f"bundle {self.source}: {main!r} refers to external data {loc!r}, which the manifest does not "
+                    "list (with a checksum) for this artifact; refusing an unchecked file"
+                )
+
     def verify_all(self) -> list[FileRef]:
         """Verify every file the manifest lists; return them. Raises BundleError on the first bad one."""
         refs: list[FileRef] = []
@@ -416,6 +460,8 @@ class Bundle:
             if ref.path not in seen:
                 self.verify_file(ref)
                 seen.add(ref.path)
+        for art in self.manifest.artifacts:
+            self.check_references(art)
         return refs
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -79,6 +80,35 @@ class Result:
         return self.error is None
 
 
+class _SharedRuntime:
+    """The opened bundle and backend of a model, shared with the models ``fit_head`` derives from it.
+
+    Reference-counted: each model holding it releases it once on ``close()``, and the backend and a
+    zipped bundle's temporary folder go away when the last one does, whichever closes first.
+    """
+
+    def __init__(self, bundle: Bundle, backend: Backend) -> None:
+        self.bundle = bundle
+        self.backend = backend
+        self._refs = 1
+        self._lock = threading.Lock()
+
+    def acquire(self) -> _SharedRuntime:
+        with self._lock:
+            if self._refs == 0:
+                raise DermedgeError("this model is closed; load it again to derive a new one")
+            self._refs += 1
+        return self
+
+    def release(self) -> None:
+        with self._lock:
+            self._refs -= 1
+            last = self._refs == 0
+        if last:
+            self.backend.close()
+            self.bundle.close()
+
+
 @dataclass
 class _Prepared:
     index: int
@@ -103,16 +133,17 @@ class Model:
         *,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         selection_reason: str = "",
-        owns_backend: bool = True,
         head_fitted_here: bool = False,
+        _shared: _SharedRuntime | None = None,
     ) -> None:
+        self._runtime = _shared.acquire() if _shared is not None else _SharedRuntime(bundle, backend)
         self._bundle = bundle
         self._backend = backend
+        self._closed = False
         self.artifact = artifact
         self.head = head
         self.max_pixels = max_pixels
         self.selection_reason = selection_reason
-        self._owns = owns_backend
         self._head_fitted_here = head_fitted_here
 
     # -- facts -------------------------------------------------------------------------------
@@ -229,6 +260,7 @@ class Model:
             top_k: labels kept in ``Prediction.top_k``.
             workers: decode threads (default: up to 4, by CPU count).
         """
+        self._check_open()
         if classify and self.head is None:
             raise DermedgeError(
                 f"bundle {self.manifest.name!r} has no classification head; fit one with Model.fit_head "
@@ -393,11 +425,14 @@ class Model:
         Returns:
             A new ``Model`` sharing this one's encoder, with the new head; its
             ``head.metrics["cv"]`` holds cross-validated macro-F1, balanced accuracy, AUROC, ECE.
+            The two models share the loaded encoder by reference count: either may be closed first,
+            and the other keeps working. Close both (or use both as context managers).
 
         Raises:
             InputError: an image could not be used (nothing is fitted).
             DermedgeError: too few classes or examples.
         """
+        self._check_open()
         data = images_or_embeddings
         if isinstance(data, np.ndarray) and data.ndim == 2 and np.issubdtype(data.dtype, np.floating):
             embeddings = data.astype(np.float32)
@@ -413,8 +448,8 @@ class Model:
             head,
             max_pixels=self.max_pixels,
             selection_reason=self.selection_reason,
-            owns_backend=False,
             head_fitted_here=True,
+            _shared=self._runtime,
         )
 
     def save(
@@ -466,11 +501,16 @@ class Model:
             overwrite=overwrite,
         )
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DermedgeError(f"model {self.manifest.name!r} is closed; load it again with dermedge.load_model")
+
     def close(self) -> None:
-        """Release the backend and any temporary files of a zipped bundle."""
-        if self._owns:
-            self._backend.close()
-            self._bundle.close()
+        """Release this model's hold on the backend and a zipped bundle's temporary files (freed when the
+        last model sharing them closes). Closing twice is harmless."""
+        if not self._closed:
+            self._closed = True
+            self._runtime.release()
 
     def __enter__(self) -> Model:
         return self
@@ -552,6 +592,7 @@ def load_model(
             raise BackendUnavailableError(f"unknown backend {backend!r}; expected auto or one of {', '.join(BACKENDS)}")
         artifact = manifest.find_artifact(backend, precision, native_bf16=native_bf16())
         files = [opened.verify_file(f) if verify else opened.path_of(f) for f in artifact.files]
+        opened.check_references(artifact)  # no external data outside the bundle or unlisted, even unverified
         extra = dict(artifact.options)
         if backend == "tensorrt":
             extra.setdefault("onnx_sha256", artifact.file.sha256)

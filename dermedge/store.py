@@ -80,13 +80,45 @@ def read_sqlite(path: str | os.PathLike[str], model_id: str | None = None) -> tu
     return [r[0] for r in rows], vectors
 
 
+def _lock_exclusively(lock_path: Path, store: Path) -> int | None:
+    """Hold an exclusive advisory lock on ``lock_path`` (POSIX); None where flock does not exist."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; one writer at a time is the caller's duty there
+        return None
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DermedgeError(
+            f"{store}: in use by another dermedge process (an .npz store has one writer at a time, since each "
+            "batch rewrites the file); wait for it to finish, or use a .sqlite store, which several processes "
+            "can share"
+        ) from None
+    return fd
+
+
 class NpzStore:
-    """``paths``, ``file_sha256``, ``model_id`` and ``embeddings`` arrays, rewritten atomically per batch."""
+    """``paths``, ``file_sha256``, ``model_id`` and ``embeddings`` arrays, rewritten atomically per batch.
+
+    One writer at a time: a second process opening the same store gets a clear error (lock file
+    ``NAME.npz.lock``), because its whole-file rewrites would drop the first one's rows.
+    """
 
     def __init__(self, path: Path, model_id: str) -> None:
         self.path = path
         self.model_id = model_id
         self._rows: dict[str, tuple[str, np.ndarray]] = {}
+        self._lock = _lock_exclusively(path.with_name(path.name + ".lock"), path)
+        try:
+            self._load()
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self) -> None:
+        path, model_id = self.path, self.model_id
         if path.exists():
             try:
                 with np.load(path, allow_pickle=False) as data:
@@ -120,7 +152,9 @@ class NpzStore:
         os.replace(tmp, self.path)
 
     def close(self) -> None:
-        pass
+        if self._lock is not None:
+            os.close(self._lock)  # releases the flock
+            self._lock = None
 
 
 def open_store(path: str | os.PathLike[str], model_id: str) -> SqliteStore | NpzStore:

@@ -47,7 +47,7 @@ def distill(
     from tqdm import tqdm
 
     from training.checkpoint import build_encoder, read_checkpoint
-    from training.data import DecodedCache, ImageDataset, discover
+    from training.data import DecodedCache, ImageDataset, collate_skipping, discover
     from training.encoders import count_flops, create_encoder, embed_dim
     from training.transforms import AugmentConfig, view_transform
 
@@ -74,7 +74,14 @@ def distill(
         ds = decoded.dataset(transform)
     else:
         ds = ImageDataset(samples, transform, short_side=round(size * 8 / 7))
-    loader = DataLoader(ds, batch_size=min(batch_size, len(ds)), shuffle=True, drop_last=True, num_workers=num_workers)
+    loader = DataLoader(
+        ds,
+        batch_size=min(batch_size, len(ds)),
+        shuffle=True,
+        drop_last=True,
+        num_workers=num_workers,
+        collate_fn=collate_skipping,  # unreadable images are counted below, never replaced
+    )
     # SSL embeddings share a large common component: raw cosine matching is nearly satisfied by the
     # mean alone. Matching per-dimension standardised targets weights every direction the linear
     # probe (which also standardises) can use.
@@ -83,7 +90,9 @@ def distill(
     if standardise:
         with torch.no_grad():
             feats = []
-            for i, (x, _) in enumerate(loader):
+            for i, (x, _, _bad) in enumerate(loader):
+                if x is None:
+                    continue
                 feats.append(teacher(x))
                 if (i + 1) * loader.batch_size >= 1024:  # type: ignore[operator]
                     break
@@ -99,7 +108,11 @@ def distill(
         student.train()
         losses = []
         t0 = time.perf_counter()
-        for x, _ in tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False):
+        unreadable: list[str] = []
+        for x, _, bad in tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False):
+            unreadable += [f"{b.path}: {b.reason}" for b in bad]
+            if x is None:
+                continue
             with torch.no_grad():
                 target = (teacher(x) - t_mean) / t_std
             pred = proj(student(x))
@@ -112,7 +125,18 @@ def distill(
             opt.step()
             sched.step()
             losses.append(float(value.detach()))
-        log.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - t0})
+        if unreadable:
+            logger.warning(
+                "epoch %d: %d unreadable images left out, e.g. %s", epoch + 1, len(unreadable), unreadable[0]
+            )
+        log.append(
+            {
+                "epoch": epoch + 1,
+                "loss": float(np.mean(losses)),
+                "seconds": time.perf_counter() - t0,
+                "unreadable": len(unreadable),
+            }
+        )
         logger.info("distill epoch %d/%d loss %.4f", epoch + 1, epochs, log[-1]["loss"])
     student.eval()
     save_file({k: v.contiguous() for k, v in student.state_dict().items()}, str(out / "encoder.safetensors"))

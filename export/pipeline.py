@@ -16,7 +16,7 @@ import numpy as np
 
 from dermedge.bundle import EncoderInfo, InputSpec
 from dermedge.bundle_writer import ArtifactSource, write_bundle
-from dermedge.cpu import native_bf16
+from dermedge.cpu import cpu_model, isa_summary, native_bf16
 from dermedge.datasets import COMMON_LABEL_MAP, Sample, discover, group_split, map_labels
 from dermedge.errors import ExportError
 from dermedge.heads import LinearHead, fit_linear_head
@@ -306,6 +306,7 @@ def _gate_all(
             run_options["engine_file"] = str(c.companions[-1])
         emb, latency = embed_with(c.backend, c.path, gate_arrays, options=run_options, precision=c.precision)
         result = gate(reference, emb, head, test_idx, y_test, req.thresholds)
+        result["measured_on"] = {"cpu": cpu_model(), "isa": [k for k, v in isa_summary().items() if v]}
         rows.append(
             {
                 "backend": c.backend,

@@ -33,6 +33,7 @@ class TrainConfig:
     local_crops: int
     checkpoint_every: int
     method_kwargs: dict[str, Any] = field(default_factory=dict)
+    max_unreadable_fraction: float = 0.01
     out: str = ""
 
     def validate(self) -> None:
@@ -55,6 +56,8 @@ class TrainConfig:
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if not 0 <= self.max_unreadable_fraction <= 1:
+            raise ValueError(f"max_unreadable_fraction must be in [0, 1], got {self.max_unreadable_fraction}")
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be adamw or sgd, got {self.optimizer!r}")
 

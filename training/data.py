@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ from dermedge.datasets import Sample, discover
 from dermedge.errors import InputError
 from dermedge.preprocess import read_image
 
-__all__ = ["Sample", "discover", "decode", "ImageDataset", "DecodedCache"]
+__all__ = ["Sample", "discover", "decode", "ImageDataset", "Unreadable", "collate_skipping", "DecodedCache"]
 
 
 def decode(path: str, short_side: int) -> np.ndarray:
@@ -19,30 +20,52 @@ def decode(path: str, short_side: int) -> np.ndarray:
     return read_image(path, target_short_side=short_side)
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """An image that could not be used: what ``ImageDataset`` returns in place of a sample."""
+
+    index: int
+    path: str
+    reason: str
+
+
 class ImageDataset:
     """A torch-style dataset: ``transform(uint8 HxWx3 array) -> anything``; returns (views, index).
 
-    Unreadable images are replaced by the next readable one and counted in ``failures`` (a
-    training run must not die on one bad file among thousands; the failures are logged).
+    An unreadable image yields an :class:`Unreadable` record, never a substitute image: use
+    :func:`collate_skipping` as the DataLoader's ``collate_fn`` so the record travels back from the
+    worker processes with the batch, and the training loop counts, logs and records it.
     """
 
     def __init__(self, samples: Sequence[Sample], transform: Callable[[np.ndarray], Any], short_side: int) -> None:
         self.samples = list(samples)
         self.transform = transform
         self.short_side = short_side
-        self.failures: list[str] = []
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        for offset in range(len(self.samples)):
-            i = (index + offset) % len(self.samples)
-            try:
-                return self.transform(decode(self.samples[i].path, self.short_side)), i
-            except InputError as exc:
-                self.failures.append(str(exc))
-        raise RuntimeError("no readable image in the dataset")
+    def __getitem__(self, index: int) -> tuple[Any, int] | Unreadable:
+        path = self.samples[index].path
+        try:
+            return self.transform(decode(path, self.short_side)), index
+        except InputError as exc:
+            return Unreadable(index, path, exc.reason)
+
+
+def collate_skipping(items: Sequence[Any]) -> tuple[Any, Any, list[Unreadable]]:
+    """Collate the readable samples of a batch; returns ``(views, indices, unreadable records)``.
+
+    ``views`` and ``indices`` are None when no sample of the batch was readable.
+    """
+    from torch.utils.data import default_collate
+
+    bad = [x for x in items if isinstance(x, Unreadable)]
+    good = [x for x in items if not isinstance(x, Unreadable)]
+    if not good:
+        return None, None, bad
+    views, indices = default_collate(good)
+    return views, indices, bad
 
 
 class DecodedCache:

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from training import distributed as dist
 from training.config import TrainConfig, save_config
-from training.data import ImageDataset, discover
+from training.data import ImageDataset, Unreadable, collate_skipping, discover
 from training.encoders import count_flops, create_encoder, embed_dim
 from training.methods import METHODS
 from training.transforms import MultiCrop, SingleView, TwoViews
@@ -72,6 +72,7 @@ def build_data(cfg: TrainConfig) -> tuple[ImageDataset, DataLoader]:
         drop_last=True,
         persistent_workers=cfg.num_workers > 0,
         pin_memory=torch.cuda.is_available(),
+        collate_fn=collate_skipping,  # unreadable images come back as records, counted per epoch
     )
     return dataset, loader
 
@@ -127,8 +128,9 @@ def train_one_epoch(
     state: TrainState,
     device: torch.device,
     total_steps: int,
-) -> dict[str, float]:
-    """One pass over the loader; returns mean loss, throughput and the last learning rate."""
+) -> tuple[dict[str, Any], list[Unreadable]]:
+    """One pass over the loader; returns (mean loss, throughput, last learning rate, unreadable count),
+    and the unreadable images met in this epoch."""
     model.train()
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     if isinstance(loader.sampler, DistributedSampler):
@@ -145,7 +147,11 @@ def train_one_epoch(
     images = 0
     start = time.perf_counter()
     lr = 0.0
-    for views, _ in iterator:
+    unreadable: list[Unreadable] = []
+    for views, _, bad in iterator:
+        unreadable.extend(bad)
+        if views is None:  # every image of the batch was unreadable
+            continue
         lr = lr_at(cfg, state.step, total_steps, steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -166,12 +172,52 @@ def train_one_epoch(
             iterator.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
     elapsed = time.perf_counter() - start
     state.epoch += 1
-    return {
+    stats = {
         "loss": float(np.mean(losses)) if losses else float("nan"),
         "lr": lr,
         "seconds": elapsed,
         "images_per_s": images / elapsed if elapsed > 0 else 0.0,
+        "unreadable": len(unreadable),
     }
+    return stats, unreadable
+
+
+METRIC_FIELDS = ["epoch", "step", "loss", "lr", "seconds", "images_per_s", "unreadable"]
+
+
+def append_metrics(path: Path, row: dict[str, Any]) -> None:
+    """Append one epoch to ``metrics.csv`` (a file written by an older version gets the new columns)."""
+    rows: list[dict[str, str]] = []
+    if path.exists():
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames != METRIC_FIELDS:
+                rows = list(reader)
+    mode = "w" if rows or not path.exists() else "a"
+    with open(path, mode, newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=METRIC_FIELDS, restval="")
+        if mode == "w":
+            writer.writeheader()
+            writer.writerows({k: r.get(k, "") for k in METRIC_FIELDS} for r in rows)
+        writer.writerow({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})
+
+
+def check_unreadable(unreadable: dict[str, str], total: int, max_fraction: float, out: Path) -> None:
+    """Abort once more than ``max_fraction`` of the images are unreadable; the list goes to ``RUN/unreadable.txt``.
+
+    Raises:
+        RuntimeError: too many unreadable images (the message lists them).
+    """
+    if not unreadable:
+        return
+    listing = "\n".join(f"{p}: {r}" for p, r in sorted(unreadable.items()))
+    (out / "unreadable.txt").write_text(listing + "\n")
+    if len(unreadable) > max_fraction * total:
+        raise RuntimeError(
+            f"{len(unreadable)} of {total} training images are unreadable (more than max_unreadable_fraction="
+            f"{max_fraction}); fix or remove them and resume with the same --out. The list "
+            f"(also in {out / 'unreadable.txt'}):\n{listing}"
+        )
 
 
 def save_checkpoint(
@@ -262,17 +308,12 @@ def train(cfg: TrainConfig) -> Path:
             device,
         )
     log_path = out / "metrics.csv"
+    unreadable: dict[str, str] = {}  # path -> reason, over the whole run
     while state.epoch < cfg.epochs:
-        stats = train_one_epoch(cfg, model, loader, optimizer, state, device, total_steps)
+        stats, bad = train_one_epoch(cfg, model, loader, optimizer, state, device, total_steps)
+        unreadable.update({b.path: b.reason for b in bad})
         if dist.is_main():
-            new = not log_path.exists()
-            with open(log_path, "a", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=["epoch", "step", "loss", "lr", "seconds", "images_per_s"])
-                if new:
-                    writer.writeheader()
-                writer.writerow(
-                    {"epoch": state.epoch, "step": state.step, **{k: round(v, 6) for k, v in stats.items()}}
-                )
+            append_metrics(log_path, {"epoch": state.epoch, "step": state.step, **stats})
             logger.info(
                 "epoch %d/%d loss %.4f (%.0f img/s, %.0f s)",
                 state.epoch,
@@ -281,12 +322,19 @@ def train(cfg: TrainConfig) -> Path:
                 stats["images_per_s"],
                 stats["seconds"],
             )
+            if bad:
+                logger.warning(
+                    "epoch %d: %d unreadable images left out of their batches (not replaced), e.g. %s: %s",
+                    state.epoch,
+                    len(bad),
+                    bad[0].path,
+                    bad[0].reason,
+                )
+            check_unreadable(unreadable, len(dataset), cfg.max_unreadable_fraction, out)
             if state.epoch % cfg.checkpoint_every == 0 or state.epoch == cfg.epochs:
                 save_checkpoint(cfg, model, optimizer, state, out, {"loss": stats["loss"]}, dim, flops, len(dataset))
         if dist.is_distributed():
             torch.distributed.barrier()
-    if dataset.failures and dist.is_main():
-        logger.warning("%d unreadable images were skipped, e.g. %s", len(dataset.failures), dataset.failures[0])
     dist.cleanup()
     return out
 

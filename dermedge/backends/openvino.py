@@ -6,7 +6,8 @@ Precision: OpenVINO's CPU plugin runs FP32 models in bfloat16 by default on CPUs
 or AMX, and its GPU plugin in fp16, so the same artifact would give different answers on different
 machines. This backend therefore always sets ``INFERENCE_PRECISION_HINT`` from the artifact's
 gated precision (``BackendOptions.precision``): ``bf16`` for a ``bf16`` artifact, ``f32`` for every
-other one (the non-quantised layers of an INT8 model included). ``describe()["inference_precision"]`` reports what the compiled model uses.
+other one (the non-quantised layers of an INT8 model included). ``describe()["inference_precision"]``
+reports what the compiled model uses.
 
 Options (``BackendOptions.extra``):
     hint: ``latency`` (default) or ``throughput`` (``PERFORMANCE_HINT``).

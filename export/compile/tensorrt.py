@@ -13,7 +13,8 @@ def build_tensorrt_engine(
     """FP16 or explicit INT8 (from a QDQ ONNX) engine via the TensorRT 10 builder, with a timing cache.
 
     Returns:
-        ``engine_gpu``, ``engine_tensorrt`` and ``engine_recipe``: what the engine is valid for (the runtime uses it only there).
+        ``engine_gpu``, ``engine_tensorrt`` and ``engine_recipe``: what the engine is valid for (the
+        runtime uses it only there).
 
     Raises:
         ExportError: TensorRT is not installed or the build failed.

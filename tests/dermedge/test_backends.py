@@ -154,3 +154,13 @@ def test_tensorrt_fp32_engines_are_built_without_tf32() -> None:
     assert set(builder_flags("int8")[0]) == {"FP16", "INT8"}
     with pytest.raises(BackendUnavailableError, match="bf16"):
         builder_flags("bf16")
+
+
+def test_bf16_is_refused_where_the_cpu_lacks_it(monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path) -> None:
+    """The branch a CPU without AVX-512 BF16/AMX takes, exercised on any CPU."""
+    _need("openvino")
+    import dermedge.backends.openvino as ovb
+
+    monkeypatch.setattr(ovb, "native_bf16", lambda: False)
+    with pytest.raises(BackendUnavailableError, match="lacks"):
+        load_backend("openvino", tiny_bundle / "encoder.onnx", BackendOptions(precision="bf16"))

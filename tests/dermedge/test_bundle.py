@@ -2,6 +2,7 @@ import json
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import dermedge
@@ -133,3 +134,100 @@ def test_bf16_is_chosen_by_default_only_on_native_bf16_with_a_passing_gate(tiny_
     assert m2.find_artifact("openvino", "bf16", native_bf16=False).precision == "bf16"  # asked for explicitly
     failed = replace(m, artifacts=(*m.artifacts, replace(bf16, gate={"status": "fail"})))
     assert failed.find_artifact("openvino", None, native_bf16=True).precision == "fp32"
+
+
+def test_onnx_field_numbers_match_the_onnx_package() -> None:
+    onnx = pytest.importorskip("onnx")
+    from dermedge import _onnx_refs as r
+
+    assert onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number == r._MODEL_GRAPH
+    assert onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number == r._GRAPH_INITIALIZER
+    assert onnx.NodeProto.DESCRIPTOR.fields_by_name["attribute"].number == r._NODE_ATTRIBUTE
+    assert onnx.AttributeProto.DESCRIPTOR.fields_by_name["g"].number == r._ATTR_GRAPH
+    assert onnx.TensorProto.DESCRIPTOR.fields_by_name["external_data"].number == r._TENSOR_EXTERNAL_DATA
+
+
+def _external_data_bundle(tmp_path: Path, location: str, *, list_it: bool) -> Path:
+    """A tiny bundle whose encoder keeps its weights in an external file named ``location``."""
+    onnx = pytest.importorskip("onnx")
+    from helpers import make_tiny_onnx
+
+    from dermedge.bundle import EncoderInfo, InputSpec
+    from dermedge.bundle_writer import ArtifactSource, write_bundle
+
+    src = tmp_path / "src"
+    src.mkdir()
+    model = onnx.load(str(make_tiny_onnx(src / "plain.onnx")))
+    onnx.save_model(
+        model, str(src / "encoder.onnx"), save_as_external_data=True, location="weights.bin", size_threshold=0
+    )
+    out = write_bundle(
+        tmp_path / "ext",
+        name="ext",
+        version="0.0.1",
+        encoder=EncoderInfo(arch="tiny-conv", embed_dim=16),
+        input_spec=InputSpec(size=(32, 32), resize_size=36),
+        artifacts=[
+            ArtifactSource(
+                "onnxruntime",
+                "fp32",
+                "onnx",
+                src / "encoder.onnx",
+                companions=(src / "weights.bin",) if list_it else (),
+                dest="encoder.onnx",
+            )
+        ],
+        head=None,
+    )
+    if location != "weights.bin":  # point the model elsewhere and re-list its checksum
+        model = onnx.load(str(out / "encoder.onnx"), load_external_data=False)
+        for t in model.graph.initializer:
+            for e in t.external_data:
+                if e.key == "location":
+                    e.value = location
+        onnx.save_model(model, str(out / "encoder.onnx"))
+        manifest = json.loads((out / "manifest.json").read_text())
+        data = (out / "encoder.onnx").read_bytes()
+        import hashlib
+
+        manifest["artifacts"][0].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+        (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def test_external_data_inside_and_listed_loads(tmp_path: Path) -> None:
+    bundle = _external_data_bundle(tmp_path, "weights.bin", list_it=True)
+    with dermedge.load_model(bundle, backend="onnxruntime") as model:
+        assert model.embed(np.full((32, 32, 3), 100, np.uint8)).shape == (1, 16)
+
+
+@pytest.mark.parametrize(
+    "location, list_it, message",
+    [
+        ("weights.bin", False, "'weights.bin', which the manifest does not list"),
+        ("../outside.bin", True, "'../outside.bin' outside the bundle"),
+        ("/etc/hostname", True, "'/etc/hostname' outside the bundle"),
+        ("MODEL_CARD.md", True, "'MODEL_CARD.md', which the manifest does not list"),
+    ],
+)
+def test_external_data_outside_or_unlisted_is_refused(
+    tmp_path: Path, location: str, list_it: bool, message: str
+) -> None:
+    bundle = _external_data_bundle(tmp_path, location, list_it=list_it)
+    with pytest.raises(BundleError, match=message):
+        dermedge.load_model(bundle, backend="onnxruntime")
+    with pytest.raises(BundleError, match=message), open_bundle(bundle) as b:
+        b.verify_all()
+
+
+def test_openvino_ir_without_its_bin_listed_is_refused(tiny_bundle: Path) -> None:
+    from dataclasses import replace
+
+    with open_bundle(tiny_bundle) as b:
+        art = replace(
+            b.manifest.artifacts[0],
+            format="openvino_ir",
+            file=replace(b.manifest.artifacts[0].file, path="encoder.xml"),
+        )
+        with pytest.raises(BundleError, match="'encoder.bin', which the manifest does not list"):
+            b.check_references(art)

@@ -80,3 +80,18 @@ def test_embed_real_photos_with_broken_files_then_rerun(shared_data: Path, tmp_p
     assert main(["embed", str(d), "--out", str(db), "--json"]) == 3
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (summary["embedded"], summary["skipped"]) == (0, 100)
+
+
+def test_openvino_and_onnxruntime_fp32_agree_on_500_real_photos(shared_data: Path) -> None:
+    """On any CPU, BF16-capable ones included (OpenVINO would compute in bf16 there unless pinned)."""
+    pytest.importorskip("openvino")
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from backend_agreement import run, sample_photos
+
+    result = run(None, sample_photos(shared_data, 500))
+    pinned = next(r for r in result["rows"] if r["variant"] == "openvino (dermedge, pinned)")
+    assert result["n_photos"] == 500
+    assert pinned["inference_precision"] == "f32"
+    assert pinned["top1_agreement_vs_ort"] >= 0.999, result

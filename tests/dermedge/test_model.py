@@ -136,3 +136,25 @@ def test_eight_threads_times_200_classify_match_sequential(tiny_bundle: Path, ba
         for t in threads:
             t.join()
     assert not mismatches
+
+
+def test_fit_head_model_outlives_its_parent(tiny_bundle: Path, tmp_path: Path) -> None:
+    """The derived model shares the encoder by reference count: closing the parent first breaks nothing."""
+    import shutil
+
+    zipped = Path(shutil.make_archive(str(tmp_path / "tiny"), "zip", tiny_bundle)).rename(tmp_path / "tiny.dermedge")
+    rng = np.random.default_rng(0)
+    images = [skin_image(40, 50, seed=i) for i in range(24)]
+    labels = ["a" if i % 2 else "b" for i in range(24)]
+    parent = dermedge.load_model(zipped, backend="onnxruntime")
+    extracted = parent._bundle.root
+    child = parent.fit_head(images, labels, folds=3)
+    parent.close()
+    parent.close()  # twice is harmless
+    assert extracted.exists()  # the child still holds the zip's extracted files
+    assert child.classify(images[:2])[0].label in ("a", "b")
+    child.save(tmp_path / "mine")  # reads the encoder files from the shared extraction
+    with pytest.raises(DermedgeError, match="closed"):
+        parent.fit_head(rng.normal(size=(24, 16)).astype(np.float32), labels, folds=3)
+    child.close()
+    assert not extracted.exists()  # released when the last holder closed

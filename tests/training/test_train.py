@@ -112,3 +112,48 @@ def test_cli_train_smoke_real_data(shared_data: Path, tmp_path: Path) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (out / "encoder.safetensors").is_file()
+
+
+def _with_broken(src: Path, dst: Path, n_broken: int) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    for i in range(n_broken):
+        (dst / "light" / f"broken{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return dst
+
+
+def test_unreadable_images_are_counted_per_epoch_not_replaced(synthetic_folder: Path, tmp_path: Path) -> None:
+    """The failures come back from a DataLoader worker process (a list kept on the dataset never did)."""
+    import csv
+
+    data = _with_broken(synthetic_folder, tmp_path / "data", 1)
+    cfg = load_config(
+        Path("training/configs/smoke.yaml").resolve(),
+        ["num_workers=1", "limit=0", "img_size=32", "batch_size=5", "max_unreadable_fraction=0.1"],
+        method="simclr",
+        arch="resnet18",
+        data=[str(data)],
+        out=str(tmp_path / "run"),
+        device="cpu",
+    )
+    out = train(cfg)
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert rows[0]["unreadable"] == "1"
+    assert "broken0.jpg" in (out / "unreadable.txt").read_text()
+
+
+def test_too_many_unreadable_images_abort_with_the_list(synthetic_folder: Path, tmp_path: Path) -> None:
+    data = _with_broken(synthetic_folder, tmp_path / "data", 3)
+    cfg = load_config(
+        Path("training/configs/smoke.yaml").resolve(),
+        ["limit=0", "img_size=32", "batch_size=9", "max_unreadable_fraction=0.05"],
+        method="simclr",
+        arch="resnet18",
+        data=[str(data)],
+        out=str(tmp_path / "run"),
+        device="cpu",
+    )
+    with pytest.raises(RuntimeError, match="3 of 27 training images are unreadable") as exc:
+        train(cfg)
+    assert all(f"broken{i}.jpg" in str(exc.value) for i in range(3))
