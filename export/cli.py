@@ -16,7 +16,11 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
         "--checkpoint", required=True, help="`dermedge train` run directory (encoder.safetensors + encoder.json)"
     )
     p.add_argument("--formats", default="onnxruntime,openvino", help="comma list of onnxruntime, openvino, tensorrt")
-    p.add_argument("--precision", default="fp32,int8", help="comma list of fp32, fp16, int8")
+    p.add_argument(
+        "--precision",
+        default="fp32,int8",
+        help="comma list of fp32, fp16, bf16 (OpenVINO, gated only on a CPU with native BF16), int8",
+    )
     p.add_argument(
         "--calib-data", nargs="*", default=[], help="folders/CSVs for INT8 calibration (default: --eval-data)"
     )

@@ -290,3 +290,42 @@ def test_tensorrt_format_without_tensorrt_ships_the_onnx_marked_ungated(
     trt = arts["tensorrt"]
     assert trt["gate"]["status"].startswith("not gated") and trt["options"] == {"precision": "fp32"}
     assert trt["path"] == arts["onnxruntime"]["path"] == "encoder.onnx"  # one ONNX file serves both
+
+
+def test_bf16_artifact_is_gated_only_on_a_native_bf16_cpu(run_dir: Path, labelled: Path, tmp_path: Path) -> None:
+    """CPU-dependent by design: the bf16 artifact ships only where it could be gated at bf16."""
+    pytest.importorskip("openvino")
+    from dermedge.cpu import native_bf16
+
+    out = tmp_path / "bundle"
+    cmd = ["export", "--checkpoint", str(run_dir), "--formats", "openvino", "--precision", "fp32,bf16"]
+    cmd += ["--eval-data", str(labelled), "--calib-size", "8", "--min-cosine", "0.5", "--max-f1-drop", "100"]
+    assert main([*cmd, "--min-agreement", "0", "--out", str(out)]) == 0
+    arts = {a["precision"]: a for a in json.loads((out / "manifest.json").read_text())["artifacts"]}
+    assert arts["fp32"]["gate"]["measured_on"]["cpu"]
+    if not native_bf16():
+        assert "bf16" not in arts
+        return
+    assert arts["bf16"]["gate"]["status"] == "pass" and arts["bf16"]["path"] == arts["fp32"]["path"]
+    assert (
+        "avx512_bf16" in arts["bf16"]["gate"]["measured_on"]["isa"]
+        or "amx_bf16" in arts["bf16"]["gate"]["measured_on"]["isa"]
+    )
+    with dermedge.load_model(out, backend="openvino") as model:  # precision=None picks bf16 here
+        assert model.precision == "bf16" and model.inference_precision == "bf16"
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(run_dir),
+                "--formats",
+                "onnxruntime",
+                "--precision",
+                "bf16",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        != 0
+    )  # bf16 is an OpenVINO precision
