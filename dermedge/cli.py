@@ -63,6 +63,13 @@ COMMANDS: dict[str, Command] = {
         "run_train",
         "dermedge[train]",
     ),
+    "finetune": Command(
+        "stage 2: fine-tune an SSL encoder end to end on the labelled training split (HAM10000 + PAD-UFES-20)",
+        "training.finetune",
+        "add_finetune_arguments",
+        "run_finetune",
+        "dermedge[train]",
+    ),
     "eval": Command(
         "frozen evaluation of an encoder (kNN, linear probe, few-shot, label efficiency)",
         "training.eval_cli",

@@ -31,6 +31,21 @@ class EncoderCheckpoint:
         return int(self.sidecar["embed_dim"])
 
 
+SIDECAR_FILE = "encoder.json"
+
+
+def write_sidecar(run: Path, facts: dict[str, Any]) -> Path:
+    """Write a run's ``encoder.json`` (arch, img_size, embed_dim, method, epoch, data, metrics, ...) atomically;
+    the one writer for ``dermedge train``, ``finetune`` and ``distill`` runs."""
+    missing = [k for k in ("arch", "img_size", "embed_dim") if facts.get(k) is None]
+    if missing:
+        raise ExportError(f"sidecar for {run} lacks {missing}")
+    tmp = run / (SIDECAR_FILE + ".tmp")
+    tmp.write_text(json.dumps(facts, indent=2) + "\n")
+    tmp.replace(run / SIDECAR_FILE)
+    return run / SIDECAR_FILE
+
+
 def read_checkpoint(path: str | Path) -> EncoderCheckpoint:
     """Accept a run directory or a ``.safetensors`` file with its ``.json`` sidecar beside it.
 

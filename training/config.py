@@ -34,6 +34,9 @@ class TrainConfig:
     checkpoint_every: int
     method_kwargs: dict[str, Any] = field(default_factory=dict)
     max_unreadable_fraction: float = 0.01
+    augment: str = "simclr"
+    augment_kwargs: dict[str, Any] = field(default_factory=dict)
+    cache: bool = False
     out: str = ""
 
     def validate(self) -> None:
@@ -56,6 +59,9 @@ class TrainConfig:
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        from training.transforms import augment_config
+
+        augment_config(self.augment, self.augment_kwargs)  # raises ValueError on unknown names
         if not 0 <= self.max_unreadable_fraction <= 1:
             raise ValueError(f"max_unreadable_fraction must be in [0, 1], got {self.max_unreadable_fraction}")
         if self.optimizer not in ("adamw", "sgd"):

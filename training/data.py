@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 
 from dermedge.datasets import Sample, discover
@@ -73,11 +74,14 @@ class DecodedCache:
 
     Each epoch then only crops and augments, instead of re-reading and re-decoding every file (and the
     DataLoader workers need no CPU for decoding). JPEGs are decoded at a reduced DCT scale, so the
-    short side lies in [short_side, 2 * short_side): under 200 kB per image at 128 px. Unreadable
-    images are listed in ``failures`` and left out.
+    short side lies in [short_side, 2 * short_side): under 200 kB per image at 128 px; ``exact`` then
+    resizes it to ``short_side`` (area interpolation). Unreadable images are listed in ``failures``
+    (``"path: reason"``) and left out.
     """
 
-    def __init__(self, samples: Sequence[Sample], short_side: int, *, progress: bool = True) -> None:
+    def __init__(
+        self, samples: Sequence[Sample], short_side: int, *, progress: bool = True, exact: bool = False
+    ) -> None:
         from tqdm import tqdm
 
         self.samples: list[Sample] = []
@@ -85,7 +89,12 @@ class DecodedCache:
         self.failures: list[str] = []
         for s in tqdm(samples, desc=f"decoding to {short_side} px", unit="img", disable=not progress):
             try:
-                self.images.append(decode(s.path, short_side))
+                image = decode(s.path, short_side)
+                if exact and min(image.shape[:2]) > short_side:  # smaller arrays: less memory, cheaper crops
+                    scale = short_side / min(image.shape[:2])
+                    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+                    image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+                self.images.append(image)
                 self.samples.append(s)
             except InputError as exc:
                 self.failures.append(str(exc))

@@ -7,7 +7,6 @@ Run with ``dermedge train ...`` or, on several GPUs/processes,
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import os
@@ -24,12 +23,14 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
+from dermedge.cpu import native_bf16
 from training import distributed as dist
+from training.checkpoint import write_sidecar
 from training.config import TrainConfig, save_config
-from training.data import ImageDataset, Unreadable, collate_skipping, discover
+from training.data import DecodedCache, ImageDataset, Unreadable, collate_skipping, discover
 from training.encoders import count_flops, create_encoder, embed_dim
 from training.methods import METHODS
-from training.transforms import MultiCrop, SingleView, TwoViews
+from training.transforms import MultiCrop, SingleView, TwoViews, augment_config
 
 logger = logging.getLogger("dermedge.train")
 
@@ -45,19 +46,39 @@ def resolve_device(cfg: TrainConfig) -> str:
 
 
 def build_transform(cfg: TrainConfig) -> Any:
+    augment = augment_config(cfg.augment, cfg.augment_kwargs)
     if cfg.method in ("dino", "ibot"):
-        return MultiCrop(cfg.img_size, local_crops=cfg.local_crops)
+        return MultiCrop(cfg.img_size, local_crops=cfg.local_crops, cfg=augment)
     if cfg.method == "mae":
         return SingleView(cfg.img_size)
-    return TwoViews(cfg.img_size)
+    return TwoViews(cfg.img_size, augment)
 
 
-def build_data(cfg: TrainConfig) -> tuple[ImageDataset, DataLoader]:
+def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    """bf16 autocast: asked for, or ``auto`` on a GPU or a CPU that computes bfloat16 natively."""
+    if cfg.precision == "auto":
+        return device.type == "cuda" or (device.type == "cpu" and native_bf16())
+    return cfg.precision == "bf16"
+
+
+def build_data(cfg: TrainConfig) -> tuple[Any, DataLoader]:
     samples = discover(cfg.data)
     if cfg.limit:
         rng = random.Random(cfg.seed)
         samples = rng.sample(samples, min(cfg.limit, len(samples)))
-    dataset = ImageDataset(samples, build_transform(cfg), short_side=int(cfg.img_size * 8 / 7))
+    short_side = int(cfg.img_size * 8 / 7)
+    dataset: Any
+    if cfg.cache:  # decode once at the training size; each epoch then only crops and augments
+        decoded = DecodedCache(samples, short_side, progress=dist.is_main() and sys.stderr.isatty(), exact=True)
+        check_unreadable(
+            {f.split(": ", 1)[0]: f for f in decoded.failures},
+            len(samples),
+            cfg.max_unreadable_fraction,
+            Path(cfg.out),
+        )
+        dataset = decoded.dataset(build_transform(cfg))
+    else:
+        dataset = ImageDataset(samples, build_transform(cfg), short_side=short_side)
     sampler: Any
     if dist.is_distributed():
         sampler = DistributedSampler(dataset, shuffle=True, seed=cfg.seed, drop_last=True)
@@ -132,7 +153,8 @@ def train_one_epoch(
     """One pass over the loader; returns (mean loss, throughput, last learning rate, unreadable count),
     and the unreadable images met in this epoch."""
     model.train()
-    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    bf16 = use_bf16(cfg, device)
+    channels_last = not cfg.arch.startswith(("vit_", "deit"))
     if isinstance(loader.sampler, DistributedSampler):
         loader.sampler.set_epoch(state.epoch)
     steps = len(loader)
@@ -156,7 +178,9 @@ def train_one_epoch(
         for group in optimizer.param_groups:
             group["lr"] = lr
         views = [v.to(device, non_blocking=True) for v in views]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        if channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss, _logs = model(views)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {float(loss)} at step {state.step}; lower lr or check data")
@@ -253,7 +277,7 @@ def save_checkpoint(
         "trained_by": "dermedge train",
         "config": cfg.to_dict(),
     }
-    (out / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2) + "\n")
+    write_sidecar(out, sidecar)
     full = {
         "model": m.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -286,6 +310,8 @@ def train(cfg: TrainConfig) -> Path:
         save_config(cfg, out / "config.yaml")
     dataset, loader = build_data(cfg)
     model = build_method(cfg).to(device)
+    if not cfg.arch.startswith(("vit_", "deit")):
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     dim = embed_dim(model.encoder, cfg.img_size)  # type: ignore[arg-type]
     flops = count_flops(model.encoder, cfg.img_size) if dist.is_main() else 0  # type: ignore[arg-type]
     optimizer = build_optimizer(cfg, model)
@@ -308,9 +334,12 @@ def train(cfg: TrainConfig) -> Path:
             device,
         )
     log_path = out / "metrics.csv"
-    unreadable: dict[str, str] = {}  # path -> reason, over the whole run
+    # path -> reason, over the whole run; with the cache, unreadable images are found once, before epoch 1
+    cache_failures = getattr(getattr(dataset, "cache", None), "failures", [])
+    unreadable: dict[str, str] = {f.split(": ", 1)[0]: f for f in cache_failures}
     while state.epoch < cfg.epochs:
         stats, bad = train_one_epoch(cfg, model, loader, optimizer, state, device, total_steps)
+        stats["unreadable"] += len(cache_failures)  # left out of this epoch too
         unreadable.update({b.path: b.reason for b in bad})
         if dist.is_main():
             append_metrics(log_path, {"epoch": state.epoch, "step": state.step, **stats})

@@ -22,9 +22,23 @@ class RandomRotate90:
         return torch.rot90(x, int(torch.randint(0, 4, ())), dims=(-2, -1))
 
 
+class RandomWhiteBalance:
+    """Multiply each channel by its own gain in ``[1 - strength, 1 + strength]`` (a camera's white balance or
+    a room's light colour), on a uint8 image tensor. Hue relations inside the photo are kept."""
+
+    def __init__(self, strength: float, p: float = 1.0) -> None:
+        self.strength, self.p = strength, p
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.strength <= 0 or float(torch.rand(())) >= self.p:
+            return x
+        gain = 1 + (torch.rand(3, 1, 1) * 2 - 1) * self.strength
+        return (x.float() * gain).clamp(0, 255).to(x.dtype)
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Strengths of each augmentation (names spelled out)."""
+    """Strengths of each augmentation (names spelled out). The defaults are SimCLR's ImageNet recipe."""
 
     color_jitter_prob: float = 0.8
     brightness: float = 0.4
@@ -34,6 +48,47 @@ class AugmentConfig:
     grayscale_prob: float = 0.05
     blur_prob: float = 0.5
     solarize_prob: float = 0.1
+    white_balance: float = 0.0  # per-channel gain range (0: off)
+    white_balance_prob: float = 0.0
+    jpeg_prob: float = 0.0  # re-compress at quality 40-95 (phone and web photos)
+    aspect_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # RandomResizedCrop's squash range
+
+
+# Colour is diagnostic in dermatology (melanoma's blue-grey and red, a BCC's pearly pink): an encoder that
+# is trained to ignore hue and saturation loses exactly that. The skin recipe keeps hue within a few degrees
+# and saturation within 10 %, never greys or solarizes, and instead varies what really differs between
+# clinics and cameras: white balance, exposure, JPEG compression, aspect ratio, blur, orientation.
+SKIN_AUGMENT = AugmentConfig(
+    color_jitter_prob=0.8,
+    brightness=0.25,
+    contrast=0.2,
+    saturation=0.1,
+    hue=0.02,
+    grayscale_prob=0.0,
+    blur_prob=0.3,
+    solarize_prob=0.0,
+    white_balance=0.08,
+    white_balance_prob=0.5,
+    jpeg_prob=0.3,
+    aspect_ratio=(0.6, 1.67),
+)
+AUGMENT_PRESETS = {"simclr": AugmentConfig(), "skin": SKIN_AUGMENT}
+
+
+def augment_config(preset: str, overrides: dict[str, object] | None = None) -> AugmentConfig:
+    """A named preset (``simclr`` or ``skin``) with field overrides; unknown names raise ValueError."""
+    from dataclasses import fields, replace
+
+    if preset not in AUGMENT_PRESETS:
+        raise ValueError(f"augment must be one of {', '.join(AUGMENT_PRESETS)}, got {preset!r}")
+    known = {f.name for f in fields(AugmentConfig)}
+    unknown = sorted(set(overrides or {}) - known)
+    if unknown:
+        raise ValueError(f"unknown augment_kwargs {unknown}; known: {', '.join(sorted(known))}")
+    values = dict(overrides or {})
+    if "aspect_ratio" in values:
+        values["aspect_ratio"] = tuple(values["aspect_ratio"])  # type: ignore[arg-type]
+    return replace(AUGMENT_PRESETS[preset], **values)  # type: ignore[arg-type]
 
 
 def view_transform(
@@ -47,23 +102,27 @@ def view_transform(
     """One augmented view: random resized crop, flips, rotation, colour, blur, solarize, normalise."""
     blur = cfg.blur_prob if blur_prob is None else blur_prob
     solarize = cfg.solarize_prob if solarize_prob is None else solarize_prob
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.RandomResizedCrop(size, scale=scale, antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.RandomVerticalFlip(),
-            RandomRotate90(),
-            v2.RandomApply(
-                [v2.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)], p=cfg.color_jitter_prob
-            ),
-            v2.RandomGrayscale(p=cfg.grayscale_prob),
-            v2.RandomApply([v2.GaussianBlur(kernel_size=max(3, (size // 20) | 1), sigma=(0.1, 2.0))], p=blur),
-            v2.RandomSolarize(threshold=128, p=solarize),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
+    steps: list[object] = [
+        v2.ToImage(),
+        v2.RandomResizedCrop(size, scale=scale, ratio=cfg.aspect_ratio, antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.RandomVerticalFlip(),
+        RandomRotate90(),
+    ]
+    if cfg.white_balance > 0 and cfg.white_balance_prob > 0:
+        steps.append(RandomWhiteBalance(cfg.white_balance, cfg.white_balance_prob))
+    steps.append(
+        v2.RandomApply([v2.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)], p=cfg.color_jitter_prob)
     )
+    if cfg.grayscale_prob > 0:
+        steps.append(v2.RandomGrayscale(p=cfg.grayscale_prob))
+    if cfg.jpeg_prob > 0:
+        steps.append(v2.RandomApply([v2.JPEG(quality=(40, 95))], p=cfg.jpeg_prob))
+    steps.append(v2.RandomApply([v2.GaussianBlur(kernel_size=max(3, (size // 20) | 1), sigma=(0.1, 2.0))], p=blur))
+    if solarize > 0:
+        steps.append(v2.RandomSolarize(threshold=128, p=solarize))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    return v2.Compose(steps)
 
 
 class TwoViews:

@@ -1,0 +1,442 @@
+"""The encoder yardstick: every quality claim about an encoder comes from this one script.
+
+For each encoder (training runs via ``--checkpoint``, bundles via ``--bundle``) and, in the same run and
+on the same images and splits, a colour histogram (8x8x8 RGB of the same preprocessed crop) and a
+random-init encoder of each architecture, it measures frozen features on three tasks:
+
+(a) internal: HAM10000 (both folders) + PAD-UFES-20 in the common 8-class vocabulary, split 60/20/20 by
+    lesion/patient; class-balanced logistic probe on standardised features (C chosen on validation) and
+    cosine kNN (k chosen on validation); test macro-F1, balanced accuracy and melanoma-vs-rest AUROC.
+(b) SD-198 (27 conditions, never used for training): class-balanced logistic probe, C by inner 3-fold
+    CV, outer 5-fold stratified CV with neighbouring SD-198 ids kept together; balanced accuracy of the
+    pooled out-of-fold predictions; kNN (k=10) likewise.
+(c) smartphone photos: the internal probe's macro-F1 on the PAD-UFES-20 part of the internal test split.
+
+95% CIs are bootstrap percentiles over patients/lesions (500 resamples). Wall time of embedding every
+image and batch-1 encoder latency (2 threads) are reported per encoder.
+
+    python benchmarks/encoders.py --data ../shared/data --checkpoint runs/A --checkpoint runs/B \
+        [--bundle dermedge/models/default] --out benchmarks/results/<machine>/encoders
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dermedge.datasets import Sample, discover
+from dermedge.metrics import balanced_accuracy, macro_f1, roc_auc
+
+logger = logging.getLogger("dermedge.yardstick")
+C_GRID = (0.001, 0.01, 0.1, 1.0)
+K_GRID = (5, 10, 20, 50)
+BOOTSTRAP = 500
+
+
+# -- data ----------------------------------------------------------------------------------------
+@dataclass
+class Tasks:
+    """Every labelled image once, and which rows belong to which task."""
+
+    samples: list[Sample]
+    internal: np.ndarray  # row indices
+    internal_labels: list[str]
+    sd198: np.ndarray
+    sd198_labels: list[str]
+    y: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # per row, index into its task's labels
+    groups: np.ndarray = field(default_factory=lambda: np.zeros(0, str))
+    sources: np.ndarray = field(default_factory=lambda: np.zeros(0, str))
+
+
+def load_tasks(data: Path) -> Tasks:
+    from training.finetune import internal_samples  # the pool `dermedge finetune` trains on (its 60 % part)
+
+    internal = internal_samples(data)
+    sd = [s for s in discover([data / "sd198"]) if s.label] if (data / "sd198").is_dir() else []
+    samples = internal + sd
+    internal_labels = sorted({s.label for s in internal})
+    sd_labels = sorted({s.label for s in sd})
+    y = np.array([internal_labels.index(s.label) for s in internal] + [sd_labels.index(s.label) for s in sd], dtype=int)
+    return Tasks(
+        samples=samples,
+        internal=np.arange(len(internal)),
+        internal_labels=internal_labels,
+        sd198=np.arange(len(internal), len(samples)),
+        sd198_labels=sd_labels,
+        y=y,
+        groups=np.array([s.group for s in samples]),
+        sources=np.array([s.meta.get("source", "") for s in samples]),
+    )
+
+
+# -- features ------------------------------------------------------------------------------------
+@dataclass
+class Features:
+    name: str
+    x: np.ndarray
+    kind: str  # trained | random-init | histogram | bundle
+    seconds: float
+    latency_ms: float | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _torch_latency(encoder: Any, size: int) -> float:
+    import torch
+
+    torch.set_num_threads(2)
+    x = torch.zeros(1, 3, size, size)
+    encoder.eval()
+    with torch.no_grad():
+        for _ in range(5):
+            encoder(x)
+        times = []
+        for _ in range(30):
+            t0 = time.perf_counter()
+            encoder(x)
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1000)
+
+
+def _cache_key(*parts: object) -> str:
+    return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:16]
+
+
+def _cached(cache: Path | None, key: str, make: Any) -> tuple[np.ndarray, float]:
+    if cache is not None and (cache / f"{key}.npz").is_file():
+        with np.load(cache / f"{key}.npz", allow_pickle=False) as z:
+            return z["x"], float(z["seconds"])
+    t0 = time.perf_counter()
+    x = make()
+    seconds = time.perf_counter() - t0
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        np.savez(cache / f"{key}.npz", x=x, seconds=seconds)
+    return x, seconds
+
+
+def checkpoint_features(run: str, tasks: Tasks, cache: Path | None) -> tuple[Features, Any]:
+    from training.checkpoint import build_encoder, read_checkpoint
+    from training.eval import extract
+
+    ckpt = read_checkpoint(run)
+    weights = ckpt.root / "encoder.safetensors"
+    key = _cache_key("ckpt", weights.resolve(), weights.stat().st_mtime_ns, len(tasks.samples))
+    encoder = build_encoder(ckpt)
+
+    def make() -> np.ndarray:
+        x, kept, _ = extract(encoder, tasks.samples, ckpt.img_size)
+        if len(kept) != len(tasks.samples):
+            raise RuntimeError(f"{len(tasks.samples) - len(kept)} images unreadable; the yardstick needs all")
+        return x
+
+    x, seconds = _cached(cache, key, make)
+    side = ckpt.sidecar
+    name = f"{Path(run).name} ({side.get('method')} {ckpt.arch} {ckpt.img_size}px, {side.get('epoch')} ep)"
+    meta = {
+        "run": str(run),
+        "arch": ckpt.arch,
+        "img_size": ckpt.img_size,
+        "method": side.get("method"),
+        "epoch": side.get("epoch"),
+        "config": side.get("config", {}),
+    }
+    return Features(name, x, "trained", seconds, _torch_latency(encoder, ckpt.img_size), meta), ckpt
+
+
+def random_features(arch: str, size: int, tasks: Tasks, cache: Path | None) -> Features:
+    import torch
+
+    from training.encoders import create_encoder
+    from training.eval import extract
+
+    torch.manual_seed(0)
+    encoder = create_encoder(arch, size).eval()
+    key = _cache_key("random", arch, size, len(tasks.samples))
+    x, seconds = _cached(cache, key, lambda: extract(encoder, tasks.samples, size)[0])
+    return Features(f"random-init {arch} {size}px", x, "random-init", seconds, _torch_latency(encoder, size))
+
+
+def histogram_features(size: int, tasks: Tasks, cache: Path | None) -> Features:
+    from dermedge.bundle import InputSpec
+    from dermedge.preprocess import prepare, read_image
+    from training.eval import color_histogram
+
+    plain = InputSpec(size=(size, size), resize_size=round(size * 8 / 7), mean=(0, 0, 0), std=(1 / 255,) * 3)
+
+    def make() -> np.ndarray:
+        crops = [
+            prepare(read_image(s.path, target_short_side=plain.resize_size), plain)
+            .transpose(1, 2, 0)
+            .round()
+            .clip(0, 255)
+            .astype(np.uint8)
+            for s in tasks.samples
+        ]
+        return color_histogram(crops)
+
+    x, seconds = _cached(cache, _cache_key("hist", size, len(tasks.samples)), make)
+    return Features(f"colour histogram 8x8x8 ({size}px crop)", x, "histogram", seconds, None)
+
+
+def bundle_features(bundle: str, tasks: Tasks, cache: Path | None) -> Features:
+    import dermedge
+
+    with dermedge.load_model(bundle, backend="onnxruntime", precision="fp32", threads=2) as model:
+        key = _cache_key("bundle", model.model_id, len(tasks.samples))
+        x, seconds = _cached(cache, key, lambda: model.embed([s.path for s in tasks.samples], batch_size=64))
+        h, w = model.manifest.input.size
+        x1 = [np.zeros((h, w, 3), np.uint8)]
+        model.embed(x1)
+        t = []
+        for _ in range(30):
+            t0 = time.perf_counter()
+            model.embed(x1)
+            t.append(time.perf_counter() - t0)
+        name = f"bundle {model.manifest.name} {model.manifest.version} ({model.manifest.encoder.arch} {h}px)"
+        meta = {"bundle": bundle, "arch": model.manifest.encoder.arch, "img_size": h}
+    return Features(name, x, "bundle", seconds, float(np.median(t) * 1000), meta)
+
+
+# -- protocols -----------------------------------------------------------------------------------
+def _probe(x: np.ndarray, y: np.ndarray, c: float) -> Any:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=3000))
+    return clf.fit(x, y)
+
+
+def _proba(clf: Any, x: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros((len(x), n))
+    out[:, clf.classes_] = clf.predict_proba(x)
+    return out
+
+
+def _knn(train_x: np.ndarray, train_y: np.ndarray, x: np.ndarray, k: int, n: int) -> np.ndarray:
+    from training.eval import knn_proba
+
+    return knn_proba(train_x, train_y, x, k, n)
+
+
+def _bootstrap(groups: np.ndarray, metric: Any, seed: int = 0) -> list[float]:
+    """95% percentile interval of ``metric(indices)`` over resampled groups (patients/lesions)."""
+    rng = np.random.default_rng(seed)
+    uniq, inv = np.unique(groups, return_inverse=True)
+    order = np.argsort(inv, kind="stable")
+    starts = np.searchsorted(inv[order], np.arange(len(uniq)))
+    ends = np.r_[starts[1:], len(order)]
+    values = []
+    for _ in range(BOOTSTRAP):
+        pick = rng.integers(0, len(uniq), len(uniq))
+        idx = np.concatenate([order[starts[g] : ends[g]] for g in pick])
+        values.append(metric(idx))
+    return [float(np.nanpercentile(values, 2.5)), float(np.nanpercentile(values, 97.5))]
+
+
+def internal_task(x: np.ndarray, tasks: Tasks) -> dict[str, Any]:
+    from training.eval import make_splits
+
+    rows = tasks.internal
+    samples = [tasks.samples[i] for i in rows]
+    splits = make_splits(samples)
+    xi, y, g, src = x[rows], tasks.y[rows], tasks.groups[rows], tasks.sources[rows]
+    n = len(tasks.internal_labels)
+    tr, va, te = splits.train, splits.val, splits.test
+    c = max(C_GRID, key=lambda c: macro_f1(y[va], _proba(_probe(xi[tr], y[tr], c), xi[va], n).argmax(1), n))
+    proba = _proba(_probe(xi[np.r_[tr, va]], y[np.r_[tr, va]], c), xi[te], n)
+    k = max(K_GRID, key=lambda k: macro_f1(y[va], _knn(xi[tr], y[tr], xi[va], k, n).argmax(1), n))
+    knn = _knn(xi[np.r_[tr, va]], y[np.r_[tr, va]], xi[te], k, n)
+    yt, gt, st = y[te], g[te], src[te]
+    mel = tasks.internal_labels.index("MEL")
+    pred = proba.argmax(1)
+
+    def f1(idx: np.ndarray) -> float:
+        return macro_f1(yt[idx], pred[idx], n)
+
+    def auc(idx: np.ndarray) -> float:
+        return roc_auc(yt[idx] == mel, proba[idx, mel])
+
+    pad = np.flatnonzero(st == "pad_ufes_20")
+    present = np.unique(yt[pad])
+
+    def pad_f1(idx: np.ndarray) -> float:
+        sub = pad[idx]
+        return _macro_f1_over(yt[sub], pred[sub], present)
+
+    return {
+        "n_train": int(len(tr) + len(va)),
+        "n_test": int(len(te)),
+        "probe": {
+            "C": c,
+            "macro_f1": f1(np.arange(len(te))),
+            "macro_f1_ci95": _bootstrap(gt, f1),
+            "balanced_accuracy": balanced_accuracy(yt, pred, n),
+            "mel_auroc": auc(np.arange(len(te))),
+            "mel_auroc_ci95": _bootstrap(gt, auc),
+        },
+        "knn": {"k": k, "macro_f1": macro_f1(yt, knn.argmax(1), n), "mel_auroc": roc_auc(yt == mel, knn[:, mel])},
+        "smartphone": {
+            "n_test": int(len(pad)),
+            "labels": [tasks.internal_labels[i] for i in present],
+            "macro_f1": pad_f1(np.arange(len(pad))),
+            "macro_f1_ci95": _bootstrap(gt[pad], pad_f1),
+        },
+    }
+
+
+def _macro_f1_over(y: np.ndarray, pred: np.ndarray, labels: np.ndarray) -> float:
+    f1s = []
+    for c in labels:
+        tp = np.sum((pred == c) & (y == c))
+        denom = np.sum(pred == c) + np.sum(y == c)
+        f1s.append(2 * tp / denom if denom else 0.0)
+    return float(np.mean(f1s))
+
+
+def sd198_task(x: np.ndarray, tasks: Tasks, folds: int = 5, inner: int = 3) -> dict[str, Any]:
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    rows = tasks.sd198
+    if not len(rows):
+        return {}
+    xs, y, g = x[rows], tasks.y[rows], tasks.groups[rows]
+    n = len(tasks.sd198_labels)
+    oof = np.zeros((len(rows), n))
+    oof_knn = np.zeros((len(rows), n))
+    chosen = []
+    for tr, te in StratifiedGroupKFold(folds, shuffle=True, random_state=0).split(xs, y, g):
+        inner_cv = list(StratifiedGroupKFold(inner, shuffle=True, random_state=1).split(xs[tr], y[tr], g[tr]))
+
+        def inner_score(c: float, tr: np.ndarray = tr, inner_cv: list[Any] = inner_cv) -> float:
+            accs = []
+            for a, b in inner_cv:
+                p = _proba(_probe(xs[tr][a], y[tr][a], c), xs[tr][b], n).argmax(1)
+                accs.append(balanced_accuracy(y[tr][b], p, n))
+            return float(np.mean(accs))
+
+        c = max(C_GRID, key=inner_score)
+        chosen.append(c)
+        oof[te] = _proba(_probe(xs[tr], y[tr], c), xs[te], n)
+        oof_knn[te] = _knn(xs[tr], y[tr], xs[te], 10, n)
+    pred = oof.argmax(1)
+
+    def bacc(idx: np.ndarray) -> float:
+        return balanced_accuracy(y[idx], pred[idx], n)
+
+    return {
+        "n": int(len(rows)),
+        "classes": n,
+        "probe": {
+            "C_per_fold": chosen,
+            "balanced_accuracy": bacc(np.arange(len(rows))),
+            "balanced_accuracy_ci95": _bootstrap(g, bacc),
+        },
+        "knn": {"k": 10, "balanced_accuracy": balanced_accuracy(y, oof_knn.argmax(1), n)},
+    }
+
+
+# -- report --------------------------------------------------------------------------------------
+def _ci(v: float, ci: Sequence[float]) -> str:
+    return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| encoder | internal probe macro-F1 | MEL AUROC | bal. acc | kNN macro-F1 | SD-198 probe bal. acc "
+        "| SD-198 kNN | smartphone (PAD test) macro-F1 | embed all s | latency ms (b=1, 2 thr) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        i, s = r["internal"], r["sd198"]
+        lat = f"{r['latency_ms']:.2f}" if r["latency_ms"] is not None else "-"
+        lines.append(
+            f"| {r['name']} | {_ci(i['probe']['macro_f1'], i['probe']['macro_f1_ci95'])} | "
+            f"{_ci(i['probe']['mel_auroc'], i['probe']['mel_auroc_ci95'])} | {i['probe']['balanced_accuracy']:.3f} | "
+            f"{i['knn']['macro_f1']:.3f} | "
+            f"{_ci(s['probe']['balanced_accuracy'], s['probe']['balanced_accuracy_ci95']) if s else '-'} | "
+            f"{s['knn']['balanced_accuracy']:.3f} | "
+            f"{_ci(i['smartphone']['macro_f1'], i['smartphone']['macro_f1_ci95'])} | {r['embed_seconds']:.0f} | "
+            f"{lat} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="../shared/data")
+    ap.add_argument("--checkpoint", action="append", default=[], help="a training run folder (repeatable)")
+    ap.add_argument("--bundle", action="append", default=[], help="a bundle (repeatable)")
+    ap.add_argument("--out", required=True, help="writes OUT.json and OUT.md")
+    ap.add_argument("--cache", default="runs/yardstick-cache", help="embedding cache folder ('' for none)")
+    ap.add_argument("--histogram-size", type=int, default=None, help="crop size of the colour histogram")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    cache = Path(args.cache) if args.cache else None
+    t_start = time.perf_counter()
+    tasks = load_tasks(Path(args.data))
+    logger.info("%d images: internal %d, SD-198 %d", len(tasks.samples), len(tasks.internal), len(tasks.sd198))
+    feats: list[Features] = []
+    archs: dict[tuple[str, int], None] = {}
+    for run in args.checkpoint:
+        f, ckpt = checkpoint_features(run, tasks, cache)
+        feats.append(f)
+        archs[(ckpt.arch, ckpt.img_size)] = None
+    for b in args.bundle:
+        f = bundle_features(b, tasks, cache)
+        feats.append(f)
+        archs[(f.meta["arch"], f.meta["img_size"])] = None
+    size = args.histogram_size or (next(iter(archs))[1] if archs else 112)
+    feats.append(histogram_features(size, tasks, cache))
+    feats += [random_features(arch, s, tasks, cache) for arch, s in archs]
+    rows = []
+    for f in feats:
+        logger.info("probing %s", f.name)
+        rows.append(
+            {
+                "name": f.name,
+                "kind": f.kind,
+                "meta": f.meta,
+                "embed_seconds": f.seconds,
+                "latency_ms": f.latency_ms,
+                "internal": internal_task(f.x, tasks),
+                "sd198": sd198_task(f.x, tasks),
+            }
+        )
+    from dermedge.bench import device_info
+
+    report = {
+        "data": str(Path(args.data).resolve()),
+        "n_images": {"internal": int(len(tasks.internal)), "sd198": int(len(tasks.sd198))},
+        "internal_labels": tasks.internal_labels,
+        "protocol": __doc__.split("\n\n")[1],
+        "device": device_info(),
+        "command": " ".join(["python", "benchmarks/encoders.py", *(argv if argv is not None else sys.argv[1:])]),
+        "wall_seconds": time.perf_counter() - t_start,
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    md = table(rows)
+    out.with_suffix(".md").write_text(
+        f"# Encoder yardstick\n\n`{report['command']}`\n\n{len(tasks.internal)} internal images "
+        f"({', '.join(tasks.internal_labels)}), {len(tasks.sd198)} SD-198 images; 95% CIs by patient/lesion "
+        f"bootstrap. Device: {report['device'].get('cpu_model')}.\n\n{md}\n"
+    )
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Stage 2 fine-tuning on a synthetic data folder laid out like ../shared/data."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import encode, skin_image
+
+pytest.importorskip("timm")
+
+from training.finetune import FinetuneConfig, finetune, internal_samples  # noqa: E402
+from training.train import train  # noqa: E402
+
+
+def _fake_shared_data(root: Path) -> Path:
+    """pad_ufes_20 with 6 labels mapped to the common vocabulary; classes differ in brightness and blob size."""
+    d = root / "pad_ufes_20"
+    (d / "images").mkdir(parents=True)
+    rows = []
+    for i in range(72):
+        label = ["NEV", "MEL", "BCC"][i % 3]
+        img = skin_image(48, 48, seed=i).astype(np.float32) * (0.5 + 0.25 * (i % 3))
+        name = f"images/PAT_{i}_{i}.jpg"
+        (d / name).write_bytes(encode(np.clip(img, 0, 255).astype(np.uint8)))
+        rows.append({"path": name, "label": label, "patient_id": f"PAT_{i}", "lesion_id": str(i)})
+    with open(d / "labels.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["path", "label", "patient_id", "lesion_id"])
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+def test_finetune_trains_on_the_training_split_only_and_resumes(tmp_path: Path) -> None:
+    from training.config import load_config
+
+    data = _fake_shared_data(tmp_path / "data")
+    assert {s.label for s in internal_samples(data)} == {"NEV", "MEL", "BCC"}
+    ssl = train(
+        load_config(
+            Path("training/configs/smoke.yaml").resolve(),
+            ["limit=0", "img_size=32", "batch_size=16"],
+            method="simclr",
+            arch="resnet18",
+            data=[str(data / "pad_ufes_20")],
+            out=str(tmp_path / "ssl"),
+            device="cpu",
+        )
+    )
+    cfg = FinetuneConfig(checkpoint=str(ssl), data=str(data), out=str(tmp_path / "ft"), epochs=2, batch_size=8,
+                         num_workers=0, patience=5)
+    out = finetune(cfg)
+    side = json.loads((out / "encoder.json").read_text())
+    assert side["method"] == "simclr+finetune" and side["pretrained_from"] == str(ssl)
+    assert side["labels"] == ["BCC", "MEL", "NEV"]
+    assert side["n_images"] < 72 * 0.7  # the 60 % training part, never validation or test
+    assert len((out / "val_macro_f1.csv").read_text().splitlines()) == 2
+    finetune(FinetuneConfig(**{**cfg.__dict__, "epochs": 3}))  # resumes after epoch 2: one more epoch
+    assert len((out / "val_macro_f1.csv").read_text().splitlines()) == 3

@@ -1,0 +1,315 @@
+"""Stage 2 (Derm Foundation): fine-tune an SSL encoder end to end on the labelled training split.
+
+The labelled pool is HAM10000 (both folders) + PAD-UFES-20 in the common 8-class vocabulary, split
+60/20/20 by lesion/patient exactly as the yardstick (``benchmarks/encoders.py``) splits it: the model
+trains on the 60 %, early-stops on the validation 20 % (macro-F1), and never sees the test 20 % nor
+SD-198 (the generalisation test). Loss: cross-entropy with inverse-frequency class weights and label
+smoothing. The result is a run folder like ``dermedge train`` writes (``encoder.safetensors`` +
+``encoder.json``, the best epoch by validation macro-F1), so ``dermedge export`` and the yardstick take it.
+Resumable: the same ``--out`` continues from the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dermedge.datasets import COMMON_LABEL_MAP, Sample, discover, map_labels
+from dermedge.metrics import macro_f1
+
+logger = logging.getLogger("dermedge.finetune")
+INTERNAL_FOLDERS = ("ham10000", "ham10000_rest", "pad_ufes_20")
+
+
+def internal_samples(data: Path) -> list[Sample]:
+    """HAM10000 (both folders) + PAD-UFES-20 in the common vocabulary, in a fixed order (the yardstick's pool)."""
+    roots = [data / d for d in INTERNAL_FOLDERS if (data / d).is_dir()]
+    if not roots:
+        raise FileNotFoundError(f"{data}: none of {', '.join(INTERNAL_FOLDERS)} found")
+    samples, _ = map_labels(discover(roots), dict(COMMON_LABEL_MAP))
+    return samples
+
+
+@dataclass
+class FinetuneConfig:
+    checkpoint: str
+    data: str
+    out: str
+    epochs: int = 10
+    batch_size: int = 64
+    lr_encoder: float = 2e-4
+    lr_head: float = 2e-3
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    patience: int = 3
+    augment: str = "skin"
+    num_workers: int = 1
+    seed: int = 0
+    precision: str = "auto"
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+
+
+class _Classifier:
+    """Encoder + linear head as one torch module (built lazily so this file imports without torch)."""
+
+    @staticmethod
+    def build(encoder: Any, dim: int, n_classes: int) -> Any:
+        import torch
+
+        class Classifier(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.encoder = encoder
+                self.head = torch.nn.Linear(dim, n_classes)
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.head(self.encoder(x))  # type: ignore[no-any-return]
+
+        return Classifier()
+
+
+def _class_weights(y: np.ndarray, n: int) -> np.ndarray:
+    counts = np.bincount(y, minlength=n).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n, 0.0)
+    return w / w[counts > 0].mean()
+
+
+def _predict(model: Any, dataset: Any, batch: int, bf16: bool) -> np.ndarray:
+    import torch
+
+    model.eval()
+    out = []
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for i in range(0, len(dataset), batch):
+            x = torch.stack([dataset[j][0] for j in range(i, min(len(dataset), i + batch))])
+            out.append(model(x.contiguous(memory_format=torch.channels_last)).float().argmax(1).numpy())
+    return np.concatenate(out)
+
+
+def finetune(cfg: FinetuneConfig) -> Path:
+    """Run (or resume) fine-tuning into ``cfg.out``; returns the run folder."""
+    import torch
+    from safetensors.torch import save_file
+    from torch.utils.data import DataLoader
+
+    from dermedge.cpu import native_bf16
+    from training.checkpoint import build_encoder, read_checkpoint
+    from training.data import DecodedCache
+    from training.eval import make_splits
+    from training.train import append_metrics
+    from training.transforms import EvalTransform, augment_config, view_transform
+
+    cfg.validate()
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "finetune_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+    ckpt = read_checkpoint(cfg.checkpoint)
+    size = ckpt.img_size
+    samples = internal_samples(Path(cfg.data))
+    labels = sorted({s.label for s in samples})
+    splits = make_splits(samples)
+    train_s = [samples[i] for i in splits.train]
+    val_s = [samples[i] for i in splits.val]
+    short = round(size * 8 / 7)
+    train_cache = DecodedCache(train_s, short, progress=sys.stderr.isatty(), exact=True)
+    val_cache = DecodedCache(val_s, short, progress=sys.stderr.isatty(), exact=True)
+    for failures in (train_cache.failures, val_cache.failures):
+        for f in failures:
+            logger.warning("unreadable, left out: %s", f)
+    y_train = np.array([labels.index(s.label) for s in train_cache.samples])
+    y_val = np.array([labels.index(s.label) for s in val_cache.samples])
+    train_ds = train_cache.dataset(view_transform(size, (0.35, 1.0), augment_config(cfg.augment)))
+    val_ds = val_cache.dataset(EvalTransform(size, short))
+    loader = DataLoader(
+        train_ds,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=cfg.num_workers,
+        persistent_workers=cfg.num_workers > 0,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    encoder = build_encoder(ckpt)
+    model = _Classifier.build(encoder, ckpt.embed_dim, len(labels)).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": model.encoder.parameters(), "lr": cfg.lr_encoder},
+            {"params": model.head.parameters(), "lr": cfg.lr_head},
+        ],
+        weight_decay=cfg.weight_decay,
+    )
+    base_lrs = [cfg.lr_encoder, cfg.lr_head]
+    weights = torch.tensor(_class_weights(y_train, len(labels)), dtype=torch.float32)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and native_bf16())
+    state_path = out / "finetune_state.pt"
+    epoch, best, best_epoch = 0, -1.0, 0
+    if state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        epoch, best, best_epoch = int(state["epoch"]), float(state["best"]), int(state["best_epoch"])
+        logger.info("resuming %s after epoch %d (best val macro-F1 %.3f at epoch %d)", out, epoch, best, best_epoch)
+    steps = len(loader)
+    total = cfg.epochs * steps
+    logger.info(
+        "fine-tuning %s on %d training images (%s), validating on %d, %d steps/epoch, bf16=%s",
+        ckpt.root,
+        len(train_ds),
+        ", ".join(f"{lab} {int((y_train == i).sum())}" for i, lab in enumerate(labels)),
+        len(val_ds),
+        steps,
+        bf16,
+    )
+    while epoch < cfg.epochs and not (best_epoch and epoch - best_epoch >= cfg.patience):  # early stopping
+        model.train()
+        t0, losses = time.perf_counter(), []
+        for i, (x, idx) in enumerate(loader):
+            step = epoch * steps + i
+            scale = (step + 1) / steps if step < steps else 0.5 * (1 + math.cos(math.pi * step / total))
+            for group, lr in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = lr * scale
+            target = torch.as_tensor(y_train[idx.numpy()])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(x.contiguous(memory_format=torch.channels_last))
+            loss = loss_fn(logits.float(), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        epoch += 1
+        val_f1 = macro_f1(y_val, _predict(model, val_ds, 128, bf16), len(labels))
+        seconds = time.perf_counter() - t0
+        if val_f1 > best:
+            best, best_epoch = val_f1, epoch
+            _save_encoder(save_file, model, ckpt, cfg, out, epoch, best, labels, len(train_ds))
+        append_metrics(
+            out / "metrics.csv",
+            {
+                "epoch": epoch,
+                "step": epoch * steps,
+                "loss": float(np.mean(losses)),
+                "lr": cfg.lr_encoder * scale,
+                "seconds": seconds,
+                "images_per_s": len(loader) * cfg.batch_size / seconds,
+                "unreadable": len(train_cache.failures),
+            },
+        )
+        with open(out / "val_macro_f1.csv", "a") as fh:
+            fh.write(f"{epoch},{val_f1:.6f}\n")
+        logger.info(
+            "epoch %d/%d loss %.4f val macro-F1 %.3f (best %.3f at %d), %.0f s",
+            epoch,
+            cfg.epochs,
+            float(np.mean(losses)),
+            val_f1,
+            best,
+            best_epoch,
+            seconds,
+        )
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch,
+                "best": best,
+                "best_epoch": best_epoch,
+            },
+            out / (state_path.name + ".tmp"),
+        )
+        (out / (state_path.name + ".tmp")).replace(state_path)
+    return out
+
+
+def _save_encoder(
+    save_file: Any,
+    model: Any,
+    ckpt: Any,
+    cfg: FinetuneConfig,
+    out: Path,
+    epoch: int,
+    best: float,
+    labels: list[str],
+    n_train: int,
+) -> None:
+    from training.checkpoint import write_sidecar
+
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.encoder.state_dict().items()}
+    save_file(weights, str(out / "encoder.safetensors.tmp"))
+    (out / "encoder.safetensors.tmp").replace(out / "encoder.safetensors")
+    head = {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
+    save_file(head, str(out / "head.safetensors"))
+    src = ckpt.sidecar
+    write_sidecar(
+        out,
+        {
+            **{k: src.get(k) for k in ("arch", "img_size", "embed_dim", "params", "flops", "timm_kwargs")},
+            "method": f"{src.get('method')}+finetune",
+            "epoch": epoch,
+            "epochs": cfg.epochs,
+            "pretrained_from": str(ckpt.root),
+            "pretrained_method": src.get("method"),
+            "pretrained_epochs": src.get("epoch"),
+            "data": [str(Path(cfg.data) / d) for d in INTERNAL_FOLDERS],
+            "n_images": n_train,
+            "labels": labels,
+            "metrics": {"val_macro_f1": best},
+            "trained_by": "dermedge finetune",
+            "config": asdict(cfg),
+        },
+    )
+
+
+def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="an SSL run folder (dermedge train)")
+    p.add_argument("--data", required=True, help="../shared/data (uses ham10000, ham10000_rest, pad_ufes_20)")
+    p.add_argument("--out", required=True, help="run folder; an existing one is resumed")
+    for name, default in (("epochs", 10), ("batch-size", 64), ("patience", 3), ("num-workers", 1)):
+        p.add_argument(f"--{name}", type=int, default=default)
+    for name, default in (("lr-encoder", 2e-4), ("lr-head", 2e-3), ("label-smoothing", 0.1)):
+        p.add_argument(f"--{name}", type=float, default=default)
+    p.add_argument("--augment", default="skin", choices=["skin", "simclr"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    cfg = FinetuneConfig(
+        checkpoint=args.checkpoint,
+        data=args.data,
+        out=args.out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr_encoder=args.lr_encoder,
+        lr_head=args.lr_head,
+        label_smoothing=args.label_smoothing,
+        patience=args.patience,
+        augment=args.augment,
+        num_workers=args.num_workers,
+        precision=args.precision,
+    )
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        logger.error("%s", exc)
+        return 2
+    out = finetune(cfg)
+    print(f"fine-tuned encoder written to {out} (encoder.safetensors, encoder.json, metrics.csv)")
+    return 0
