@@ -213,7 +213,7 @@ def _probe(x: np.ndarray, y: np.ndarray, c: float) -> Any:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=3000))
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=1000, tol=1e-3))
     return clf.fit(x, y)
 
 

@@ -111,13 +111,14 @@ def finetune(cfg: FinetuneConfig) -> Path:
     from training.checkpoint import build_encoder, read_checkpoint
     from training.data import DecodedCache
     from training.eval import make_splits
-    from training.train import append_metrics
+    from training.train import append_metrics, log_to_run_folder
     from training.transforms import EvalTransform, augment_config, view_transform
 
     cfg.validate()
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    log_to_run_folder(logger, out / "finetune.log")
     (out / "finetune_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
     ckpt = read_checkpoint(cfg.checkpoint)
     size = ckpt.img_size

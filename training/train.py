@@ -206,6 +206,17 @@ def train_one_epoch(
     return stats, unreadable
 
 
+def log_to_run_folder(log: logging.Logger, path: Path) -> None:
+    """Append INFO and above of ``log`` to ``path`` (the run folder keeps its own log across resumes)."""
+    if any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.resolve() for h in log.handlers):
+        return
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setLevel(logging.INFO)
+    log.addHandler(handler)
+    log.setLevel(min(log.level or logging.INFO, logging.INFO))
+
+
 METRIC_FIELDS = ["epoch", "step", "loss", "lr", "seconds", "images_per_s", "unreadable"]
 
 
@@ -308,6 +319,7 @@ def train(cfg: TrainConfig) -> Path:
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
+        log_to_run_folder(logger, out / "train.log")
     dataset, loader = build_data(cfg)
     model = build_method(cfg).to(device)
     if not cfg.arch.startswith(("vit_", "deit")):
