@@ -139,9 +139,7 @@ class Manifest:
             candidates = [a for a in candidates if a.precision == precision]
         else:
             candidates = [
-                a
-                for a in candidates
-                if a.precision != "bf16" or (native_bf16 and a.gate.get("status") == "pass")
+                a for a in candidates if a.precision != "bf16" or (native_bf16 and a.gate.get("status") == "pass")
             ]
         if not candidates:
             have = ", ".join(f"{a.backend}/{a.precision}" for a in self.artifacts) or "none"

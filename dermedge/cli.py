@@ -91,6 +91,13 @@ COMMANDS: dict[str, Command] = {
         "run_export",
         "dermedge[train,export]",
     ),
+    "export-pipeline": Command(
+        "write a bundle as one ONNX graph (pixels in; probabilities, embedding, abstain out) for apps in any language",
+        "export.app_model",
+        "add_arguments",
+        "run",
+        "dermedge[export]",
+    ),
     "distill": Command(
         "distil a large encoder into a small one",
         "export.cli",

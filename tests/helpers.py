@@ -45,6 +45,8 @@ def write_tiny_bundle(
     size: int = 32,
     embed_dim: int = 16,
     backends: tuple[str, ...] = ("onnxruntime", "openvino"),
+    input_spec: object | None = None,
+    abstain: bool = False,
 ) -> Path:
     from dermedge.bundle import EncoderInfo, InputSpec
     from dermedge.bundle_writer import ArtifactSource, write_bundle
@@ -61,6 +63,9 @@ def write_tiny_bundle(
             np.zeros(3, np.float32),
             ("MEL", "NEV", "BCC"),
             temperature=1.5,
+            ood_mean=rng.normal(size=embed_dim).astype(np.float32) if abstain else None,
+            ood_precision=(np.eye(embed_dim) * 0.5).astype(np.float32) if abstain else None,
+            ood_threshold=2.0 if abstain else None,
         )
     return write_bundle(
         out,
@@ -72,7 +77,7 @@ def write_tiny_bundle(
             params=8 * 27 + 8 + 8 * embed_dim + embed_dim,
             trained_by="random weights (test fixture)",
         ),
-        input_spec=InputSpec(size=(size, size), resize_size=size + size // 7),
+        input_spec=input_spec or InputSpec(size=(size, size), resize_size=size + size // 7),
         artifacts=[ArtifactSource(b, "fp32", "onnx", onnx_path, dest="encoder.onnx") for b in backends],
         head=head,
         provenance={"data": ["none: random weights for tests"]},

@@ -140,7 +140,7 @@ def test_prepare_centre_crop_geometry() -> None:
     img[:, 95:105] = 255  # vertical white stripe in the centre
     x = prepare(img, InputSpec(size=(50, 50), resize_size=50, mean=(0, 0, 0), std=(1, 1, 1)))
     col = x[0].mean(axis=0)
-    assert col[22:28].min() > 0.5 and col[:15].max() < 0.05
+    assert col[22:28].min() > 0.45 and col[:15].max() < 0.05  # edge pixels are half stripe
 
 
 def test_squash_policy() -> None:
