@@ -51,6 +51,7 @@ class FinetuneConfig:
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     class_weight_power: float = 0.5
+    head_warmup_epochs: int = 1
     patience: int = 3
     augment: str = "skin"
     num_workers: int = 1
@@ -63,6 +64,8 @@ class FinetuneConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if not 0 <= self.head_warmup_epochs < self.epochs:
+            raise ValueError(f"head_warmup_epochs must be in [0, epochs), got {self.head_warmup_epochs}")
         if not 0 <= self.class_weight_power <= 1:
             raise ValueError(f"class_weight_power must be in [0, 1], got {self.class_weight_power}")
         if not 0 <= self.label_smoothing < 1:
@@ -110,6 +113,13 @@ def weighted_smoothed_ce(logits: Any, target: Any, weights: Any, smoothing: floa
     per_sample = torch.nn.functional.cross_entropy(logits, target, reduction="none", label_smoothing=smoothing)
     w = weights[target]
     return (per_sample * w).sum() / w.sum()
+
+
+def _schedule(step: int, steps_per_epoch: int, total: int) -> float:
+    """Linear warm-up over the first epoch, then cosine decay to 0 at ``total`` steps."""
+    if step < steps_per_epoch:
+        return (step + 1) / steps_per_epoch
+    return 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
 
 def _predict(model: Any, dataset: Any, batch: int, bf16: bool) -> np.ndarray:
@@ -191,6 +201,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
         logger.info("resuming %s after epoch %d (best val macro-F1 %.3f at epoch %d)", out, epoch, best, best_epoch)
     steps = len(loader)
     total = cfg.epochs * steps
+    lp_steps = cfg.head_warmup_epochs * steps
     logger.info(
         "fine-tuning %s on %d training images (%s), validating on %d, %d steps/epoch, bf16=%s",
         ckpt.root,
@@ -202,11 +213,15 @@ def finetune(cfg: FinetuneConfig) -> Path:
     )
     while epoch < cfg.epochs and not (best_epoch and epoch - best_epoch >= cfg.patience):  # early stopping
         model.train()
+        frozen = epoch < cfg.head_warmup_epochs  # LP-FT: fit the head on frozen features first
+        for p in model.encoder.parameters():
+            p.requires_grad_(not frozen)
         t0, losses = time.perf_counter(), []
         for i, (x, idx) in enumerate(loader):
             step = epoch * steps + i
-            scale = (step + 1) / steps if step < steps else 0.5 * (1 + math.cos(math.pi * step / total))
-            for group, lr in zip(optimizer.param_groups, base_lrs):
+            head_scale = _schedule(step, steps, total)
+            enc_scale = 0.0 if frozen else _schedule(step - lp_steps, steps, total - lp_steps)
+            for group, lr, scale in zip(optimizer.param_groups, base_lrs, (enc_scale, head_scale)):
                 group["lr"] = lr * scale
             target = torch.as_tensor(y_train[idx.numpy()])
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -229,7 +244,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
                 "epoch": epoch,
                 "step": epoch * steps,
                 "loss": float(np.mean(losses)),
-                "lr": cfg.lr_encoder * scale,
+                "lr": cfg.lr_encoder * enc_scale,
                 "seconds": seconds,
                 "images_per_s": len(loader) * cfg.batch_size / seconds,
                 "unreadable": len(train_cache.failures),
@@ -314,6 +329,12 @@ def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
         default=0.5,
         help="loss weight per class = (N/count)**power: 1 inverse frequency, 0.5 its square root, 0 none",
     )
+    p.add_argument(
+        "--head-warmup-epochs",
+        type=int,
+        default=1,
+        help="LP-FT: epochs that train only the head on the frozen SSL features before fine-tuning all (0 = off)",
+    )
     p.add_argument("--augment", default="skin", choices=["skin", "simclr"])
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
 
@@ -330,6 +351,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         lr_head=args.lr_head,
         label_smoothing=args.label_smoothing,
         class_weight_power=args.class_weight_power,
+        head_warmup_epochs=args.head_warmup_epochs,
         patience=args.patience,
         augment=args.augment,
         num_workers=args.num_workers,
