@@ -6,15 +6,29 @@ RUNTIME_VENV := .venv-runtime
 DEV_VENV := .venv
 PHOTO ?= $(firstword $(wildcard ../shared/data/pad_ufes_20/images/PAT_1006_53_716.jpg) examples/data/demo_lesion.png)
 
-.PHONY: demo test lint clean default-model
+.PHONY: demo test lint clean default-model pipeline web cpp
 
-# Regenerates the built-in model from ../shared/data (about 1.5 h on a 2-core CPU):
-# SSL pre-training, then export + INT8 + gate + head + evaluation + model card into dermedge/models/default.
-DEFAULT_RUN := runs/default-simclr-convnext_atto
+# Regenerates the built-in model from ../shared/data (about 1.5 h on a 2-core CPU with native BF16):
+# stage 1 skin-aware SimCLR (labels unused), stage 2 fine-tuning on the labelled training split, then
+# export + INT8 + gate + head + evaluation + model card into dermedge/models/default.
+SSL_RUN := runs/ssl-skin-simclr-atto112
+DEFAULT_RUN := runs/ft-skin-simclr-atto112
 default-model: $(DEV_VENV)/.done
 	$(DEV_VENV)/bin/dermedge train --method simclr --arch convnext_atto --data ../shared/data --img-size 112 \
-	    --epochs 12 --batch-size 128 --lr 0.002 --num-workers 1 --out $(DEFAULT_RUN) warmup_epochs=1 "method_kwargs={temperature: 0.2}"
+	    --epochs 16 --batch-size 128 --lr 0.002 --num-workers 1 --out $(SSL_RUN) warmup_epochs=1 \
+	    "method_kwargs={temperature: 0.2}" augment=skin cache=true
+	$(DEV_VENV)/bin/dermedge finetune --checkpoint $(SSL_RUN) --data ../shared/data --out $(DEFAULT_RUN) \
+	    --epochs 12 --patience 4 --batch-size 64 --num-workers 1 --head-warmup-epochs 0
 	$(DEV_VENV)/bin/python -m export.default_model --run $(DEFAULT_RUN) --data ../shared/data --out dermedge/models/default --baselines
+
+# The whole model as one ONNX graph for apps in any language, the offline web page and the C++ app.
+pipeline: $(DEV_VENV)/.done
+	$(DEV_VENV)/bin/dermedge export-pipeline dermedge/models/default --out build/pipeline/dermedge.onnx --openvino
+web: pipeline
+	cd examples/web && npm install --no-audit --no-fund && node build.mjs ../../build/pipeline/dermedge.onnx
+cpp: pipeline
+	cmake -S examples/cpp -B build/cpp -DOpenVINO_DIR="$$($(DEV_VENV)/bin/python -c 'import openvino, pathlib; print(pathlib.Path(openvino.__file__).parent / "cmake")')"
+	cmake --build build/cpp -j2
 
 $(RUNTIME_VENV)/.done: pyproject.toml
 	$(PY) -m venv $(RUNTIME_VENV)

@@ -175,6 +175,21 @@ def run_info(args: argparse.Namespace) -> int:
             f"  test set  n={test.get('n')}: macro-F1 {show('macro_f1')}, balanced acc {show('balanced_accuracy')}, "
             f"MEL AUROC {show('mel_auroc')} (95% CI)"
         )
+    baselines = (prov.get("metrics") or {}).get("baselines") or {}
+    if baselines:  # the same head and test split on features that know nothing about skin
+        parts = [
+            f"{name}: macro-F1 {m['macro_f1']:.3f}, MEL AUROC {m['mel_auroc']:.3f}"
+            for name, m in baselines.items()
+            if isinstance(m, dict) and {"macro_f1", "mel_auroc"} <= m.keys()
+        ]
+        print("  baselines " + "\n            ".join(parts))
+    transfer = (prov.get("metrics") or {}).get("sd198_probe")
+    if transfer:
+        print(
+            f"  transfer  SD-198 (27 conditions never trained on), frozen probe balanced acc "
+            f"{transfer['encoder']:.3f} vs colour histogram {transfer['colour_histogram']:.3f} "
+            f"({transfer.get('source', 'benchmarks/encoders.py')})"
+        )
     if head and head.get("abstain"):
         print(f"  abstain   {head['abstain']}")
     for key in ("summary", "data", "license", "commands"):

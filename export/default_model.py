@@ -140,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--version", default="0.1.0")
     p.add_argument("--baselines", action="store_true", help="also evaluate random-init and colour-histogram features")
     p.add_argument("--img-size", type=int, help="deployment input size (default: the training size)")
+    p.add_argument(
+        "--yardstick",
+        help="benchmarks/encoders.py JSON with a row for --run: its SD-198 transfer and smartphone figures "
+        "(beside the colour histogram of the same run) go into the report, the card and `dermedge info`",
+    )
     p.add_argument("--limit", type=int, default=0, help="use a balanced subset of N labelled photos (dry runs)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -259,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     report["final_gate_passing"] = passing
     if args.baselines:
         report["baselines"] = baselines(args.run, str_, ste, head.labels, args.img_size)
+    if args.yardstick:
+        report["sd198_probe"] = yardstick_transfer(Path(args.yardstick), args.run)
     report["gate_table"] = _gate_table(bundle)
     report["wall_time_s"] = time.time() - t_start
     (work / "report.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
@@ -271,6 +278,25 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("done in %.0f s", time.time() - t_start)
     print(json.dumps(report["test"], indent=1))
     return 0
+
+
+def yardstick_transfer(path: Path, run: str) -> dict[str, Any]:
+    """SD-198 frozen-probe balanced accuracy of ``run`` and of the colour histogram, from one yardstick run."""
+    data = json.loads(path.read_text())
+    rows = data["rows"]
+    mine = [r for r in rows if r["kind"] == "trained" and Path(r["meta"]["run"]).resolve() == Path(run).resolve()]
+    colour = [r for r in rows if r["kind"] == "histogram"]
+    if not mine or not colour or not mine[0]["sd198"]:
+        raise SystemExit(f"{path}: no yardstick row with SD-198 results for {run} (and a colour histogram)")
+    enc, col = mine[0], colour[0]
+    return {
+        "encoder": enc["sd198"]["probe"]["balanced_accuracy"],
+        "encoder_ci95": enc["sd198"]["probe"]["balanced_accuracy_ci95"],
+        "colour_histogram": col["sd198"]["probe"]["balanced_accuracy"],
+        "smartphone_macro_f1": enc["internal"]["smartphone"]["macro_f1"],
+        "smartphone_macro_f1_colour": col["internal"]["smartphone"]["macro_f1"],
+        "source": f"{path.as_posix()} ({data['command']})",
+    }
 
 
 def _gate_table(bundle: Path) -> str:
