@@ -52,6 +52,7 @@ class FinetuneConfig:
     label_smoothing: float = 0.1
     class_weight_power: float = 0.5
     head_warmup_epochs: int = 1
+    img_size: int = 0  # 0: the SSL checkpoint's training size
     patience: int = 3
     augment: str = "skin"
     num_workers: int = 1
@@ -64,6 +65,8 @@ class FinetuneConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.img_size and (self.img_size < 32 or self.img_size > 512):
+            raise ValueError(f"img_size must be 0 (the checkpoint's) or in [32, 512], got {self.img_size}")
         if not 0 <= self.head_warmup_epochs < self.epochs:
             raise ValueError(f"head_warmup_epochs must be in [0, epochs), got {self.head_warmup_epochs}")
         if not 0 <= self.class_weight_power <= 1:
@@ -154,7 +157,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     log_to_run_folder(logger, out / "finetune.log")
     (out / "finetune_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
     ckpt = read_checkpoint(cfg.checkpoint)
-    size = ckpt.img_size
+    size = cfg.img_size or ckpt.img_size
     samples = internal_samples(Path(cfg.data))
     labels = sorted({s.label for s in samples})
     splits = make_splits(samples)
@@ -298,7 +301,9 @@ def _save_encoder(
     write_sidecar(
         out,
         {
-            **{k: src.get(k) for k in ("arch", "img_size", "embed_dim", "params", "flops", "timm_kwargs")},
+            **{k: src.get(k) for k in ("arch", "embed_dim", "params", "timm_kwargs")},
+            "img_size": cfg.img_size or src.get("img_size"),
+            "flops": src.get("flops") if not cfg.img_size else _flops(model.encoder, cfg.img_size),
             "method": f"{src.get('method')}+finetune",
             "epoch": epoch,
             "epochs": cfg.epochs,
@@ -313,6 +318,15 @@ def _save_encoder(
             "config": asdict(cfg),
         },
     )
+
+
+def _flops(encoder: Any, size: int) -> int | None:
+    from training.encoders import count_flops
+
+    try:
+        return int(count_flops(encoder, size))
+    except Exception:  # noqa: BLE001 - FLOPs are informative only
+        return None
 
 
 def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
@@ -335,6 +349,9 @@ def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
         default=1,
         help="LP-FT: epochs that train only the head on the frozen SSL features before fine-tuning all (0 = off)",
     )
+    p.add_argument(
+        "--img-size", type=int, default=0, help="fine-tune (and deploy) at this input size (default: the SSL run's)"
+    )
     p.add_argument("--augment", default="skin", choices=["skin", "simclr"])
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
 
@@ -352,6 +369,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         label_smoothing=args.label_smoothing,
         class_weight_power=args.class_weight_power,
         head_warmup_epochs=args.head_warmup_epochs,
+        img_size=args.img_size,
         patience=args.patience,
         augment=args.augment,
         num_workers=args.num_workers,
