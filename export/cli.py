@@ -31,6 +31,12 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-cosine", type=float, default=0.99, help="gate: minimum mean cosine vs FP32")
     p.add_argument("--max-f1-drop", type=float, default=1.0, help="gate: maximum macro-F1 drop in points")
     p.add_argument("--min-agreement", type=float, default=0.95, help="gate: minimum top-1 agreement with FP32")
+    p.add_argument(
+        "--gate-head-l2",
+        type=float,
+        help="L2 of the gate's head (default: grouped CV); match the head you will ship: a weakly regularised "
+        "head flips borderline photos under INT8 (benchmarks/int8_head.py)",
+    )
     p.add_argument("--ort-recipe", default="auto", choices=["auto", "all", "matmul_weights"])
     p.add_argument("--calibration-method", default="minmax", choices=["minmax", "entropy", "percentile"])
     p.add_argument(
@@ -94,6 +100,7 @@ def run_export(args: argparse.Namespace) -> int:
         provenance=json.loads(Path(args.provenance).read_text()) if args.provenance else {},
         card_notes=Path(args.card_notes).read_text() if args.card_notes else "",
         overwrite=args.overwrite,
+        head_l2=args.gate_head_l2,
     )
     out, rows = export_bundle(req)
     failed = [r for r in rows if r["gate"]["status"] != "pass"]

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from dermedge.datasets import COMMON_LABEL_MAP, Sample, discover, group_split, map_labels
-from dermedge.heads import LinearHead, fit_abstain, fit_linear_head, fit_temperature, softmax
+from dermedge.heads import L2_GRID, LinearHead, fit_abstain, fit_linear_head, fit_temperature, softmax
 from dermedge.metrics import balanced_accuracy, expected_calibration_error, macro_f1, roc_auc
 
 logger = logging.getLogger("dermedge.default_model")
@@ -141,6 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baselines", action="store_true", help="also evaluate random-init and colour-histogram features")
     p.add_argument("--img-size", type=int, help="deployment input size (default: the training size)")
     p.add_argument(
+        "--head-l2",
+        default="stable",
+        help="shipped head's L2: a number, 'cv' (best grouped-CV macro-F1), or 'stable' (default: the strongest "
+        "L2 of the grid within 0.5 points of the best validation macro-F1; flatter logits flip fewer borderline "
+        "photos under INT8, benchmarks/int8_head.py). The export gate's head then uses 0.1.",
+    )
+    p.add_argument(
         "--yardstick",
         help="benchmarks/encoders.py JSON with a row for --run: its SD-198 transfer and smartphone figures "
         "(beside the colour histogram of the same run) go into the report, the card and `dermedge info`",
@@ -177,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         name="dermedge-default",
         version=args.version,
         overwrite=True,
+        head_l2=None if args.head_l2 == "cv" else 0.1 if args.head_l2 == "stable" else float(args.head_l2),
     )
     bundle, rows = export_bundle(req)
     if bundle is None:
@@ -188,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         e, kept = embed_all(bundle, "onnxruntime", "fp32", part)
         emb[name] = (e, [part[i] for i in kept])
     (xtr, str_), (xva, sva), (xte, ste) = emb["train"], emb["val"], emb["test"]
-    head = fit_linear_head(xtr, [s.label for s in str_], groups=[s.group for s in str_], calibrate=False)
+    head, l2_choice = fit_shipped_head(xtr, str_, xva, sva, args.head_l2)
     idx = {lab: i for i, lab in enumerate(head.labels)}
     yva = np.array([idx[s.label] for s in sva])
     yte = np.array([idx[s.label] for s in ste])
@@ -199,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     groups = np.array([s.group for s in ste])
     report: dict[str, Any] = {
         "labels": list(head.labels),
+        "head_l2": l2_choice,
         "split_sizes": {"train": len(str_), "val": len(sva), "test": len(ste)},
     }
     report["test"] = test_metrics(yte, probs, head.labels)
@@ -278,6 +287,24 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("done in %.0f s", time.time() - t_start)
     print(json.dumps(report["test"], indent=1))
     return 0
+
+
+def fit_shipped_head(
+    xtr: np.ndarray, str_: list[Sample], xva: np.ndarray, sva: list[Sample], how: str
+) -> tuple[LinearHead, dict[str, Any]]:
+    """The shipped head and how its L2 was chosen (``how``: a number, ``cv`` or ``stable``; see --head-l2)."""
+    labels, groups = [s.label for s in str_], [s.group for s in str_]
+    if how != "stable":
+        head = fit_linear_head(xtr, labels, groups=groups, calibrate=False, l2=None if how == "cv" else float(how))
+        return head, {"rule": how, "l2": head.metrics["l2"]}
+    heads = {l2: fit_linear_head(xtr, labels, groups=groups, calibrate=False, l2=l2) for l2 in L2_GRID}
+    some = next(iter(heads.values()))
+    yva = np.array([some.labels.index(s.label) for s in sva])
+    f1 = {l2: macro_f1(yva, h.probabilities(xva).argmax(1), len(h.labels)) for l2, h in heads.items()}
+    best = max(f1.values())
+    l2 = max(k for k, v in f1.items() if v >= best - 0.005)
+    rule = "strongest L2 within 0.5 points of the best validation macro-F1"
+    return heads[l2], {"rule": rule, "l2": l2, "val_macro_f1_per_l2": {str(k): v for k, v in f1.items()}}
 
 
 def yardstick_transfer(path: Path, run: str) -> dict[str, Any]:

@@ -55,6 +55,7 @@ class ExportRequest:
     card_notes: str = ""
     seed: int = 0
     overwrite: bool = False
+    head_l2: float | None = None  # the gate head's L2 (None: grouped CV over dermedge.heads.L2_GRID)
 
 
 def _labelled(roots: Sequence[str], mapping: dict[str, str] | None) -> list[Sample]:
@@ -98,7 +99,7 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
         calib_arrays, calib_kept = _calibration_set(req, spec, evalset.test_groups)
         gate_arrays = evalset.arrays or calib_arrays[: max(1, len(calib_arrays) // 2)]
         reference, _ = embed_with("onnxruntime", fp32, gate_arrays)
-        head, test_idx, y_test = _gate_head(reference, evalset)
+        head, test_idx, y_test = _gate_head(reference, evalset, req.head_l2)
 
         candidates = _build_candidates(req, work, fp32, parity, calib_arrays)
         rows, artifacts = _gate_all(req, candidates, reference, gate_arrays, head, test_idx, y_test)
@@ -192,14 +193,16 @@ def _calibration_set(
     return arrays, kept
 
 
-def _gate_head(reference: np.ndarray, evalset: EvalSet) -> tuple[LinearHead | None, np.ndarray, np.ndarray | None]:
+def _gate_head(
+    reference: np.ndarray, evalset: EvalSet, l2: float | None = None
+) -> tuple[LinearHead | None, np.ndarray, np.ndarray | None]:
     """The head (fitted on FP32 embeddings of the training part) and the test indices/labels it is judged on."""
     if not evalset.samples:
         return None, evalset.test_idx, None
     kept = evalset.samples
     train_idx = np.setdiff1d(np.arange(len(kept)), evalset.test_idx)
     head = fit_linear_head(
-        reference[train_idx], [kept[i].label for i in train_idx], groups=[kept[i].group for i in train_idx]
+        reference[train_idx], [kept[i].label for i in train_idx], groups=[kept[i].group for i in train_idx], l2=l2
     )
     label_index = {lab: i for i, lab in enumerate(head.labels)}
     y_test = np.array([label_index.get(kept[i].label, -1) for i in evalset.test_idx])
