@@ -57,3 +57,34 @@ def test_two_stage_training_lines(tmp_path: Path) -> None:
         {"pretrained_from": "runs/ssl", "pretrained_method": "simclr", "pretrained_epochs": 16, "command": cmd}
     )
     assert len(lines) == 2 and "Stage 1" in lines[0] and "simclr" in lines[0] and cmd in lines[1]
+
+
+def test_choose_artifacts_keeps_the_fp32_reference_first() -> None:
+    from dataclasses import dataclass
+
+    from export.ship import choose_artifacts
+
+    @dataclass(frozen=True)
+    class F:
+        bytes: int
+
+    @dataclass(frozen=True)
+    class A:
+        backend: str
+        precision: str
+        files: tuple = ()
+        options: dict | None = None
+
+    mb = 1_000_000
+    arts = [
+        A("onnxruntime", "int8", (F(4 * mb),)),
+        A("onnxruntime", "fp32", (F(14 * mb),)),
+        A("openvino", "fp16", (F(7 * mb),)),
+    ]
+    pref = ["onnxruntime/int8", "onnxruntime/fp32", "openvino/fp16"]
+    chosen = choose_artifacts(arts, pref, budget=20 * mb)
+    assert [(a.backend, a.precision) for a in chosen][:2] == [("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+    small = choose_artifacts(arts, pref, budget=15 * mb)  # INT8 does not fit beside FP32
+    assert [(a.backend, a.precision) for a in small] == [("onnxruntime", "fp32"), ("openvino", "fp32")]
+    no_fp32 = choose_artifacts(arts[:1] + arts[2:], pref, budget=15 * mb)
+    assert [(a.backend, a.precision) for a in no_fp32] == [("onnxruntime", "int8"), ("openvino", "fp16")]
