@@ -21,7 +21,20 @@ const browser = spawn(process.env.CHROMIUM || "chromium", [
   "--remote-debugging-port=0", `--user-data-dir=${profile}`, "--window-size=1200,820", "about:blank",
 ], { stdio: ["ignore", "ignore", "pipe"] });
 
-const cleanup = () => { browser.kill("SIGKILL"); fs.rmSync(profile, { recursive: true, force: true }); };
+// Wait for Chromium to exit before removing its profile (it may still be writing into it), and never let a
+// leftover temporary folder change the result.
+const cleanup = async () => {
+  if (browser.exitCode === null && browser.signalCode === null) {
+    const exited = new Promise((resolve) => browser.once("exit", resolve));
+    browser.kill("SIGKILL");
+    await exited;
+  }
+  try {
+    fs.rmSync(profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+  } catch (err) {
+    console.error(`note: could not remove ${profile} (${err.code})`);
+  }
+};
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function devtoolsPort() {
@@ -74,4 +87,7 @@ async function main() {
   return JSON.parse(text).error ? 1 : 0;
 }
 
-main().then((code) => { cleanup(); process.exit(code); }, (err) => { console.error(String(err)); cleanup(); process.exit(1); });
+main().then(
+  async (code) => { await cleanup(); process.exit(code); },
+  async (err) => { console.error(String(err)); await cleanup(); process.exit(1); },
+);
