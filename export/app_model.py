@@ -19,7 +19,6 @@ plus a ``dermedge`` section). Building the graph needs only ``onnx`` (and ``open
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from dermedge.bundle import MANIFEST_NAME, Bundle, InputSpec, open_bundle
+from dermedge.bundle import MANIFEST_NAME, Bundle, InputSpec, open_bundle, sha256_file
 from dermedge.errors import BundleError
 from dermedge.heads import LinearHead
 
@@ -216,7 +215,7 @@ def pipeline_metadata(bundle: Bundle, head: LinearHead | None, precision: str, o
         "version": m.version,
         "description": m.description,
         "license": str(prov.get("license", "see the bundle's MODEL_CARD.md")),
-        "bundle_sha256": hashlib.sha256((bundle.root / MANIFEST_NAME).read_bytes()).hexdigest(),
+        "bundle_sha256": sha256_file(bundle.root / MANIFEST_NAME),
         "precision": precision,
         "encoder": f"{m.encoder.arch} ({m.encoder.embed_dim}-d embedding)",
         "labels": json.dumps(list(head.labels) if head else []),

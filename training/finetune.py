@@ -291,6 +291,7 @@ def _save_encoder(
     n_train: int,
 ) -> None:
     from training.checkpoint import write_sidecar
+    from training.encoders import count_flops
 
     weights = {k: v.detach().cpu().contiguous() for k, v in model.encoder.state_dict().items()}
     save_file(weights, str(out / "encoder.safetensors.tmp"))
@@ -303,7 +304,7 @@ def _save_encoder(
         {
             **{k: src.get(k) for k in ("arch", "embed_dim", "params", "timm_kwargs")},
             "img_size": cfg.img_size or src.get("img_size"),
-            "flops": src.get("flops") if not cfg.img_size else _flops(model.encoder, cfg.img_size),
+            "flops": src.get("flops") if not cfg.img_size else count_flops(model.encoder, cfg.img_size),
             "method": f"{src.get('method')}+finetune",
             "epoch": epoch,
             "epochs": cfg.epochs,
@@ -318,15 +319,6 @@ def _save_encoder(
             "config": asdict(cfg),
         },
     )
-
-
-def _flops(encoder: Any, size: int) -> int | None:
-    from training.encoders import count_flops
-
-    try:
-        return int(count_flops(encoder, size))
-    except Exception:  # noqa: BLE001 - FLOPs are informative only
-        return None
 
 
 def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
