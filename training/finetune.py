@@ -58,6 +58,7 @@ class FinetuneConfig:
     num_workers: int = 1
     seed: int = 0
     precision: str = "auto"
+    init: str = "checkpoint"  # "random": the checkpoint's architecture from random init (supervised from scratch)
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -65,6 +66,8 @@ class FinetuneConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.init not in ("checkpoint", "random"):
+            raise ValueError(f"init must be checkpoint or random, got {self.init!r}")
         if self.img_size and (self.img_size < 32 or self.img_size > 512):
             raise ValueError(f"img_size must be 0 (the checkpoint's) or in [32, 512], got {self.img_size}")
         if not 0 <= self.head_warmup_epochs < self.epochs:
@@ -182,7 +185,13 @@ def finetune(cfg: FinetuneConfig) -> Path:
         persistent_workers=cfg.num_workers > 0,
         generator=torch.Generator().manual_seed(cfg.seed),
     )
-    encoder = build_encoder(ckpt)
+    if cfg.init == "random":
+        from training.encoders import create_encoder
+
+        encoder = create_encoder(ckpt.arch, ckpt.img_size)
+        logger.info("init=random: %s from random weights (supervised from scratch baseline)", ckpt.arch)
+    else:
+        encoder = build_encoder(ckpt)
     model = _Classifier.build(encoder, ckpt.embed_dim, len(labels)).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(
         [
@@ -305,12 +314,12 @@ def _save_encoder(
             **{k: src.get(k) for k in ("arch", "embed_dim", "params", "timm_kwargs")},
             "img_size": cfg.img_size or src.get("img_size"),
             "flops": src.get("flops") if not cfg.img_size else count_flops(model.encoder, cfg.img_size),
-            "method": f"{src.get('method')}+finetune",
+            "method": "supervised" if cfg.init == "random" else f"{src.get('method')}+finetune",
             "epoch": epoch,
             "epochs": cfg.epochs,
-            "pretrained_from": str(ckpt.root),
-            "pretrained_method": src.get("method"),
-            "pretrained_epochs": src.get("epoch"),
+            "pretrained_from": None if cfg.init == "random" else str(ckpt.root),
+            "pretrained_method": None if cfg.init == "random" else src.get("method"),
+            "pretrained_epochs": None if cfg.init == "random" else src.get("epoch"),
             "data": [str(Path(cfg.data) / d) for d in INTERNAL_FOLDERS],
             "n_images": n_train,
             "labels": labels,
@@ -346,6 +355,12 @@ def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--augment", default="skin", choices=["skin", "simclr"])
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument(
+        "--init",
+        default="checkpoint",
+        choices=["checkpoint", "random"],
+        help="random: train the checkpoint's architecture from scratch (the supervised-from-scratch baseline)",
+    )
 
 
 def run_finetune(args: argparse.Namespace) -> int:
@@ -366,6 +381,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         augment=args.augment,
         num_workers=args.num_workers,
         precision=args.precision,
+        init=args.init,
     )
     try:
         cfg.validate()

@@ -60,6 +60,20 @@ def test_finetune_trains_on_the_training_split_only_and_resumes(tmp_path: Path) 
     finetune(FinetuneConfig(**{**cfg.__dict__, "epochs": 3}))  # resumes after epoch 2: one more epoch
     assert len((out / "val_macro_f1.csv").read_text().splitlines()) == 3
 
+    # init=random: the same architecture, none of the checkpoint's weights (the first conv is set to a
+    # constant in the checkpoint, so any trace of it would show)
+    from safetensors.numpy import load_file, save_file
+
+    a = load_file(str(ssl / "encoder.safetensors"))
+    first = sorted(k for k in a if a[k].ndim == 4)[0]
+    save_file({**a, first: np.full_like(a[first], 0.25)}, str(ssl / "encoder.safetensors"))
+    scratch = finetune(FinetuneConfig(**{**cfg.__dict__, "out": str(tmp_path / "scratch"), "init": "random"}))
+    side = json.loads((scratch / "encoder.json").read_text())
+    assert side["method"] == "supervised" and side["pretrained_from"] is None
+    b = load_file(str(scratch / "encoder.safetensors"))
+    assert a.keys() == b.keys()
+    assert np.abs(b[first] - 0.25).mean() > 0.1
+
 
 def test_weighted_smoothed_ce_is_a_weighted_mean_of_per_sample_losses() -> None:
     """torch's CrossEntropyLoss(weight=w, label_smoothing=s) weights the smoothing term by every class's
