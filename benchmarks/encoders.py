@@ -59,7 +59,7 @@ class Tasks:
 
 
 def load_tasks(data: Path) -> Tasks:
-    from training.finetune import internal_samples  # the pool `dermedge finetune` trains on (its 60 % part)
+    from dermedge.training.finetune import internal_samples  # the pool `dermedge finetune` trains on (its 60 % part)
 
     internal = internal_samples(data)
     sd = [s for s in discover([data / "sd198"]) if s.label] if (data / "sd198").is_dir() else []
@@ -125,8 +125,8 @@ def _cached(cache: Path | None, key: str, make: Any) -> tuple[np.ndarray, float]
 
 
 def checkpoint_features(run: str, tasks: Tasks, cache: Path | None) -> tuple[Features, Any]:
-    from training.checkpoint import build_encoder, read_checkpoint
-    from training.eval import extract
+    from dermedge.training.checkpoint import build_encoder, read_checkpoint
+    from dermedge.training.eval import extract
 
     ckpt = read_checkpoint(run)
     weights = ckpt.root / "encoder.safetensors"
@@ -155,9 +155,8 @@ def checkpoint_features(run: str, tasks: Tasks, cache: Path | None) -> tuple[Fea
 
 def random_features(arch: str, size: int, tasks: Tasks, cache: Path | None) -> Features:
     import torch
-
-    from training.encoders import create_encoder
-    from training.eval import extract
+    from dermedge.training.encoders import create_encoder
+    from dermedge.training.eval import extract
 
     torch.manual_seed(0)
     encoder = create_encoder(arch, size).eval()
@@ -167,9 +166,10 @@ def random_features(arch: str, size: int, tasks: Tasks, cache: Path | None) -> F
 
 
 def histogram_features(size: int, tasks: Tasks, cache: Path | None) -> Features:
+    from dermedge.training.eval import color_histogram
+
     from dermedge.bundle import InputSpec
     from dermedge.preprocess import prepare, read_image
-    from training.eval import color_histogram
 
     plain = InputSpec(size=(size, size), resize_size=round(size * 8 / 7), mean=(0, 0, 0), std=(1 / 255,) * 3)
 
@@ -224,7 +224,7 @@ def _proba(clf: Any, x: np.ndarray, n: int) -> np.ndarray:
 
 
 def _knn(train_x: np.ndarray, train_y: np.ndarray, x: np.ndarray, k: int, n: int) -> np.ndarray:
-    from training.eval import knn_proba
+    from dermedge.training.eval import knn_proba
 
     return knn_proba(train_x, train_y, x, k, n)
 
@@ -245,7 +245,7 @@ def _bootstrap(groups: np.ndarray, metric: Any, seed: int = 0) -> list[float]:
 
 
 def internal_task(x: np.ndarray, tasks: Tasks) -> dict[str, Any]:
-    from training.eval import make_splits
+    from dermedge.training.eval import make_splits
 
     rows = tasks.internal
     samples = [tasks.samples[i] for i in rows]

@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from dermedge.export.calibration import balanced_sample, prepare_arrays
+from dermedge.export.default_model import SOURCES
+from dermedge.export.quantize import quantize_onnxruntime
+from dermedge.export.verify import embed_with
 
 from dermedge.bundle import open_bundle
 from dermedge.datasets import COMMON_LABEL_MAP, discover, group_split, map_labels
 from dermedge.heads import fit_linear_head
 from dermedge.metrics import macro_f1
-from export.calibration import balanced_sample, prepare_arrays
-from export.default_model import SOURCES
-from export.quantize import quantize_onnxruntime
-from export.verify import embed_with
 
 
 def _eval(head: Any, x: np.ndarray, y: np.ndarray, ref_pred: np.ndarray | None) -> dict[str, float]:

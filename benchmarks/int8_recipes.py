@@ -19,14 +19,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from dermedge.export.calibration import balanced_sample, prepare_arrays
+from dermedge.export.quantize import AdvancedQuantization, quantize_onnxruntime, quantize_openvino
+from dermedge.export.verify import cosine_rows, embed_with
 
 from dermedge.bundle import open_bundle
 from dermedge.datasets import COMMON_LABEL_MAP, discover, group_split, map_labels
 from dermedge.heads import LinearHead
 from dermedge.metrics import macro_f1
-from export.calibration import balanced_sample, prepare_arrays
-from export.quantize import AdvancedQuantization, quantize_onnxruntime, quantize_openvino
-from export.verify import cosine_rows, embed_with
 
 SOURCES = ("ham10000", "ham10000_rest", "pad_ufes_20")
 

@@ -39,10 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpp", help="path of the built C++ app (make cpp)")
     args = p.parse_args(argv)
     import onnxruntime as ort
+    from dermedge.export.app_model import export_pipeline
 
     from dermedge import default_bundle_path, load_model
     from dermedge.preprocess import read_image
-    from export.app_model import export_pipeline
 
     img = read_image(args.photo)
     rows = {}

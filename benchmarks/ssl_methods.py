@@ -56,10 +56,9 @@ def probe(method: str, args: argparse.Namespace, bf16: bool) -> dict[str, Any]:
     ``metrics.csv`` has the end-to-end rate with the data loader.
     """
     import torch
+    from dermedge.training.config import load_config
+    from dermedge.training.train import build_data, build_method
     from torch.utils.flop_counter import FlopCounterMode
-
-    from training.config import load_config
-    from training.train import build_data, build_method
 
     overrides = [
         f"method={method}",

@@ -92,10 +92,9 @@ def paper_path(run: Path, photo: Path, spec: Any, head: Any, threads: int) -> fl
     """PIL full decode + torchvision Resize/CenterCrop + torch eager FP32 + head, median ms."""
     try:
         import torch
+        from dermedge.training.checkpoint import build_encoder, read_checkpoint
         from PIL import Image
         from torchvision import transforms
-
-        from training.checkpoint import build_encoder, read_checkpoint
     except ImportError:
         return None
     torch.set_num_threads(threads)

@@ -53,16 +53,10 @@ def device_info() -> dict[str, Any]:
     from importlib import metadata
 
     versions: dict[str, str] = {}
-    for dist in (
-        "numpy",
-        "opencv-python-headless",
-        "opencv-python",
-        "onnxruntime",
-        "onnxruntime-gpu",
-        "openvino",
-        "tensorrt",
-        "torch",
-    ):
+    from dermedge.backends import BACKENDS
+
+    runtimes = [d for entry in BACKENDS.values() for d in entry.distributions]
+    for dist in ("numpy", "opencv-python-headless", "opencv-python", *runtimes, "torch"):
         try:
             versions[dist] = metadata.version(dist)  # reads metadata only: nothing is imported
         except metadata.PackageNotFoundError:
@@ -247,7 +241,7 @@ def run_torch_case(
 
     from dermedge.bundle import open_bundle
     from dermedge.model import default_bundle_path
-    from training.checkpoint import build_encoder, read_checkpoint
+    from dermedge.training.checkpoint import build_encoder, read_checkpoint
 
     if threads:
         torch.set_num_threads(threads)

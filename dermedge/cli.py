@@ -58,49 +58,49 @@ COMMANDS: dict[str, Command] = {
     "sign": Command("sign a bundle directory with an ed25519 key", "dermedge.commands", "add_sign", "run_sign"),
     "train": Command(
         "self-supervised pre-training of an encoder",
-        "training.cli",
+        "dermedge.training.cli",
         "add_train_arguments",
         "run_train",
         "dermedge[train]",
     ),
     "finetune": Command(
         "stage 2: fine-tune an SSL encoder end to end on the labelled training split (HAM10000 + PAD-UFES-20)",
-        "training.finetune",
+        "dermedge.training.finetune",
         "add_finetune_arguments",
         "run_finetune",
         "dermedge[train]",
     ),
     "eval": Command(
         "frozen evaluation of an encoder (kNN, linear probe, few-shot, label efficiency)",
-        "training.eval_cli",
+        "dermedge.training.eval_cli",
         "add_eval_arguments",
         "run_eval",
         "dermedge[train]",
     ),
     "import-checkpoint": Command(
         "convert a released SSL checkpoint (DINO/iBOT/SimCLR/BYOL) to safetensors",
-        "training.importer",
+        "dermedge.training.importer",
         "add_arguments",
         "run",
         "dermedge[train]",
     ),
     "export": Command(
         "export a trained encoder to ONNX/OpenVINO/TensorRT, quantise, gate, write a bundle",
-        "export.cli",
+        "dermedge.export.cli",
         "add_export_arguments",
         "run_export",
         "dermedge[train,export]",
     ),
     "export-pipeline": Command(
         "write a bundle as one ONNX graph (pixels in; probabilities, embedding, abstain out) for apps in any language",
-        "export.app_model",
+        "dermedge.export.app_model",
         "add_arguments",
         "run",
         "dermedge[export]",
     ),
     "distill": Command(
         "distil a large encoder into a small one",
-        "export.cli",
+        "dermedge.export.cli",
         "add_distill_arguments",
         "run_distill",
         "dermedge[train,export]",
@@ -151,10 +151,12 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         try:
             _load(cmd, cmd.add_arguments)(p)
         except ImportError as exc:
-            p.set_defaults(
-                _missing=f"`dermedge {name}` needs extra packages ({exc.name or exc}); "
+            missing = (
+                f"`dermedge {name}` needs extra packages ({exc.name or exc}); "
                 f"install them with: pip install '{cmd.extra or 'dermedge'}'"
             )
+            p.description = f"{cmd.help}\n\nNot available in this Python: {missing}"
+            p.set_defaults(_missing=missing)
         p.set_defaults(_command=name)
     return parser
 
@@ -164,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(args_list)
     try:
-        args = parser.parse_args(args_list)
+        args, unknown = parser.parse_known_args(args_list)
+        if unknown and not getattr(args, "_missing", None):  # a missing extra is reported below, not as usage
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
     level = logging.WARNING - 10 * min(args.verbose, 2)

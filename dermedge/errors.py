@@ -54,3 +54,34 @@ class ExportError(DermedgeError):
 
 class QuantizationError(ExportError):
     """INT8 quantisation or its accuracy gate failed."""
+
+
+class MissingExtraError(DermedgeError, ImportError):
+    """A part of dermedge needs packages from an extra that is not installed (``pip install 'dermedge[train]'``).
+
+    An ``ImportError`` too, so ``except ImportError`` around an optional import keeps working.
+    """
+
+
+def require_extra(part: str, extra: str, *modules: str) -> None:
+    """Raise :class:`MissingExtraError` naming ``extra`` when any of ``modules`` is not installed.
+
+    Uses ``importlib.util.find_spec``, so nothing is imported (importing torch takes seconds).
+
+    Args:
+        part: the dermedge package that needs them, e.g. ``dermedge.training``.
+        extra: the pip extra that installs them, e.g. ``train``.
+        modules: top-level module names to look for.
+
+    Raises:
+        MissingExtraError: with the missing modules and the ``pip install`` line.
+    """
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        err = MissingExtraError(
+            f"{part} needs {', '.join(missing)}, which this Python does not have: pip install 'dermedge[{extra}]'"
+        )
+        err.name = missing[0]
+        raise err

@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from dermedge.backends import BACKENDS, BackendOptions, load_backend, pick_auto
+from dermedge.backends import BACKENDS, BackendOptions, get_entry, load_backend, pick_auto
 from dermedge.backends.base import Backend
 from dermedge.bundle import Artifact, Bundle, Manifest, open_bundle
 from dermedge.cpu import native_bf16
@@ -586,26 +586,22 @@ def load_model(
         if backend == "auto":
             backend, reason = pick_auto(device, {a.backend for a in manifest.artifacts} & set(BACKENDS))
             logger.info("backend auto -> %s (%s)", backend, reason)
-        elif backend not in BACKENDS:
-            from dermedge.errors import BackendUnavailableError
-
-            raise BackendUnavailableError(f"unknown backend {backend!r}; expected auto or one of {', '.join(BACKENDS)}")
+        get_entry(backend)  # an unknown name fails here, listing the known ones
         artifact = manifest.find_artifact(backend, precision, native_bf16=native_bf16())
         files = [opened.verify_file(f) if verify else opened.path_of(f) for f in artifact.files]
         opened.check_references(artifact)  # no external data outside the bundle or unlisted, even unverified
-        extra = dict(artifact.options)
-        if backend == "tensorrt":
-            extra.setdefault("onnx_sha256", artifact.file.sha256)
-            if len(files) > 1:  # a pre-built engine shipped beside the ONNX
-                extra.setdefault("engine_file", str(files[1]))
-        extra.update(options or {})
-        dev = device or ("cuda" if backend == "tensorrt" else "cpu")
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir() / backend
         backend_obj = load_backend(
             backend,
             files[0],
             BackendOptions(
-                device=dev, threads=threads, cache_dir=str(cache), precision=artifact.precision, extra=extra
+                device=device or get_entry(backend).default_device,
+                threads=threads,
+                cache_dir=str(cache),
+                precision=artifact.precision,
+                companions=tuple(str(f) for f in files[1:]),
+                sha256=artifact.file.sha256,
+                extra={**artifact.options, **(options or {})},
             ),
         )
         head = None

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from dermedge.backends import BACKENDS
 from dermedge.bundle import MANIFEST_NAME, Bundle, InputSpec, open_bundle, sha256_file
 from dermedge.errors import BundleError
 from dermedge.heads import LinearHead
@@ -66,7 +67,8 @@ def _encoder_artifact(bundle: Bundle, precision: str) -> Path:
             f"bundle {bundle.source}: no gated ONNX encoder at precision {precision!r} "
             f"(the bundle has: {', '.join(have)}); fp32 always works"
         )
-    art = sorted(candidates, key=lambda a: a.backend != "onnxruntime")[0]
+    order = list(BACKENDS)  # registry order: the reference backend's ONNX first
+    art = sorted(candidates, key=lambda a: order.index(a.backend) if a.backend in order else len(order))[0]
     bundle.check_references(art)
     return bundle.verify_file(art.file)
 

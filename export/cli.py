@@ -72,9 +72,9 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from export.pipeline import ExportRequest, export_bundle, load_label_map
-    from export.quantize import AdvancedQuantization
-    from export.verify import GateThresholds
+    from dermedge.export.pipeline import ExportRequest, export_bundle, load_label_map
+    from dermedge.export.quantize import AdvancedQuantization
+    from dermedge.export.verify import GateThresholds
 
     req = ExportRequest(
         checkpoint=args.checkpoint,
@@ -139,6 +139,6 @@ def add_distill_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_distill(args: argparse.Namespace) -> int:
-    from export.distill import run_distill_cli
+    from dermedge.export.distill import run_distill_cli
 
     return run_distill_cli(args)

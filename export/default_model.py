@@ -1,6 +1,6 @@
 """Build the default bundle shipped in the package from a `dermedge train` run and ../shared/data.
 
-    python -m export.default_model --run runs/default-simclr-convnext_atto --data ../shared/data \
+    python -m dermedge.export.default_model --run runs/default-simclr-convnext_atto --data ../shared/data \
         --out dermedge/models/default
 
 Steps: split HAM10000 (both folders, by lesion) + PAD-UFES-20 (by patient) 60/20/20 over the common
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--full-out", default="build/default-full", help="the full bundle incl. FP32 ONNX (not shipped)")
     p.add_argument(
         "--ship",
-        default="onnxruntime/int8,onnxruntime/fp32,openvino/int8,openvino/fp16,openvino/fp32",
+        default="onnxruntime/fp32,openvino/fp32,onnxruntime/int8,openvino/int8,openvino/fp16",
         help="preference order; only artifacts passing the final gate are shipped, within 15 MB",
     )
     p.add_argument("--version", default="0.1.0")
@@ -159,13 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     data = Path(args.data)
     samples, dropped = map_labels(discover([data / s for s in SOURCES]), COMMON_LABEL_MAP)
     if args.limit:
-        from export.calibration import balanced_sample
+        from dermedge.export.calibration import balanced_sample
 
         samples = balanced_sample(samples, args.limit)
     train, val, test = group_split(samples, [0.6, 0.2, 0.2], seed=0)
     logger.info("split train %d / val %d / test %d (dropped %d unmapped)", len(train), len(val), len(test), dropped)
     work = Path(tempfile.mkdtemp(prefix="dermedge-default-"))
-    from export.pipeline import ExportRequest, export_bundle
+    from dermedge.export.pipeline import ExportRequest, export_bundle
 
     write_csv(val, work / "val.csv")
     write_csv(train, work / "train.csv")
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     report["wall_time_s"] = time.time() - t_start
     (work / "report.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     # the shipped bundle: selected artifacts + the head + the OOD detector
-    from export.ship import write_default
+    from dermedge.export.ship import write_default
 
     ship = [a.strip() for a in args.ship.split(",") if a.strip() in passing]
     write_default(bundle, Path(args.out), head, report, args, ship)
@@ -335,10 +335,9 @@ def baselines(
 ) -> dict[str, Any]:
     """Random-init encoder of the same architecture and a colour histogram, same head recipe, same test split."""
     import torch
-
-    from training.checkpoint import read_checkpoint
-    from training.encoders import create_encoder
-    from training.eval import color_histogram, extract
+    from dermedge.training.checkpoint import read_checkpoint
+    from dermedge.training.encoders import create_encoder
+    from dermedge.training.eval import color_histogram, extract
 
     ck = read_checkpoint(run)
     torch.manual_seed(0)

@@ -42,14 +42,13 @@ def distill(
 ) -> Path:
     import torch
     import torch.nn.functional as F
+    from dermedge.training.checkpoint import build_encoder, read_checkpoint
+    from dermedge.training.data import DecodedCache, ImageDataset, collate_skipping, discover
+    from dermedge.training.encoders import count_flops, create_encoder, embed_dim
+    from dermedge.training.transforms import AugmentConfig, view_transform
     from safetensors.torch import save_file
     from torch.utils.data import DataLoader
     from tqdm import tqdm
-
-    from training.checkpoint import build_encoder, read_checkpoint
-    from training.data import DecodedCache, ImageDataset, collate_skipping, discover
-    from training.encoders import count_flops, create_encoder, embed_dim
-    from training.transforms import AugmentConfig, view_transform
 
     torch.manual_seed(seed)
     tck = read_checkpoint(teacher_dir)
@@ -167,11 +166,12 @@ def compare(
     teacher_dir: str, student_dir: str, eval_data: list[str], label_map: dict[str, str] | None
 ) -> dict[str, Any]:
     """Teacher vs student: linear-probe and kNN macro-F1 on a patient/lesion split, and ORT batch-1 latency."""
+    from dermedge.export.compile.onnx import export_onnx
+    from dermedge.export.verify import embed_with
+    from dermedge.training.checkpoint import build_encoder, read_checkpoint
+    from dermedge.training.eval import evaluate_features, extract, make_splits
+
     from dermedge.datasets import discover, map_labels
-    from export.compile.onnx import export_onnx
-    from export.verify import embed_with
-    from training.checkpoint import build_encoder, read_checkpoint
-    from training.eval import evaluate_features, extract, make_splits
 
     samples, _ = map_labels(discover(eval_data), label_map)
     rows = {}
@@ -198,7 +198,7 @@ def compare(
 
 
 def run_distill_cli(args: argparse.Namespace) -> int:
-    from export.pipeline import load_label_map
+    from dermedge.export.pipeline import load_label_map
 
     out = distill(
         args.teacher,

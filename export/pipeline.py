@@ -13,22 +13,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from dermedge.export.calibration import balanced_sample, prepare_arrays
+from dermedge.export.compile import BuildContext
+from dermedge.export.compile.onnx import export_onnx
+from dermedge.export.quantize import AdvancedQuantization, quantize_onnxruntime, quantize_openvino
+from dermedge.export.verify import GateThresholds, embed_with, format_table, gate
+from dermedge.training.checkpoint import build_encoder, read_checkpoint
 
+from dermedge.backends import BACKENDS, PRECISIONS, REFERENCE_BACKEND, get_entry, resolve, unavailable_here
 from dermedge.bundle import EncoderInfo, InputSpec
 from dermedge.bundle_writer import ArtifactSource, write_bundle
-from dermedge.cpu import cpu_model, isa_summary, native_bf16
+from dermedge.cpu import cpu_model, isa_summary
 from dermedge.datasets import COMMON_LABEL_MAP, Sample, discover, group_split, map_labels
 from dermedge.errors import ExportError
 from dermedge.heads import LinearHead, fit_linear_head
-from export.calibration import balanced_sample, prepare_arrays
-from export.compile.onnx import export_onnx
-from export.quantize import AdvancedQuantization, convert_openvino, quantize_onnxruntime, quantize_openvino
-from export.verify import GateThresholds, embed_with, format_table, gate
-from training.checkpoint import build_encoder, read_checkpoint
 
 logger = logging.getLogger(__name__)
-
-FORMATS = ("onnxruntime", "openvino", "tensorrt")
 
 
 @dataclass
@@ -98,7 +98,7 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
         evalset = _evaluation_set(req, spec)
         calib_arrays, calib_kept = _calibration_set(req, spec, evalset.test_groups)
         gate_arrays = evalset.arrays or calib_arrays[: max(1, len(calib_arrays) // 2)]
-        reference, _ = embed_with("onnxruntime", fp32, gate_arrays)
+        reference, _ = embed_with(REFERENCE_BACKEND, fp32, gate_arrays)
         head, test_idx, y_test = _gate_head(reference, evalset, req.head_l2)
 
         candidates = _build_candidates(req, work, fp32, parity, calib_arrays)
@@ -141,7 +141,7 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
                 f"({ckpt.sidecar.get('method')}, {ckpt.sidecar.get('epoch')} epochs)",
             ),
             input_spec=spec,
-            artifacts=_dedupe(artifacts),
+            artifacts=artifacts,
             head=head,
             provenance=prov,
             description=req.description,
@@ -155,14 +155,21 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
 
 
 def _check_request(req: ExportRequest) -> None:
-    for f in req.formats:
-        if f not in FORMATS:
-            raise ExportError(f"unknown format {f!r}; expected some of {FORMATS}")
-    for p in req.precisions:
-        if p not in ("fp32", "fp16", "bf16", "int8"):
-            raise ExportError(f"unknown precision {p!r}; expected fp32, fp16, bf16 or int8")
-    if "bf16" in req.precisions and "openvino" not in req.formats:
-        raise ExportError("bf16 artifacts are OpenVINO artifacts: add openvino to --formats or drop bf16")
+    """Refuse unknown or repeated names and precisions no requested backend runs (nothing is guessed)."""
+    for kind, names, known in (("format", req.formats, tuple(BACKENDS)), ("precision", req.precisions, PRECISIONS)):
+        for name in names:
+            if name not in known:
+                raise ExportError(f"unknown {kind} {name!r}; expected some of {', '.join(known)}")
+        repeated = sorted({n for n in names if list(names).count(n) > 1})
+        if repeated:
+            raise ExportError(f"{kind} {', '.join(repeated)} listed twice")
+    for prec in req.precisions:
+        if not any(prec in get_entry(f).precisions for f in req.formats):
+            runners = [name for name, e in BACKENDS.items() if prec in e.precisions]
+            raise ExportError(
+                f"none of the requested formats runs {prec}: add one of {', '.join(runners)} to --formats "
+                f"or drop {prec}"
+            )
 
 
 def _evaluation_set(req: ExportRequest, spec: InputSpec) -> EvalSet:
@@ -213,66 +220,30 @@ def _gate_head(
 def _build_candidates(
     req: ExportRequest, work: Path, fp32: Path, parity: dict[str, Any], calib: list[np.ndarray]
 ) -> list[ArtifactSource]:
-    """Every requested (backend, precision) artifact, built in ``work``; ``gate`` holds how it was made
-    until the gate result is added."""
-    int8_qdq: Path | None = None
-    qdq_how: dict[str, Any] = {}
-    if "int8" in req.precisions and ("onnxruntime" in req.formats or "tensorrt" in req.formats):
-        int8_qdq = work / "encoder_int8_qdq.onnx"
-        qdq_how = quantize_onnxruntime(
-            fp32, int8_qdq, calib, recipe=req.ort_recipe, method=req.calibration_method, advanced=req.advanced
-        )
-    out: list[ArtifactSource] = []
-    for fmt in req.formats:
-        for prec in req.precisions:
-            if fmt == "onnxruntime":
-                if prec == "fp32":
-                    out.append(_artifact(fmt, prec, "onnx", fp32, how={"tool": "torch.onnx.export", **parity}))
-                elif prec == "int8" and int8_qdq is not None:
-                    out.append(_artifact(fmt, prec, "onnx", int8_qdq, how=qdq_how))
-            elif fmt == "openvino":
-                # bf16: the FP32 IR, computed in bfloat16 by the CPU plugin (gated at that precision)
-                xml = work / f"encoder_ov_{'fp32' if prec == 'bf16' else prec}.xml"
-                if prec == "int8":
-                    how = quantize_openvino(fp32, xml, calib, advanced=req.advanced)
-                elif xml.is_file():
-                    how = {"tool": "openvino.convert_model", "inference_precision": prec}
-                else:
-                    how = convert_openvino(fp32, xml, fp16=prec == "fp16")
-                if prec == "bf16":
-                    how = {**how, "inference_precision": "bf16"}
-                out.append(_artifact(fmt, prec, "openvino_ir", xml, (xml.with_suffix(".bin"),), how=how))
-            elif prec == "bf16":
-                logger.info("%s has no bf16 artifact (bf16 is an OpenVINO CPU precision); none built", fmt)
-            elif fmt == "tensorrt":
-                src = fp32 if prec in ("fp32", "fp16") else int8_qdq
-                if src is not None:
-                    how = {"note": "engine built on the target GPU", **(qdq_how if prec == "int8" else {})}
-                    out.append(_artifact(fmt, prec, "onnx", src, options={"precision": prec}, how=how))
-    return out
-
-
-def _tensorrt_available() -> bool:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _with_prebuilt_engine(c: ArtifactSource) -> ArtifactSource:
-    """On a GPU machine: build the engine now, gate that engine, and ship it beside the ONNX."""
-    from export.compile.tensorrt import build_tensorrt_engine
-
-    engine = c.path.with_name(f"encoder_trt_{c.precision}.engine")
-    valid_for = build_tensorrt_engine(c.path, engine, c.precision)
-    logger.info("tensorrt/%s: pre-built engine for %s", c.precision, valid_for["engine_gpu"])
-    return replace(
-        c,
-        companions=(*c.companions, engine),
-        options={**c.options, **valid_for},
-        gate={**c.gate, "prebuilt_engine": engine.name, **valid_for},
+    """Every requested (backend, precision) artifact, built in ``work`` by the backend's registered builder;
+    ``gate`` holds how it was made until the gate result is added."""
+    ctx = BuildContext(
+        work=work,
+        fp32=fp32,
+        parity=parity,
+        calib=calib,
+        quantize_qdq=lambda out: quantize_onnxruntime(
+            fp32, out, calib, recipe=req.ort_recipe, method=req.calibration_method, advanced=req.advanced
+        ),
+        quantize_openvino=lambda out: quantize_openvino(fp32, out, calib, advanced=req.advanced),
     )
+    out: list[ArtifactSource] = []
+    for name in req.formats:
+        entry = get_entry(name)
+        build = resolve(entry.builder)
+        for prec in req.precisions:
+            if prec not in entry.precisions:
+                logger.info("%s runs %s, not %s: no %s/%s artifact", name, "/".join(entry.precisions), prec, name, prec)
+                continue
+            art = build(ctx, prec)
+            if art is not None:
+                out.append(art)
+    return out
 
 
 def _gate_all(
@@ -288,26 +259,21 @@ def _gate_all(
     rows: list[dict[str, Any]] = []
     artifacts: list[ArtifactSource] = []
     for c in candidates:
-        if c.backend == "tensorrt" and not _tensorrt_available():
+        reason = unavailable_here(c.backend, c.precision)
+        if reason and get_entry(c.backend).gated_on_target:
             logger.warning(
-                "tensorrt/%s: TensorRT not installed here; the ONNX is shipped ungated and the engine is "
-                "built and must be checked on the target GPU",
-                c.precision,
+                "%s/%s: %s; shipped ungated, built and checked on the target", c.backend, c.precision, reason
             )
-            artifacts.append(replace(c, gate={"status": "not gated (no TensorRT here)", **c.gate}))
+            artifacts.append(replace(c, gate={"status": f"not gated ({reason})", **c.gate}))
             continue
-        if c.precision == "bf16" and not native_bf16():
+        if reason:
             logger.warning(
-                "openvino/bf16: this CPU has no native BF16 (AVX-512 BF16 or AMX), so the artifact cannot be gated "
-                "at the precision it would run at; not shipped (export on a BF16-capable CPU to add it)"
+                "%s/%s: %s, so it cannot be gated as it would run; not shipped", c.backend, c.precision, reason
             )
             continue
-        if c.backend == "tensorrt":
-            c = _with_prebuilt_engine(c)
-        run_options = dict(c.options)
-        if c.backend == "tensorrt":  # gate the very engine that ships (load_model passes it the same way)
-            run_options["engine_file"] = str(c.companions[-1])
-        emb, latency = embed_with(c.backend, c.path, gate_arrays, options=run_options, precision=c.precision)
+        emb, latency = embed_with(
+            c.backend, c.path, gate_arrays, options=c.options, precision=c.precision, companions=c.companions
+        )
         result = gate(reference, emb, head, test_idx, y_test, req.thresholds)
         result["measured_on"] = {"cpu": cpu_model(), "isa": [k for k, v in isa_summary().items() if v]}
         rows.append(
@@ -323,36 +289,6 @@ def _gate_all(
         if result["status"] == "pass":
             artifacts.append(replace(c, gate={**result, "latency_ms_batch1": latency, **c.gate}))
     return rows, artifacts
-
-
-def _artifact(
-    backend: str,
-    precision: str,
-    kind: str,
-    path: Path,
-    companions: tuple[Path, ...] = (),
-    *,
-    options: dict[str, Any] | None = None,
-    how: dict[str, Any],
-) -> ArtifactSource:
-    return ArtifactSource(
-        backend, precision, kind, path, companions, dest=_dest(path), options=dict(options or {}), gate=how
-    )
-
-
-def _dest(path: Path) -> str:
-    return {"encoder_fp32.onnx": "encoder.onnx", "encoder_int8_qdq.onnx": "encoder_int8.onnx"}.get(path.name, path.name)
-
-
-def _dedupe(arts: list[ArtifactSource]) -> list[ArtifactSource]:
-    seen = set()
-    out = []
-    for a in arts:
-        key = (a.backend, a.precision)
-        if key not in seen:
-            seen.add(key)
-            out.append(a)
-    return out
 
 
 def load_label_map(value: str | None) -> dict[str, str] | None:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dermedge.backends import BACKENDS, PRECISIONS, opens_format
 from dermedge.bundle import open_bundle
 from dermedge.bundle_writer import ArtifactSource, write_bundle
 from dermedge.heads import LinearHead
@@ -197,26 +198,38 @@ MAX_BUNDLE_BYTES = 15 * 1024 * 1024 - 1_500_000  # leave room for the head, mani
 
 
 def choose_artifacts(available: list[Any], preference: list[str], budget: int = MAX_BUNDLE_BYTES) -> list[Any]:
-    """Gate-passing artifacts in ``preference`` order (``backend/precision``) that fit the size budget.
+    """Gate-passing artifacts in ``preference`` order (``backend/precision`` keys) that fit the size budget.
 
-    The ONNX Runtime FP32 artifact always comes first when it exists: it is the exact reference every
-    install can run, the one backends are checked against on any CPU, and what `export-pipeline` builds
-    from. Other artifacts (INT8 included) join in preference order while the budget allows.
+    The order is the caller's (the default lists the ONNX Runtime FP32 reference first: every install can run
+    it, backends are checked against it, and ``export-pipeline`` builds from it). A preferred key whose own
+    artifact is missing or does not fit is served by an already chosen file of the same precision whose format
+    that backend opens (OpenVINO reads ONNX), at no extra bytes; its gate record says which file it shares.
+
+    Raises:
+        ValueError: a preference key that is not ``backend/precision`` of a known backend and precision.
     """
+    for key in preference:
+        backend, _, precision = key.partition("/")
+        if backend not in BACKENDS or precision not in PRECISIONS:
+            raise ValueError(
+                f"ship preference {key!r}: expected backend/precision with a backend of "
+                f"{', '.join(BACKENDS)} and a precision of {', '.join(PRECISIONS)}"
+            )
     by_key = {f"{a.backend}/{a.precision}": a for a in available}
-    order = [k for k in preference if k in by_key]
-    ort = next((k for k in ("onnxruntime/fp32", "onnxruntime/int8") if k in by_key), None)
-    if ort is not None:
-        order = [ort] + [k for k in order if k != ort]
-    chosen, total = [], 0
-    for key in order:
-        size = sum(f.bytes for f in by_key[key].files)
-        if total + size <= budget:
-            chosen.append(by_key[key])
+    chosen: list[Any] = []
+    total = 0
+    for key in preference:
+        backend, _, precision = key.partition("/")
+        art = by_key.get(key)
+        size = sum(f.bytes for f in art.files) if art is not None else 0
+        if art is not None and total + size <= budget:
+            chosen.append(art)
             total += size
-    if chosen and chosen[0].backend == "onnxruntime" and not any(a.backend == "openvino" for a in chosen):
-        # OpenVINO reads ONNX directly: one more manifest entry on the same file costs no bytes
-        chosen.append(dataclasses.replace(chosen[0], backend="openvino", options={}))
+            continue
+        share = next((a for a in chosen if a.precision == precision and opens_format(backend, a.format)), None)
+        if share is not None:
+            shared_gate = {**share.gate, "shares_file_with": f"{share.backend}/{share.precision}"}
+            chosen.append(dataclasses.replace(share, backend=backend, options={}, gate=shared_gate))
     return chosen
 
 

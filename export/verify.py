@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from dermedge.backends import BackendOptions, load_backend
+from dermedge.backends import BackendOptions, get_entry, load_backend
 from dermedge.heads import LinearHead
 from dermedge.metrics import macro_f1
 
@@ -41,17 +41,24 @@ def embed_with(
     options: dict[str, Any] | None = None,
     batch: int = 16,
     precision: str = "fp32",
+    companions: Sequence[Path] = (),
 ) -> tuple[np.ndarray, float]:
     """Embeddings of preprocessed (1,3,H,W) arrays with one backend, and its median batch-1 latency (ms).
 
     ``precision`` is the artifact's: the backend runs it exactly as ``load_model`` will (OpenVINO pinned to
-    f32 unless bf16, no TF32), so the gate measures what ships.
+    f32 unless bf16, no TF32) on its default device, with the artifact's ``companions`` (a pre-built
+    engine) as ``load_model`` passes them, so the gate measures what ships.
     """
-    device = "cuda" if backend == "tensorrt" else "cpu"  # TensorRT runs on an NVIDIA GPU only
     be = load_backend(
         backend,
         path,
-        BackendOptions(device=device, threads=threads, precision=precision, extra=dict(options or {})),
+        BackendOptions(
+            device=get_entry(backend).default_device,
+            threads=threads,
+            precision=precision,
+            companions=tuple(str(c) for c in companions),
+            extra=dict(options or {}),
+        ),
     )
     try:
         stacked = np.concatenate(list(arrays))

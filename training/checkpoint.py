@@ -68,9 +68,8 @@ def read_checkpoint(path: str | Path) -> EncoderCheckpoint:
 
 def build_encoder(ckpt: EncoderCheckpoint) -> Any:
     """The timm encoder with the checkpoint's weights loaded strictly, in eval mode."""
+    from dermedge.training.encoders import create_encoder
     from safetensors.torch import load_file
-
-    from training.encoders import create_encoder
 
     model = create_encoder(ckpt.arch, ckpt.img_size)
     state = load_file(str(ckpt.weights))

@@ -26,7 +26,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.train", description="SSL pre-training (torchrun-ready)")
+    p = argparse.ArgumentParser(
+        prog="python -m dermedge.training.train", description="SSL pre-training (torchrun-ready)"
+    )
     add_train_arguments(p)
     return p
 
@@ -34,7 +36,7 @@ def build_train_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> Any:
     from pathlib import Path
 
-    from training.config import load_config
+    from dermedge.training.config import load_config
 
     existing = Path(args.out) / "config.yaml"
     experiment = args.config
@@ -59,7 +61,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from training.train import train
+    from dermedge.training.train import train
 
     try:
         cfg = config_from_args(args)

@@ -40,7 +40,7 @@ class TrainConfig:
     out: str = ""
 
     def validate(self) -> None:
-        from training.methods import METHODS, VIT_ONLY
+        from dermedge.training.methods import METHODS, VIT_ONLY
 
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {sorted(METHODS)}, got {self.method!r}")
@@ -59,7 +59,7 @@ class TrainConfig:
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
-        from training.transforms import augment_config
+        from dermedge.training.transforms import augment_config
 
         augment_config(self.augment, self.augment_kwargs)  # raises ValueError on unknown names
         if not 0 <= self.max_unreadable_fraction <= 1:

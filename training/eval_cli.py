@@ -70,13 +70,13 @@ def _plot(results: dict[str, Any], out: Path) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
+    from dermedge.export.calibration import balanced_sample
+    from dermedge.export.pipeline import load_label_map
+    from dermedge.training.checkpoint import build_encoder, read_checkpoint
+    from dermedge.training.encoders import create_encoder
+    from dermedge.training.eval import color_histogram, evaluate_features, extract, make_splits
 
     from dermedge.datasets import discover, map_labels
-    from export.calibration import balanced_sample
-    from export.pipeline import load_label_map
-    from training.checkpoint import build_encoder, read_checkpoint
-    from training.encoders import create_encoder
-    from training.eval import color_histogram, evaluate_features, extract, make_splits
 
     ckpt = read_checkpoint(args.checkpoint)
     samples, dropped = map_labels(discover(args.data), load_label_map(args.label_map))

@@ -143,15 +143,15 @@ def _predict(model: Any, dataset: Any, batch: int, bf16: bool) -> np.ndarray:
 def finetune(cfg: FinetuneConfig) -> Path:
     """Run (or resume) fine-tuning into ``cfg.out``; returns the run folder."""
     import torch
+    from dermedge.training.checkpoint import build_encoder, read_checkpoint
+    from dermedge.training.data import DecodedCache
+    from dermedge.training.eval import make_splits
+    from dermedge.training.train import append_metrics, log_to_run_folder
+    from dermedge.training.transforms import EvalTransform, augment_config, view_transform
     from safetensors.torch import save_file
     from torch.utils.data import DataLoader
 
     from dermedge.cpu import native_bf16
-    from training.checkpoint import build_encoder, read_checkpoint
-    from training.data import DecodedCache
-    from training.eval import make_splits
-    from training.train import append_metrics, log_to_run_folder
-    from training.transforms import EvalTransform, augment_config, view_transform
 
     cfg.validate()
     torch.manual_seed(cfg.seed)
@@ -186,7 +186,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
         generator=torch.Generator().manual_seed(cfg.seed),
     )
     if cfg.init == "random":
-        from training.encoders import create_encoder
+        from dermedge.training.encoders import create_encoder
 
         encoder = create_encoder(ckpt.arch, ckpt.img_size)
         logger.info("init=random: %s from random weights (supervised from scratch baseline)", ckpt.arch)
@@ -299,8 +299,8 @@ def _save_encoder(
     labels: list[str],
     n_train: int,
 ) -> None:
-    from training.checkpoint import write_sidecar
-    from training.encoders import count_flops
+    from dermedge.training.checkpoint import write_sidecar
+    from dermedge.training.encoders import count_flops
 
     weights = {k: v.detach().cpu().contiguous() for k, v in model.encoder.state_dict().items()}
     save_file(weights, str(out / "encoder.safetensors.tmp"))

@@ -119,9 +119,8 @@ def import_checkpoint(
     paper_embedding: bool = False,
 ) -> Path:
     """Convert, load into the timm model strictly, and write ``out`` (.safetensors) + ``out`` .json sidecar."""
+    from dermedge.training.encoders import create_encoder
     from safetensors.torch import save_file
-
-    from training.encoders import create_encoder
 
     if fmt not in FORMATS:
         raise ImportRefused(f"format must be one of {FORMATS}")

@@ -1,7 +1,7 @@
 """SSL pre-training loop: ``build_*`` functions, ``train_one_epoch``, checkpointing and resume.
 
 Run with ``dermedge train ...`` or, on several GPUs/processes,
-``torchrun --nproc-per-node N -m training.train --data DIR ...``.
+``torchrun --nproc-per-node N -m dermedge.training.train --data DIR ...``.
 """
 
 from __future__ import annotations
@@ -19,18 +19,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from dermedge.training import distributed as dist
+from dermedge.training.checkpoint import write_sidecar
+from dermedge.training.config import TrainConfig, save_config
+from dermedge.training.data import DecodedCache, ImageDataset, Unreadable, collate_skipping, discover
+from dermedge.training.encoders import count_flops, create_encoder, embed_dim
+from dermedge.training.methods import METHODS
+from dermedge.training.transforms import MultiCrop, SingleView, TwoViews, augment_config
 from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from dermedge.cpu import native_bf16
-from training import distributed as dist
-from training.checkpoint import write_sidecar
-from training.config import TrainConfig, save_config
-from training.data import DecodedCache, ImageDataset, Unreadable, collate_skipping, discover
-from training.encoders import count_flops, create_encoder, embed_dim
-from training.methods import METHODS
-from training.transforms import MultiCrop, SingleView, TwoViews, augment_config
 
 logger = logging.getLogger("dermedge.train")
 
@@ -381,8 +381,8 @@ def train(cfg: TrainConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point for ``python -m training.train`` (used under torchrun)."""
-    from training.cli import build_train_parser, config_from_args
+    """Entry point for ``python -m dermedge.training.train`` (used under torchrun)."""
+    from dermedge.training.cli import build_train_parser, config_from_args
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = build_train_parser().parse_args(argv)

@@ -29,6 +29,10 @@ class BackendOptions:
         precision: the bundle precision the artifact was gated at (``fp32``, ``fp16``, ``bf16``,
             ``int8``). Backends run it at that precision and never let the runtime downcast on its own
             (OpenVINO's bf16 default on AVX-512 BF16/AMX CPUs, TF32 on NVIDIA GPUs).
+        companions: the artifact's other files, as the manifest lists them (an OpenVINO IR's ``.bin``, a
+            pre-built TensorRT engine); a backend uses the ones its format needs.
+        sha256: the main file's sha256 from the manifest, the key of compiled-model caches; when absent
+            a backend that caches hashes the file itself (a cache keyed on a file name could serve a stale engine).
         extra: backend-specific options (ONNX Runtime providers, OpenVINO hint, ...).
     """
 
@@ -36,6 +40,8 @@ class BackendOptions:
     threads: int | None = None
     cache_dir: str | None = None
     precision: str = "fp32"
+    companions: tuple[str, ...] = ()
+    sha256: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

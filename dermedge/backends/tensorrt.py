@@ -10,9 +10,10 @@ are not re-entrant); for parallel GPU work load one ``Model`` per thread.
 
 Options (``BackendOptions.extra``):
     precision: ``fp32``, ``fp16`` or ``int8`` (explicit INT8 from a QDQ ONNX); set by the bundle.
-    engine_file, engine_gpu, engine_tensorrt: a pre-built engine shipped beside the ONNX by
-        ``dermedge export --formats tensorrt`` on a GPU machine, and the GPU and TensorRT version it
-        was built for; used only when both match this machine, else the ONNX is built as usual.
+    engine_gpu, engine_tensorrt, engine_recipe: the GPU, TensorRT version and build recipe of a pre-built
+        engine shipped beside the ONNX (the artifact's ``.engine`` companion file) by ``dermedge export
+        --formats tensorrt`` on a GPU machine; it is used only when all match this machine, else the ONNX
+        is built as usual. ``engine_file`` names such an engine explicitly instead of a companion.
     max_batch: largest batch of the optimisation profile (default 32).
     workspace_mb: builder workspace limit (default 1024).
 
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from dermedge._files import sha256_regular
 from dermedge.backends.base import BackendOptions, TensorSpec
 from dermedge.errors import BackendError, BackendUnavailableError
 
@@ -89,6 +91,12 @@ def engine_cache_key(onnx_sha256: str, precision: str, trt_version: str, gpu: st
     )
 
 
+def onnx_content_key(path: Path, options: BackendOptions) -> str:
+    """The engine cache's ONNX key: the manifest's sha256 when given, else the file hashed now. Never the
+    file name (a direct ``load_backend`` of a re-exported ``encoder.onnx`` would reuse a stale engine)."""
+    return options.sha256 or sha256_regular(path)
+
+
 def prebuilt_matches(
     engine_gpu: str | None, engine_trt: str | None, gpu: str, trt_version: str, engine_recipe: object = None
 ) -> bool:
@@ -139,6 +147,31 @@ def build_engine(
     return bytes(serialized)
 
 
+def prebuild_engine(
+    onnx_path: Path, out: Path, precision: str, *, max_batch: int = 32, workspace_mb: int = 2048
+) -> dict[str, str]:
+    """Build an engine file on this machine's GPU 0 (``dermedge export`` ships it beside the ONNX).
+
+    Returns:
+        ``engine_gpu``, ``engine_tensorrt`` and ``engine_recipe``: what the engine is valid for; the
+        backend uses the shipped engine only where all three match, else it builds from the ONNX.
+
+    Raises:
+        BackendUnavailableError: TensorRT, cuda-python or a GPU is missing.
+    """
+    import tensorrt as trt
+
+    cudart = _cudart()
+    _check(cudart.cudaSetDevice(0), "cudaSetDevice")
+    engine = build_engine(trt, onnx_path, precision, max_batch, workspace_mb, out.with_suffix(".timing.cache"))
+    out.write_bytes(engine)
+    return {
+        "engine_gpu": _gpu_name(cudart, 0),
+        "engine_tensorrt": str(trt.__version__),
+        "engine_recipe": str(ENGINE_RECIPE),
+    }
+
+
 class TensorRtBackend:
     """A TensorRT engine with its own CUDA stream and device buffers."""
 
@@ -154,12 +187,12 @@ class TensorRtBackend:
         builder_flags(precision)  # refuses precisions TensorRT has no recipe for, before touching the GPU
         max_batch = int(extra.pop("max_batch", 32))
         workspace_mb = int(extra.pop("workspace_mb", 1024))
-        extra.pop("onnx_sha256", None)
-        engine_file = extra.pop("engine_file", None)
+        engine_file = extra.pop("engine_file", None) or next(
+            (c for c in options.companions if c.endswith(".engine")), None
+        )
         engine_gpu = extra.pop("engine_gpu", None)
         engine_trt = extra.pop("engine_tensorrt", None)
         engine_recipe = extra.pop("engine_recipe", None)
-        onnx_sha = str(options.extra.get("onnx_sha256", ""))
         if extra:
             raise BackendError(f"tensorrt: unknown options {sorted(extra)}")
         kind, _, index_text = options.device.partition(":")
@@ -187,7 +220,7 @@ class TensorRtBackend:
                 )
             cache_dir = Path(options.cache_dir or Path.home() / ".cache" / "dermedge" / "tensorrt")
             cache_dir.mkdir(parents=True, exist_ok=True)
-            key = engine_cache_key(onnx_sha or path.name, precision, trt.__version__, self.gpu, max_batch)
+            key = engine_cache_key(onnx_content_key(path, options), precision, trt.__version__, self.gpu, max_batch)
             cached = cache_dir / key
             if cached.is_file():
                 engine_bytes = cached.read_bytes()

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (dermedge.BackendUnavailableError, dermedge.BundleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        if args.backend == "tensorrt":
+        if isinstance(exc, dermedge.BackendUnavailableError) and args.backend != "auto":
             print("hint: on a Jetson TensorRT comes with JetPack; elsewhere try --backend auto", file=sys.stderr)
         return 1
     with model:

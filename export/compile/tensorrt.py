@@ -1,38 +1,46 @@
-"""Pre-build a TensorRT engine on a GPU machine (the runtime otherwise builds and caches it on first use)."""
+"""TensorRT artifacts: the ONNX (FP32/FP16, or the QDQ INT8 ONNX for explicit INT8) that the runtime builds
+into an engine on the target GPU; on a machine with TensorRT and a GPU the engine is also built now, gated
+and shipped beside it (used only on a matching GPU and TensorRT version)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import logging
+from dataclasses import replace
 
-from dermedge.errors import ExportError
+from dermedge.export.compile import BuildContext, artifact
+
+from dermedge.backends import unavailable_here
+from dermedge.bundle_writer import ArtifactSource
+
+logger = logging.getLogger(__name__)
 
 
-def build_tensorrt_engine(
-    onnx_path: Path, out: Path, precision: str, *, max_batch: int = 32, workspace_mb: int = 2048
-) -> dict[str, str]:
-    """FP16 or explicit INT8 (from a QDQ ONNX) engine via the TensorRT 10 builder, with a timing cache.
+def build(ctx: BuildContext, precision: str) -> ArtifactSource | None:
+    """The TensorRT artifact at ``precision`` (``fp32``, ``fp16`` or ``int8``)."""
+    if precision in ("fp32", "fp16"):
+        src, how = ctx.fp32, {}
+    elif precision == "int8":
+        src, how = ctx.int8_qdq()
+    else:
+        return None
+    art = artifact(
+        "tensorrt",
+        precision,
+        "onnx",
+        src,
+        options={"precision": precision},
+        how={"note": "engine built on the target GPU", **how},
+    )
+    if unavailable_here("tensorrt") is not None:
+        return art
+    from dermedge.backends.tensorrt import prebuild_engine
 
-    Returns:
-        ``engine_gpu``, ``engine_tensorrt`` and ``engine_recipe``: what the engine is valid for (the
-        runtime uses it only there).
-
-    Raises:
-        ExportError: TensorRT is not installed or the build failed.
-    """
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise ExportError(
-            "TensorRT is not installed; engines are built on the target GPU (pip install 'dermedge[tensorrt]')"
-        ) from exc
-    from dermedge.backends.tensorrt import ENGINE_RECIPE, _check, _cudart, _gpu_name, build_engine
-
-    cudart = _cudart()
-    _check(cudart.cudaSetDevice(0), "cudaSetDevice")
-    engine = build_engine(trt, onnx_path, precision, max_batch, workspace_mb, out.with_suffix(".timing.cache"))
-    out.write_bytes(engine)
-    return {
-        "engine_gpu": _gpu_name(cudart, 0),
-        "engine_tensorrt": str(trt.__version__),
-        "engine_recipe": str(ENGINE_RECIPE),
-    }
+    engine = ctx.work / f"encoder_trt_{precision}.engine"
+    valid_for = prebuild_engine(src, engine, precision)
+    logger.info("tensorrt/%s: pre-built engine for %s", precision, valid_for["engine_gpu"])
+    return replace(
+        art,
+        companions=(engine,),
+        options={**art.options, **valid_for},
+        gate={**art.gate, "prebuilt_engine": engine.name, **valid_for},
+    )

@@ -5,21 +5,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dermedge.backends import BACKENDS, BackendOptions, is_installed, load_backend, pick_auto
+from dermedge.backends import (
+    BACKENDS,
+    BackendOptions,
+    get_entry,
+    is_installed,
+    load_backend,
+    pick_auto,
+    unavailable_here,
+)
 from dermedge.errors import BackendError, BackendUnavailableError
 
 
-def _need(name: str) -> None:
-    if name == "tensorrt":
-        pytest.skip("tensorrt backend needs TensorRT 10 + cuda-python and an NVIDIA GPU; neither can be installed here")
-    if not is_installed(name):
-        pytest.skip(f"{name} is not installed")
+def _need(name: str, precision: str = "fp32") -> None:
+    reason = unavailable_here(name, precision)  # the registry says what this machine lacks (e.g. TensorRT, a GPU)
+    if reason:
+        pytest.skip(f"{name}: {reason}")
 
 
 @pytest.mark.parametrize("name", list(BACKENDS))
 def test_backend_contract(name: str, tiny_bundle: Path, tmp_path: Path) -> None:
+    """Runs for every backend this machine can run, TensorRT included on an NVIDIA GPU with TensorRT 10."""
     _need(name)
-    backend = load_backend(name, tiny_bundle / "encoder.onnx", BackendOptions(threads=1, cache_dir=str(tmp_path)))
+    options = BackendOptions(device=get_entry(name).default_device, threads=1, cache_dir=str(tmp_path), extra={})
+    backend = load_backend(name, tiny_bundle / "encoder.onnx", options)
     x = np.random.default_rng(0).normal(size=(5, 3, 32, 32)).astype(np.float32)
     out = backend.run(x)
     assert out.shape == (5, 16) and out.dtype == np.float32
@@ -133,6 +142,18 @@ def test_tensorrt_cache_key_depends_on_everything() -> None:
         engine_cache_key("ab" * 32, "fp16", "10.3.0", "Orin", 32),
     }
     assert base not in others and len(others) == 4
+
+
+def test_the_tensorrt_engine_cache_is_keyed_on_the_onnx_content_not_its_name(tmp_path: Path) -> None:
+    """Runs without TensorRT: the key function is plain Python."""
+    from dermedge.backends.tensorrt import onnx_content_key
+
+    a, b = tmp_path / "a" / "encoder.onnx", tmp_path / "b" / "encoder.onnx"
+    for p, data in ((a, b"model one"), (b, b"model two")):
+        p.parent.mkdir()
+        p.write_bytes(data)
+    assert onnx_content_key(a, BackendOptions()) != onnx_content_key(b, BackendOptions())
+    assert onnx_content_key(a, BackendOptions(sha256="f" * 64)) == "f" * 64  # the manifest's, not re-hashed
 
 
 def test_a_prebuilt_tensorrt_engine_is_used_only_on_its_gpu_and_tensorrt_version() -> None:

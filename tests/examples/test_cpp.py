@@ -48,11 +48,11 @@ def _build(tmp: Path) -> Path:
 @pytest.mark.openvino
 def test_cpp_app_classifies_like_python(exe: Path, tmp_path: Path, shared_data_or_none: Path | None) -> None:
     import cv2
+    from dermedge.export.app_model import export_pipeline
     from helpers import skin_image
 
     from dermedge import load_model
     from dermedge.preprocess import read_image
-    from export.app_model import export_pipeline
 
     info = export_pipeline(ROOT / "dermedge" / "models" / "default", tmp_path / "dermedge.onnx", openvino=True)
     if shared_data_or_none is not None:

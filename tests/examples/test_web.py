@@ -57,10 +57,10 @@ def test_page_has_no_network_references() -> None:
 def test_browser_page_matches_python(tmp_path: Path, shared_data_or_none: Path | None) -> None:
     chromium, node = _tools()
     import cv2
+    from dermedge.export.app_model import export_pipeline
 
     from dermedge import load_model
     from dermedge.preprocess import read_image
-    from export.app_model import export_pipeline
 
     info = export_pipeline(ROOT / "dermedge" / "models" / "default", tmp_path / "dermedge.onnx")
     site = tmp_path / "site"

@@ -13,10 +13,11 @@ from helpers import skin_image, write_tiny_bundle
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from dermedge.export.app_model import export_pipeline  # noqa: E402
+
 from dermedge import load_model  # noqa: E402
 from dermedge.bundle import InputSpec  # noqa: E402
 from dermedge.errors import BundleError  # noqa: E402
-from export.app_model import export_pipeline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 

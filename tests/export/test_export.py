@@ -7,11 +7,11 @@ import pytest
 pytest.importorskip("timm")
 pytest.importorskip("nncf")
 
+from dermedge.export.quantize import activation_matmuls  # noqa: E402
 from helpers import encode, skin_image  # noqa: E402
 
 import dermedge  # noqa: E402
 from dermedge.cli import main  # noqa: E402
-from export.quantize import activation_matmuls  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +27,8 @@ def labelled(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, labelled: Path) -> Path:
-    from training.config import load_config
-    from training.train import train
+    from dermedge.training.config import load_config
+    from dermedge.training.train import train
 
     out = tmp_path_factory.mktemp("run") / "r18"
     cfg = load_config(
@@ -118,9 +118,8 @@ def test_failing_gate_writes_nothing(run_dir: Path, labelled: Path, tmp_path: Pa
 
 def test_transformer_detection(tmp_path: Path) -> None:
     import torch
-
-    from export.compile.onnx import export_onnx
-    from training.encoders import create_encoder
+    from dermedge.export.compile.onnx import export_onnx
+    from dermedge.training.encoders import create_encoder
 
     vit = create_encoder("vit_tiny_patch16_224", 32, patch_size=16).eval()
     parity = export_onnx(vit, 32, tmp_path / "vit.onnx")
@@ -140,10 +139,11 @@ def test_tensorrt_engine_build_and_run(tmp_path: Path) -> None:
     from helpers import make_tiny_onnx
 
     from dermedge.backends import BackendOptions, load_backend
-    from export.compile.tensorrt import build_tensorrt_engine
+    from dermedge.backends.tensorrt import prebuild_engine
 
     onnx_path = make_tiny_onnx(tmp_path / "tiny.onnx")
-    engine = build_tensorrt_engine(onnx_path, tmp_path / "tiny.engine", "fp16", max_batch=8)
+    prebuild_engine(onnx_path, tmp_path / "tiny.engine", "fp16", max_batch=8)
+    engine = tmp_path / "tiny.engine"
     x = np.random.default_rng(0).normal(size=(4, 3, 32, 32)).astype(np.float32)
     ref = load_backend("onnxruntime", onnx_path, BackendOptions()).run(x)
     got = load_backend("tensorrt", engine, BackendOptions(device="cuda")).run(x)
@@ -196,10 +196,9 @@ def test_distill_writes_an_exportable_student(run_dir: Path, labelled: Path, tmp
 def test_ort_int8_weights_use_7_bits_by_default(tmp_path: Path, reduce_range: bool, limit: int) -> None:
     """7-bit weights keep ORT's U8S8 VPMADDUBSW kernels (CPUs without VNNI) from saturating."""
     import onnx
+    from dermedge.export.quantize import AdvancedQuantization, quantize_onnxruntime
     from helpers import make_tiny_onnx
     from onnx import numpy_helper
-
-    from export.quantize import AdvancedQuantization, quantize_onnxruntime
 
     assert AdvancedQuantization().reduce_range  # the default
     fp32 = make_tiny_onnx(tmp_path / "tiny.onnx")
@@ -221,9 +220,8 @@ def test_ort_int8_weights_use_7_bits_by_default(tmp_path: Path, reduce_range: bo
 @pytest.mark.parametrize("keep_stem", [True, False])
 def test_ort_int8_keeps_the_stem_conv_in_fp32_by_default(tmp_path: Path, keep_stem: bool) -> None:
     import onnx
+    from dermedge.export.quantize import AdvancedQuantization, quantize_onnxruntime
     from helpers import make_tiny_onnx
-
-    from export.quantize import AdvancedQuantization, quantize_onnxruntime
 
     assert AdvancedQuantization().keep_stem_fp32  # the default
     fp32 = make_tiny_onnx(tmp_path / "tiny.onnx")  # Conv (stem) -> ReLU -> pool -> Gemm
@@ -242,9 +240,8 @@ def test_ort_int8_keeps_the_stem_conv_in_fp32_by_default(tmp_path: Path, keep_st
 @pytest.mark.parametrize("keep_stem", [True, False])
 def test_nncf_int8_keeps_the_stem_conv_in_fp32_by_default(tmp_path: Path, keep_stem: bool) -> None:
     import openvino as ov
+    from dermedge.export.quantize import AdvancedQuantization, quantize_openvino
     from helpers import make_tiny_onnx
-
-    from export.quantize import AdvancedQuantization, quantize_openvino
 
     fp32 = make_tiny_onnx(tmp_path / "tiny.onnx")
     rng = np.random.default_rng(0)

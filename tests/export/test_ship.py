@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from export.ship import _target_lines, _training_lines, args_command
+import pytest
+from dermedge.export.ship import _target_lines, _training_lines, args_command
 
 
 def _report(f1: float, auroc: float, colour_f1: float, sd: float | None, int8: bool) -> dict:
@@ -61,10 +62,10 @@ def test_two_stage_training_lines(tmp_path: Path) -> None:
     assert len(lines) == 2 and "Stage 1" in lines[0] and "simclr" in lines[0] and cmd in lines[1]
 
 
-def test_choose_artifacts_keeps_the_fp32_reference_first() -> None:
-    from dataclasses import dataclass
+def test_choose_artifacts_follows_the_preference_within_the_budget_and_shares_files_only_when_asked() -> None:
+    from dataclasses import dataclass, field
 
-    from export.ship import choose_artifacts
+    from dermedge.export.ship import choose_artifacts
 
     @dataclass(frozen=True)
     class F:
@@ -74,19 +75,30 @@ def test_choose_artifacts_keeps_the_fp32_reference_first() -> None:
     class A:
         backend: str
         precision: str
+        format: str
         files: tuple = ()
-        options: dict | None = None
+        options: dict = field(default_factory=dict)
+        gate: dict = field(default_factory=dict)
 
     mb = 1_000_000
     arts = [
-        A("onnxruntime", "int8", (F(4 * mb),)),
-        A("onnxruntime", "fp32", (F(14 * mb),)),
-        A("openvino", "fp16", (F(7 * mb),)),
+        A("onnxruntime", "int8", "onnx", (F(4 * mb),)),
+        A("onnxruntime", "fp32", "onnx", (F(14 * mb),)),
+        A("openvino", "fp16", "openvino_ir", (F(7 * mb),)),
+        A("openvino", "fp32", "openvino_ir", (F(14 * mb),)),
     ]
-    pref = ["onnxruntime/int8", "onnxruntime/fp32", "openvino/fp16"]
-    chosen = choose_artifacts(arts, pref, budget=20 * mb)
-    assert [(a.backend, a.precision) for a in chosen][:2] == [("onnxruntime", "fp32"), ("onnxruntime", "int8")]
-    small = choose_artifacts(arts, pref, budget=15 * mb)  # INT8 does not fit beside FP32
-    assert [(a.backend, a.precision) for a in small] == [("onnxruntime", "fp32"), ("openvino", "fp32")]
-    no_fp32 = choose_artifacts(arts[:1] + arts[2:], pref, budget=15 * mb)
-    assert [(a.backend, a.precision) for a in no_fp32] == [("onnxruntime", "int8"), ("openvino", "fp16")]
+    keys = lambda chosen: [f"{a.backend}/{a.precision}" for a in chosen]  # noqa: E731
+    pref = ["onnxruntime/fp32", "onnxruntime/int8", "openvino/fp16"]
+    assert keys(choose_artifacts(arts, pref, budget=20 * mb)) == ["onnxruntime/fp32", "onnxruntime/int8"]
+    # the caller's order, not a built-in one: INT8 first when asked
+    assert keys(choose_artifacts(arts, pref[::-1], budget=20 * mb)) == ["openvino/fp16", "onnxruntime/int8"]
+    # openvino/fp32's IR does not fit, so it runs the chosen FP32 ONNX (OpenVINO opens ONNX): no extra bytes
+    shared = choose_artifacts(arts, ["onnxruntime/fp32", "openvino/fp32"], budget=15 * mb)
+    assert keys(shared) == ["onnxruntime/fp32", "openvino/fp32"]
+    assert shared[1].files == shared[0].files and shared[1].gate["shares_file_with"] == "onnxruntime/fp32"
+    # ... and nothing is added that was not asked for
+    assert keys(choose_artifacts(arts, ["onnxruntime/fp32"], budget=15 * mb)) == ["onnxruntime/fp32"]
+    # ONNX Runtime cannot open an IR, so no sharing the other way
+    assert keys(choose_artifacts(arts, ["openvino/fp32", "onnxruntime/fp32"], budget=15 * mb)) == ["openvino/fp32"]
+    with pytest.raises(ValueError, match="onnxruntime/fp64"):
+        choose_artifacts(arts, ["onnxruntime/fp64"])

@@ -4,10 +4,9 @@ import sys
 
 import torch
 import torch.distributed as dist
-
-from training import distributed
-from training.config import load_config
-from training.train import build_method
+from dermedge.training import distributed
+from dermedge.training.config import load_config
+from dermedge.training.train import build_method
 
 
 def flat_grads(model: torch.nn.Module) -> torch.Tensor:

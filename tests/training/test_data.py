@@ -8,8 +8,9 @@ import pytest
 
 pytest.importorskip("torch")
 
+from dermedge.training.data import DecodedCache  # noqa: E402
+
 from dermedge.datasets import Sample  # noqa: E402
-from training.data import DecodedCache  # noqa: E402
 
 
 def _jpeg(path: Path, h: int, w: int, value: int) -> str:

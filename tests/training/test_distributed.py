@@ -26,7 +26,7 @@ def test_torchrun_training_writes_one_checkpoint(synthetic_folder: Path, tmp_pat
     proc = _torchrun(
         [
             "-m",
-            "training.train",
+            "dermedge.training.train",
             "--config",
             str(ROOT / "training/configs/smoke.yaml"),
             "--method",

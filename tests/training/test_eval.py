@@ -7,9 +7,10 @@ import pytest
 pytest.importorskip("sklearn")
 pytest.importorskip("timm")
 
+from dermedge.training.eval import color_histogram, evaluate_features, knn_proba, make_splits  # noqa: E402
+
 from dermedge.cli import main  # noqa: E402
 from dermedge.datasets import Sample  # noqa: E402
-from training.eval import color_histogram, evaluate_features, knn_proba, make_splits  # noqa: E402
 
 
 def test_knn_weighted_votes() -> None:
@@ -50,8 +51,8 @@ def test_colour_histogram_is_normalised() -> None:
 
 
 def test_eval_cli_json_markdown_png(synthetic_folder: Path, tmp_path: Path, capsys) -> None:
-    from training.config import load_config
-    from training.train import train
+    from dermedge.training.config import load_config
+    from dermedge.training.train import train
 
     run = train(
         load_config(

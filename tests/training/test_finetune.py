@@ -10,8 +10,8 @@ from helpers import encode, skin_image
 
 pytest.importorskip("timm")
 
-from training.finetune import FinetuneConfig, finetune, internal_samples  # noqa: E402
-from training.train import train  # noqa: E402
+from dermedge.training.finetune import FinetuneConfig, finetune, internal_samples  # noqa: E402
+from dermedge.training.train import train  # noqa: E402
 
 
 def _fake_shared_data(root: Path) -> Path:
@@ -33,7 +33,7 @@ def _fake_shared_data(root: Path) -> Path:
 
 
 def test_finetune_trains_on_the_training_split_only_and_resumes(tmp_path: Path) -> None:
-    from training.config import load_config
+    from dermedge.training.config import load_config
 
     data = _fake_shared_data(tmp_path / "data")
     assert {s.label for s in internal_samples(data)} == {"NEV", "MEL", "BCC"}
@@ -80,8 +80,7 @@ def test_weighted_smoothed_ce_is_a_weighted_mean_of_per_sample_losses() -> None:
     weight, so with a rare class of large weight a uniform prediction scores far above ln(C) and training
     drifts towards the rare class (our first fine-tune run: loss 3.7, val macro-F1 0.13)."""
     import torch
-
-    from training.finetune import class_weights, weighted_smoothed_ce
+    from dermedge.training.finetune import class_weights, weighted_smoothed_ce
 
     y = np.array([0] * 4339 + [1] * 12 + [2] * 800)
     w = class_weights(y, 3, power=1.0)
@@ -96,6 +95,6 @@ def test_weighted_smoothed_ce_is_a_weighted_mean_of_per_sample_losses() -> None:
         weighted_smoothed_ce(confident, target, wt, 0.1)
     )
     with pytest.raises(ValueError, match="class_weight_power"):
-        from training.finetune import FinetuneConfig
+        from dermedge.training.finetune import FinetuneConfig
 
         FinetuneConfig(checkpoint="x", data="y", out="z", class_weight_power=2.0).validate()

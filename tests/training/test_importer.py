@@ -9,9 +9,8 @@ import pytest
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 
+from dermedge.training.importer import ImportRefused, import_checkpoint  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
-
-from training.importer import ImportRefused, import_checkpoint  # noqa: E402
 
 
 def _vit_teacher_ckpt(path: Path, with_module_prefix: bool = False) -> dict:
@@ -83,8 +82,8 @@ def test_wrong_layout_is_explained(tmp_path: Path) -> None:
 
 
 def test_paper_embedding_is_four_cls_tokens_and_exports(tmp_path: Path) -> None:
-    from export.compile.onnx import export_onnx
-    from training.checkpoint import build_encoder, read_checkpoint
+    from dermedge.export.compile.onnx import export_onnx
+    from dermedge.training.checkpoint import build_encoder, read_checkpoint
 
     src = tmp_path / "c.pth"
     _vit_teacher_ckpt(src)

@@ -5,8 +5,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from training.losses import BYOLLoss, DINOLoss, IBOTPatchLoss, MAELoss, NTXentLoss  # noqa: E402
-from training.losses.mae import patchify  # noqa: E402
+from dermedge.training.losses import BYOLLoss, DINOLoss, IBOTPatchLoss, MAELoss, NTXentLoss  # noqa: E402
+from dermedge.training.losses.mae import patchify  # noqa: E402
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:

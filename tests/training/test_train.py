@@ -7,9 +7,9 @@ import pytest
 
 pytest.importorskip("timm")
 
-from training.cli import build_train_parser, config_from_args  # noqa: E402
-from training.config import load_config  # noqa: E402
-from training.train import train  # noqa: E402
+from dermedge.training.cli import build_train_parser, config_from_args  # noqa: E402
+from dermedge.training.config import load_config  # noqa: E402
+from dermedge.training.train import train  # noqa: E402
 
 CASES = [
     ("simclr", "resnet18"),

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from dermedge.training.distributed import all_reduce_mean
 from torch import nn
-
-from training.distributed import all_reduce_mean
 
 
 class IBOTPatchLoss(nn.Module):

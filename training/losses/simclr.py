@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from dermedge.training.distributed import gather_with_grad, rank
 from torch import nn
-
-from training.distributed import gather_with_grad, rank
 
 
 class NTXentLoss(nn.Module):

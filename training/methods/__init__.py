@@ -6,13 +6,12 @@ Every method exposes ``encoder`` (the backbone to export), ``forward(views) -> (
 
 from __future__ import annotations
 
+from dermedge.training.methods.byol import BYOL
+from dermedge.training.methods.dino import DINO
+from dermedge.training.methods.ibot import IBOT
+from dermedge.training.methods.mae import MAE
+from dermedge.training.methods.simclr import SimCLR
 from torch import nn
-
-from training.methods.byol import BYOL
-from training.methods.dino import DINO
-from training.methods.ibot import IBOT
-from training.methods.mae import MAE
-from training.methods.simclr import SimCLR
 
 METHODS: dict[str, type[nn.Module]] = {"simclr": SimCLR, "byol": BYOL, "dino": DINO, "ibot": IBOT, "mae": MAE}
 VIT_ONLY = {"ibot", "mae"}

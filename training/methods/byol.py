@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
+from dermedge.training.heads import ProjectionMLP
+from dermedge.training.losses.byol import BYOLLoss
+from dermedge.training.methods._ema import ema_update, make_teacher, momentum_at
 from torch import nn
-
-from training.heads import ProjectionMLP
-from training.losses.byol import BYOLLoss
-from training.methods._ema import ema_update, make_teacher, momentum_at
 
 
 class BYOL(nn.Module):

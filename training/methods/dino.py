@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
+from dermedge.training.heads import DINOHead
+from dermedge.training.losses.dino import DINOLoss
+from dermedge.training.methods._ema import ema_update, make_teacher, momentum_at
 from torch import nn
-
-from training.heads import DINOHead
-from training.losses.dino import DINOLoss
-from training.methods._ema import ema_update, make_teacher, momentum_at
 
 
 class DINO(nn.Module):

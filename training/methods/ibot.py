@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import torch
+from dermedge.training.heads import DINOHead
+from dermedge.training.losses.dino import DINOLoss
+from dermedge.training.losses.ibot import IBOTPatchLoss
+from dermedge.training.methods._ema import ema_update, make_teacher, momentum_at
+from dermedge.training.methods._vit import check_vit, random_patch_mask, vit_tokens
 from torch import nn
-
-from training.heads import DINOHead
-from training.losses.dino import DINOLoss
-from training.losses.ibot import IBOTPatchLoss
-from training.methods._ema import ema_update, make_teacher, momentum_at
-from training.methods._vit import check_vit, random_patch_mask, vit_tokens
 
 
 class IBOT(nn.Module):

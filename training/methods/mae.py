@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
+from dermedge.training.losses.mae import MAELoss
+from dermedge.training.methods._vit import check_vit
 from timm.models.vision_transformer import Block
 from torch import nn
-
-from training.losses.mae import MAELoss
-from training.methods._vit import check_vit
 
 
 class MAE(nn.Module):

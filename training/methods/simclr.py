@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import torch
+from dermedge.training.heads import ProjectionMLP
+from dermedge.training.losses.simclr import NTXentLoss
 from torch import nn
-
-from training.heads import ProjectionMLP
-from training.losses.simclr import NTXentLoss
 
 
 class SimCLR(nn.Module):
