@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from dermedge.datasets import Sample, discover
-from dermedge.metrics import balanced_accuracy, macro_f1, roc_auc
+from dermedge.metrics import balanced_accuracy, bootstrap_ci, macro_f1, roc_auc
 
 logger = logging.getLogger("dermedge.yardstick")
 C_GRID = (0.001, 0.01, 0.1, 1.0)
@@ -231,17 +231,8 @@ def _knn(train_x: np.ndarray, train_y: np.ndarray, x: np.ndarray, k: int, n: int
 
 def _bootstrap(groups: np.ndarray, metric: Any, seed: int = 0) -> list[float]:
     """95% percentile interval of ``metric(indices)`` over resampled groups (patients/lesions)."""
-    rng = np.random.default_rng(seed)
-    uniq, inv = np.unique(groups, return_inverse=True)
-    order = np.argsort(inv, kind="stable")
-    starts = np.searchsorted(inv[order], np.arange(len(uniq)))
-    ends = np.r_[starts[1:], len(order)]
-    values = []
-    for _ in range(BOOTSTRAP):
-        pick = rng.integers(0, len(uniq), len(uniq))
-        idx = np.concatenate([order[starts[g] : ends[g]] for g in pick])
-        values.append(metric(idx))
-    return [float(np.nanpercentile(values, 2.5)), float(np.nanpercentile(values, 97.5))]
+    out: list[float] = bootstrap_ci(groups, metric, reps=BOOTSTRAP, seed=seed)
+    return out
 
 
 def internal_task(x: np.ndarray, tasks: Tasks) -> dict[str, Any]:

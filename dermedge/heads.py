@@ -59,10 +59,7 @@ class LinearHead:
         the photo does not look like the skin-lesion photos the head was fitted on (``None`` if no detector)."""
         if self.ood_mean is None or self.ood_precision is None:
             return None
-        d = embeddings.astype(np.float64) - self.ood_mean
-        squared: np.ndarray = np.einsum("ij,jk,ik->i", d, self.ood_precision, d)
-        distance: np.ndarray = np.sqrt(np.maximum(squared, 0.0))
-        return distance
+        return mahalanobis(embeddings, self.ood_mean, self.ood_precision)
 
     def logits(self, embeddings: np.ndarray) -> np.ndarray:
         """Uncalibrated class scores, (N, C)."""
@@ -218,6 +215,15 @@ def fit_logistic_regression(
     return w, b
 
 
+def mahalanobis(x: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """Mahalanobis distance of each row of ``x`` to ``mean`` under ``precision`` (inverse covariance), in
+    float64; the one implementation behind both the abstain threshold and the scores it is compared with."""
+    d = np.asarray(x, dtype=np.float64) - mean
+    squared = np.einsum("ij,jk,ik->i", d, precision.astype(np.float64), d)
+    out: np.ndarray = np.sqrt(np.maximum(squared, 0.0))
+    return out
+
+
 def fit_abstain(
     head: LinearHead, train_embeddings: np.ndarray, held_out: np.ndarray | None = None, keep: float = 0.95
 ) -> LinearHead:
@@ -228,9 +234,8 @@ def fit_abstain(
     mu = x.mean(0)
     cov = np.cov(x - mu, rowvar=False)
     cov = 0.9 * cov + 0.1 * np.eye(len(mu)) * np.trace(cov) / len(mu)
-    prec = np.linalg.inv(cov)
-    ref = np.asarray(held_out if held_out is not None else x, dtype=np.float64) - mu
-    d = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", ref, prec, ref), 0.0))
+    mean32, prec32 = mu.astype(np.float32), np.linalg.inv(cov).astype(np.float32)  # as the head stores them
+    d = mahalanobis(np.asarray(held_out if held_out is not None else x), mean32, prec32)
     return LinearHead(
         head.weight,
         head.bias,
@@ -238,8 +243,8 @@ def fit_abstain(
         head.temperature,
         head.metrics,
         head.type,
-        ood_mean=mu.astype(np.float32),
-        ood_precision=prec.astype(np.float32),
+        ood_mean=mean32,
+        ood_precision=prec32,
         ood_threshold=float(np.quantile(d, keep)),
     )
 

@@ -191,11 +191,8 @@ def _to_rgb_uint8(image: np.ndarray, name: str) -> np.ndarray:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     if channels == 3:
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    if channels == 4:  # composite over white, the usual background for cut-out photos
-        alpha = image[:, :, 3:4].astype(np.float32) / 255.0
-        rgb = image[:, :, 2::-1].astype(np.float32)
-        out: np.ndarray = (rgb * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
-        return out
+    if channels == 4:
+        return over_white(image[:, :, 2::-1], image[:, :, 3:4])  # decoded as BGRA
     raise InputError(name, f"unsupported channel count {channels}")
 
 
@@ -272,12 +269,16 @@ def check_array(image: np.ndarray, name: str) -> np.ndarray:
     if image.shape[2] == 1:
         return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_GRAY2RGB)
     if image.shape[2] == 4:
-        alpha = image[:, :, 3:4].astype(np.float32) / 255.0
-        blended: np.ndarray = (image[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(
-            np.uint8
-        )
-        return blended
+        return over_white(image[:, :, :3], image[:, :, 3:4])
     return np.ascontiguousarray(image)
+
+
+def over_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Composite a uint8 RGB image with its (H, W, 1) uint8 alpha over white, the usual background of cut-out
+    photos; the one implementation for decoded files and for arrays (the app pipeline graph does the same)."""
+    a = alpha.astype(np.float32) / 255.0
+    out: np.ndarray = (rgb.astype(np.float32) * a + 255.0 * (1.0 - a) + 0.5).astype(np.uint8)
+    return out
 
 
 def read_file(path: str | os.PathLike[str], name: str | None = None, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:

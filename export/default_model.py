@@ -21,55 +21,37 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dermedge.backends import REFERENCE_BACKEND
 from dermedge.datasets import COMMON_LABEL_MAP, Sample, discover, group_split, map_labels
 from dermedge.heads import L2_GRID, LinearHead, fit_abstain, fit_linear_head, fit_temperature, softmax
-from dermedge.metrics import balanced_accuracy, expected_calibration_error, macro_f1, roc_auc
+from dermedge.metrics import bootstrap_ci, expected_calibration_error, macro_f1, summarize
 
 logger = logging.getLogger("dermedge.default_model")
 SOURCES = ("ham10000", "ham10000_rest", "pad_ufes_20")
-
-
-def sens_at_spec(y: np.ndarray, s: np.ndarray, spec: float = 0.8) -> float:
-    neg = np.sort(s[~y])
-    if len(neg) == 0 or y.sum() == 0:
-        return float("nan")
-    thr = neg[min(len(neg) - 1, int(np.ceil(spec * len(neg))) - 1)]
-    return float((s[y] > thr).mean())
+SOURCE_NAMES = {"ham": "dermoscopy (HAM10000)", "pad": "smartphone (PAD-UFES-20)"}
 
 
 def test_metrics(y: np.ndarray, probs: np.ndarray, labels: tuple[str, ...]) -> dict[str, float]:
-    n = len(labels)
-    pred = probs.argmax(1)
-    mel = labels.index("MEL")
-    return {
-        "macro_f1": macro_f1(y, pred, n),
-        "balanced_accuracy": balanced_accuracy(y, pred, n),
-        "mel_auroc": roc_auc(y == mel, probs[:, mel]),
-        "mel_sens_at_80_spec": sens_at_spec(y == mel, probs[:, mel]),
-        "ece": expected_calibration_error(probs, y),
-        "n": int(len(y)),
-    }
+    """``dermedge.metrics.summarize`` with melanoma as the focus class (``mel_auroc``, ``mel_sens_at_80_spec``)."""
+    return summarize(y, probs, focus=labels.index("MEL"), focus_name="mel")
 
 
 def bootstrap(
     y: np.ndarray, probs: np.ndarray, groups: np.ndarray, labels: tuple[str, ...], reps: int = 500, seed: int = 0
 ) -> dict[str, list[float]]:
-    """95% CIs by resampling patients/lesions (clusters) with replacement."""
-    rng = np.random.default_rng(seed)
-    uniq, inv = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(inv == g) for g in range(len(uniq))]
-    draws: dict[str, list[float]] = {}
-    for _ in range(reps):
-        idx = np.concatenate([members[g] for g in rng.integers(0, len(uniq), len(uniq))])
-        for k, v in test_metrics(y[idx], probs[idx], labels).items():
-            if k != "n":
-                draws.setdefault(k, []).append(v)
-    return {k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))] for k, v in draws.items()}
+    """95% CIs of every test metric by resampling patients/lesions (clusters) with replacement."""
+
+    def metric(idx: np.ndarray) -> dict[str, float]:
+        return {k: v for k, v in test_metrics(y[idx], probs[idx], labels).items() if k != "n"}
+
+    out: dict[str, list[float]] = bootstrap_ci(groups, metric, reps=reps, seed=seed)
+    return out
 
 
 def write_csv(samples: list[Sample], path: Path) -> None:
@@ -126,7 +108,7 @@ def non_skin_images(n: int = 60, seed: int = 0) -> list[np.ndarray]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True)
     p.add_argument("--data", default="../shared/data")
@@ -153,26 +135,82 @@ def main(argv: list[str] | None = None) -> int:
         "(beside the colour histogram of the same run) go into the report, the card and `dermedge info`",
     )
     p.add_argument("--limit", type=int, default=0, help="use a balanced subset of N labelled photos (dry runs)")
-    args = p.parse_args(argv)
+    return p
+
+
+@dataclass
+class Split:
+    """One part of the labelled pool: its samples (those the runtime could read) and their FP32 embeddings."""
+
+    samples: list[Sample]
+    x: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     t_start = time.time()
-    data = Path(args.data)
+    train, val, test = _split(Path(args.data), args.limit)
+    work = Path(tempfile.mkdtemp(prefix="dermedge-default-"))
+    bundle, rows = _export(args, work, train, val)
+    if bundle is None:
+        logger.error("no artifact passed the gate")
+        return 1
+    parts = {name: _embed_split(bundle, part) for name, part in (("train", train), ("val", val), ("test", test))}
+    head, l2_choice = fit_shipped_head(
+        parts["train"].x, parts["train"].samples, parts["val"].x, parts["val"].samples, args.head_l2
+    )
+    _relabel(head, parts)
+    head = _calibrate(head, parts)
+    report = _evaluate(head, parts)
+    report.update(head_l2=l2_choice, abstain=_abstain_report(bundle, head, parts["test"], Path(args.data), args.limit))
+    report["per_artifact"] = _final_gates(bundle, rows, head, parts)
+    report["final_gate_passing"] = [k for k, r in report["per_artifact"].items() if r["final_gate"]["status"] == "pass"]
+    if args.baselines:
+        report["baselines"] = baselines(
+            args.run, parts["train"].samples, parts["test"].samples, head.labels, args.img_size
+        )
+    if args.yardstick:
+        report["sd198_probe"] = yardstick_transfer(Path(args.yardstick), args.run)
+    report["gate_table"] = _gate_table(bundle)
+    report["wall_time_s"] = time.time() - t_start
+    (work / "report.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+    from dermedge.export.ship import write_default
+
+    ship = [a.strip() for a in args.ship.split(",") if a.strip() in report["final_gate_passing"]]
+    write_default(bundle, Path(args.out), head, report, args, ship)
+    shutil.copy(work / "report.json", Path(args.out) / "report.json")
+    logger.info("done in %.0f s", time.time() - t_start)
+    print(json.dumps(report["test"], indent=1))
+    return 0
+
+
+def _split(data: Path, limit: int) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    """HAM10000 (by lesion) + PAD-UFES-20 (by patient) in the common vocabulary, 60/20/20."""
     samples, dropped = map_labels(discover([data / s for s in SOURCES]), COMMON_LABEL_MAP)
-    if args.limit:
+    if limit:
         from dermedge.export.calibration import balanced_sample
 
-        samples = balanced_sample(samples, args.limit)
+        samples = balanced_sample(samples, limit)
     train, val, test = group_split(samples, [0.6, 0.2, 0.2], seed=0)
     logger.info("split train %d / val %d / test %d (dropped %d unmapped)", len(train), len(val), len(test), dropped)
-    work = Path(tempfile.mkdtemp(prefix="dermedge-default-"))
+    return train, val, test
+
+
+def _export(
+    args: argparse.Namespace, work: Path, train: list[Sample], val: list[Sample]
+) -> tuple[Path | None, list[dict[str, Any]]]:
+    """The full bundle (every format and precision, export-gated): calibration on train, gate on val."""
     from dermedge.export.pipeline import ExportRequest, export_bundle
 
     write_csv(val, work / "val.csv")
     write_csv(train, work / "train.csv")
-    full = Path(args.full_out)
+    l2 = None if args.head_l2 == "cv" else 0.1 if args.head_l2 == "stable" else float(args.head_l2)
     req = ExportRequest(
         checkpoint=args.run,
-        out=str(full),
+        out=str(Path(args.full_out)),
         formats=("onnxruntime", "openvino"),
         precisions=("fp32", "fp16", "int8"),
         calib_data=[str(work / "train.csv")],
@@ -184,109 +222,104 @@ def main(argv: list[str] | None = None) -> int:
         name="dermedge-default",
         version=args.version,
         overwrite=True,
-        head_l2=None if args.head_l2 == "cv" else 0.1 if args.head_l2 == "stable" else float(args.head_l2),
+        head_l2=l2,
     )
-    bundle, rows = export_bundle(req)
-    if bundle is None:
-        logger.error("no artifact passed the gate")
-        return 1
-    # embeddings of every split with the FP32 reference, head on train, temperature on val
-    emb = {}
-    for name, part in (("train", train), ("val", val), ("test", test)):
-        e, kept = embed_all(bundle, "onnxruntime", "fp32", part)
-        emb[name] = (e, [part[i] for i in kept])
-    (xtr, str_), (xva, sva), (xte, ste) = emb["train"], emb["val"], emb["test"]
-    head, l2_choice = fit_shipped_head(xtr, str_, xva, sva, args.head_l2)
+    return export_bundle(req)
+
+
+def _embed_split(bundle: Path, part: list[Sample], backend: str = REFERENCE_BACKEND, precision: str = "fp32") -> Split:
+    emb, kept = embed_all(bundle, backend, precision, part)
+    samples = [part[i] for i in kept]
+    labels = sorted({s.label for s in samples})
+    return Split(samples, emb, np.array([labels.index(s.label) for s in samples]), np.array([s.group for s in samples]))
+
+
+def _calibrate(head: LinearHead, parts: dict[str, Split]) -> LinearHead:
+    """Temperature on validation, then the abstain detector (keeps 95 % of validation photos)."""
+    val = parts["val"]
+    temperature = fit_temperature(head.logits(val.x), val.y)
+    calibrated = LinearHead(head.weight, head.bias, head.labels, temperature, head.metrics)
+    return fit_abstain(calibrated, parts["train"].x, val.x, keep=0.95)
+
+
+def _relabel(head: LinearHead, parts: dict[str, Split]) -> None:
+    """Index every split's labels in the head's label order."""
     idx = {lab: i for i, lab in enumerate(head.labels)}
-    yva = np.array([idx[s.label] for s in sva])
-    yte = np.array([idx[s.label] for s in ste])
-    temperature = fit_temperature(head.logits(xva), yva)
-    head = fit_abstain(LinearHead(head.weight, head.bias, head.labels, temperature, head.metrics), xtr, xva, keep=0.95)
-    probs_raw = softmax(head.logits(xte))
-    probs = head.probabilities(xte)
-    groups = np.array([s.group for s in ste])
+    for part in parts.values():
+        part.y = np.array([idx[s.label] for s in part.samples])
+
+
+def _evaluate(head: LinearHead, parts: dict[str, Split]) -> dict[str, Any]:
+    """Test metrics with 95 % CIs, calibration before/after, per source and per Fitzpatrick type."""
+    test = parts["test"]
+    probs = head.probabilities(test.x)
     report: dict[str, Any] = {
         "labels": list(head.labels),
-        "head_l2": l2_choice,
-        "split_sizes": {"train": len(str_), "val": len(sva), "test": len(ste)},
+        "split_sizes": {k: len(v.samples) for k, v in parts.items()},
+        "test": test_metrics(test.y, probs, head.labels),
+        "test_ci95": bootstrap(test.y, probs, test.groups, head.labels),
+        "ece_before_calibration": expected_calibration_error(softmax(head.logits(test.x)), test.y),
     }
-    report["test"] = test_metrics(yte, probs, head.labels)
-    report["test_ci95"] = bootstrap(yte, probs, groups, head.labels)
-    report["ece_before_calibration"] = expected_calibration_error(probs_raw, yte)
     report["ece_after_calibration"] = report["test"]["ece"]
-    src = np.array(
-        ["dermoscopy (HAM10000)" if s.meta["source"].startswith("ham") else "smartphone (PAD-UFES-20)" for s in ste]
-    )
-    report["per_source"] = {k: test_metrics(yte[src == k], probs[src == k], head.labels) for k in np.unique(src)}
-    fitz = np.array([s.meta.get("fitzpatrick", "") for s in ste])
+    src = np.array([SOURCE_NAMES["ham" if s.meta["source"].startswith("ham") else "pad"] for s in test.samples])
+    report["per_source"] = {k: test_metrics(test.y[src == k], probs[src == k], head.labels) for k in np.unique(src)}
+    fitz = np.array([s.meta.get("fitzpatrick", "") for s in test.samples])
     report["per_fitzpatrick"] = {
-        f"type {k}": test_metrics(yte[fitz == k], probs[fitz == k], head.labels) for k in np.unique(fitz) if k
+        f"type {k}": test_metrics(test.y[fitz == k], probs[fitz == k], head.labels) for k in np.unique(fitz) if k
     }
-    # OOD behaviour: in-distribution test kept, SD-198 (other skin diseases, near-OOD), synthetic non-skin images
+    return report
+
+
+def _abstain_report(bundle: Path, head: LinearHead, test: Split, data: Path, limit: int) -> dict[str, Any]:
+    """How often the abstain detector flags in-distribution test photos, SD-198 and synthetic non-skin images."""
     import dermedge
 
-    def ood_rate(e: np.ndarray) -> float:
+    def flagged(e: np.ndarray) -> float:
         return float((head.ood_scores(e) > head.ood_threshold).mean())
 
-    with dermedge.load_model(bundle, backend="onnxruntime", precision="fp32") as m:
+    with dermedge.load_model(bundle, backend=REFERENCE_BACKEND, precision="fp32") as m:
         x_non_skin = m.embed(non_skin_images())
-    sd_samples = discover([data / "sd198"])[: (args.limit or 10**9)]
-    x_sd, _ = embed_all(bundle, "onnxruntime", "fp32", sd_samples)
-    report["abstain"] = {
+    x_sd, _ = embed_all(bundle, REFERENCE_BACKEND, "fp32", discover([data / "sd198"])[: (limit or 10**9)])
+    return {
         "method": "Mahalanobis distance to training embeddings (shrunk covariance)",
         "threshold": head.ood_threshold,
         "operating_point": "keeps 95% of validation photos",
-        "flagged_test_in_distribution": ood_rate(xte),
-        "flagged_sd198_other_conditions": ood_rate(x_sd),
-        "flagged_synthetic_non_skin": ood_rate(x_non_skin),
+        "flagged_test_in_distribution": flagged(test.x),
+        "flagged_sd198_other_conditions": flagged(x_sd),
+        "flagged_synthetic_non_skin": flagged(x_non_skin),
     }
-    # every shipped artifact on the test split (the same head)
-    # Re-gate every artifact with the shipped head on the validation split: a head fitted on 7k photos is far
-    # more sensitive to INT8 noise than the export gate's small transient head (measured: cosine 0.999, yet
-    # only 66-74% top-1 agreement). Only artifacts passing this final gate are shipped.
-    per_artifact = {}
-    passing = []
-    f1_val_ref = macro_f1(yva, head.probabilities(xva).argmax(1), len(head.labels))
+
+
+def _final_gates(
+    bundle: Path, rows: list[dict[str, Any]], head: LinearHead, parts: dict[str, Split]
+) -> dict[str, dict[str, Any]]:
+    """Re-gate every export-passing artifact with the shipped head on validation, through the same
+    ``dermedge.export.verify.gate`` and thresholds as the export: a head fitted on 7k photos is far more
+    sensitive to INT8 noise than the export gate's small transient head (measured: cosine 0.999, yet only
+    66-74 % top-1 agreement). Only artifacts passing this final gate are shipped; each is also scored on test."""
+    from dermedge.export.verify import GateThresholds, gate
+
+    val, test = parts["val"], parts["test"]
+    out: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row["gate"]["status"] != "pass":
             continue
-        key = f"{row['backend']}/{row['precision']}"
-        ev, _ = embed_all(bundle, row["backend"], row["precision"], sva)
-        f1_val = macro_f1(yva, head.probabilities(ev).argmax(1), len(head.labels))
-        agree = float((head.logits(ev).argmax(1) == head.logits(xva).argmax(1)).mean())
-        ok = 100 * (f1_val_ref - f1_val) <= 1.0 and agree >= 0.95
-        if ok:
-            passing.append(key)
-        e, _ = embed_all(bundle, row["backend"], row["precision"], ste)
-        per_artifact[key] = {
-            **test_metrics(yte, head.probabilities(e), head.labels),
+        ev = _embed_split(bundle, val.samples, row["backend"], row["precision"]).x
+        result = gate(val.x, ev, head, np.arange(len(val.y)), val.y, GateThresholds())
+        et = _embed_split(bundle, test.samples, row["backend"], row["precision"]).x
+        out[f"{row['backend']}/{row['precision']}"] = {
+            **test_metrics(test.y, head.probabilities(et), head.labels),
             "bytes": row["bytes"],
             "latency_ms_batch1": row["latency_ms"],
             "gate_mean_cosine": row["gate"]["mean_cosine"],
             "final_gate": {
-                "val_f1_drop_points": 100 * (f1_val_ref - f1_val),
-                "val_top1_agreement": agree,
-                "status": "pass" if ok else "fail (not shipped)",
+                "val_f1_drop_points": result.get("f1_drop_points"),
+                "val_top1_agreement": result.get("top1_agreement"),
+                "val_mean_cosine": result["mean_cosine"],
+                "status": "pass" if result["status"] == "pass" else "fail (not shipped)",
             },
         }
-    report["per_artifact"] = per_artifact
-    report["final_gate_passing"] = passing
-    if args.baselines:
-        report["baselines"] = baselines(args.run, str_, ste, head.labels, args.img_size)
-    if args.yardstick:
-        report["sd198_probe"] = yardstick_transfer(Path(args.yardstick), args.run)
-    report["gate_table"] = _gate_table(bundle)
-    report["wall_time_s"] = time.time() - t_start
-    (work / "report.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
-    # the shipped bundle: selected artifacts + the head + the OOD detector
-    from dermedge.export.ship import write_default
-
-    ship = [a.strip() for a in args.ship.split(",") if a.strip() in passing]
-    write_default(bundle, Path(args.out), head, report, args, ship)
-    shutil.copy(work / "report.json", Path(args.out) / "report.json")
-    logger.info("done in %.0f s", time.time() - t_start)
-    print(json.dumps(report["test"], indent=1))
-    return 0
+    return out
 
 
 def fit_shipped_head(

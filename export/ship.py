@@ -13,6 +13,7 @@ from typing import Any
 from dermedge.backends import BACKENDS, PRECISIONS, opens_format
 from dermedge.bundle import open_bundle
 from dermedge.bundle_writer import ArtifactSource, write_bundle
+from dermedge.errors import ExportError
 from dermedge.heads import LinearHead
 
 DATA_LICENCES = [
@@ -233,12 +234,32 @@ def choose_artifacts(available: list[Any], preference: list[str], budget: int = 
     return chosen
 
 
+def choose_or_explain(available: list[Any], preference: list[str], budget: int = MAX_BUNDLE_BYTES) -> list[Any]:
+    """:func:`choose_artifacts`, raising when nothing can ship (rather than writing a bundle without an encoder).
+
+    Raises:
+        ExportError: no preferred artifact fits the budget; the message lists each one's size.
+    """
+    chosen = choose_artifacts(available, preference, budget)
+    if not chosen:
+        sizes = ", ".join(
+            f"{a.backend}/{a.precision} {sum(f.bytes for f in a.files) / 1e6:.1f} MB"
+            for a in available
+            if f"{a.backend}/{a.precision}" in preference
+        )
+        raise ExportError(
+            f"no artifact that passed the final gate fits the {budget / 1e6:.1f} MB budget ({sizes or 'none passed'}); "
+            "use a smaller encoder or ship INT8"
+        )
+    return chosen
+
+
 def write_default(
     full: Path, out: Path, head: LinearHead, report: dict[str, Any], args: argparse.Namespace, ship: list[str]
 ) -> Path:
     with open_bundle(full) as b:
         m = b.manifest
-        arts = choose_artifacts(list(m.artifacts), ship)
+        arts = choose_or_explain(list(m.artifacts), ship)
         shipped_keys = {f"{a.backend}/{a.precision}" for a in arts}
         for key, row in report.get("per_artifact", {}).items():
             gate = row.get("final_gate", {})

@@ -34,30 +34,49 @@ def build_train_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
+    """The run's config: defaults < --config < flags and key=value overrides.
+
+    Resuming (``--out`` holds a run), the run's own ``config.yaml`` is the base and explicit flags still apply
+    (e.g. a larger ``--epochs``). A ``--config`` given too must agree with it: a differing experiment file is
+    refused with the differing keys rather than silently ignored.
+
+    Raises:
+        ValueError: an invalid config, or a ``--config`` that contradicts the run being resumed.
+    """
     from pathlib import Path
 
     from dermedge.training.config import load_config
 
+    def load(experiment: str | None) -> Any:
+        return load_config(
+            experiment,
+            args.overrides,
+            method=args.method,
+            arch=args.arch,
+            data=args.data,
+            img_size=args.img_size,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            limit=args.limit,
+            lr=args.lr,
+            num_workers=args.num_workers,
+            device=args.device,
+            out=args.out,
+        )
+
     existing = Path(args.out) / "config.yaml"
-    experiment = args.config
-    if existing.is_file():
-        # resuming: the run's own merged config is the base; explicit flags (e.g. --epochs) still apply
-        experiment = str(existing)
-    return load_config(
-        experiment,
-        args.overrides,
-        method=args.method,
-        arch=args.arch,
-        data=args.data,
-        img_size=args.img_size,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        limit=args.limit,
-        lr=args.lr,
-        num_workers=args.num_workers,
-        device=args.device,
-        out=args.out,
-    )
+    if not existing.is_file():
+        return load(args.config)
+    resumed = load(str(existing))
+    if args.config:
+        asked = load(args.config).to_dict()
+        differ = sorted(k for k, v in resumed.to_dict().items() if asked.get(k) != v)
+        if differ:
+            raise ValueError(
+                f"{args.out} is a run with its own config.yaml; --config {args.config} differs in {differ}. "
+                "Resume without --config (flags still apply), or start a new run with another --out"
+            )
+    return resumed
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -40,10 +40,11 @@ class TrainConfig:
     out: str = ""
 
     def validate(self) -> None:
-        from dermedge.training.methods import METHODS, VIT_ONLY
+        from dermedge.training.methods import METHODS, VIT_ONLY, check_method_kwargs
 
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {sorted(METHODS)}, got {self.method!r}")
+        check_method_kwargs(self.method, self.method_kwargs)
         if self.method in VIT_ONLY and not self.arch.startswith(("vit_", "deit")):
             raise ValueError(
                 f"method {self.method} needs a ViT architecture (e.g. vit_tiny_patch16_224), got {self.arch}"

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from dermedge.datasets import Sample, group_split
-from dermedge.metrics import balanced_accuracy, macro_f1, roc_auc
+from dermedge.metrics import macro_f1, summarize
 
 logger = logging.getLogger("dermedge.eval")
 
@@ -42,14 +42,10 @@ def make_splits(samples: Sequence[Sample], seed: int = 0) -> Splits:
 
 
 def scores(y: np.ndarray, proba: np.ndarray, n_classes: int) -> dict[str, float]:
-    pred = proba.argmax(1)
-    aucs = [roc_auc(y == c, proba[:, c]) for c in range(n_classes) if (y == c).any() and (y != c).any()]
-    return {
-        "macro_f1": macro_f1(y, pred, n_classes),
-        "balanced_accuracy": balanced_accuracy(y, pred, n_classes),
-        "auroc_ovr": float(np.mean(aucs)) if aucs else float("nan"),
-        "accuracy": float((pred == y).mean()),
-    }
+    """``dermedge.metrics.summarize`` (the one metrics bundle); ``proba`` has ``n_classes`` columns."""
+    if proba.shape[1] != n_classes:
+        raise ValueError(f"probabilities have {proba.shape[1]} columns for {n_classes} classes")
+    return summarize(y, proba)
 
 
 def knn_proba(
@@ -155,7 +151,7 @@ def evaluate_features(
             )
             s = scores(y[te], _proba(_probe(x[pick], y[pick], best_c, n_classes), x[te], n_classes), n_classes)
             f1s.append(s["macro_f1"])
-            aucs.append(s["auroc_ovr"])
+            aucs.append(s["auroc_ovr_macro"])
         le[str(frac)] = {
             "macro_f1_mean": float(np.mean(f1s)),
             "macro_f1_std": float(np.std(f1s)),

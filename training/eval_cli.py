@@ -35,7 +35,7 @@ def _table(results: dict[str, Any]) -> str:
         fs, le = r["few_shot"], r["label_efficiency"]
         rows.append(
             f"| {name} | {r['knn']['macro_f1']:.3f} ({r['knn']['k']}) | {r['linear_probe']['macro_f1']:.3f} | "
-            f"{r['linear_probe']['balanced_accuracy']:.3f} | {r['linear_probe']['auroc_ovr']:.3f} | "
+            f"{r['linear_probe']['balanced_accuracy']:.3f} | {r['linear_probe']['auroc_ovr_macro']:.3f} | "
             f"{fs.get('1', {}).get('macro_f1_mean', float('nan')):.3f} | "
             f"{fs.get('10', {}).get('macro_f1_mean', float('nan')):.3f} | "
             f"{le['0.125']['macro_f1_mean']:.3f} | {le['1.0']['macro_f1_mean']:.3f} |"

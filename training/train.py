@@ -84,7 +84,13 @@ def build_data(cfg: TrainConfig) -> tuple[Any, DataLoader]:
         sampler = DistributedSampler(dataset, shuffle=True, seed=cfg.seed, drop_last=True)
     else:
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed))
-    batch = min(cfg.batch_size, max(2, len(dataset) // dist.world_size()))
+    per_rank = len(dataset) // dist.world_size()
+    if per_rank < cfg.batch_size:  # refused, not shrunk: the learning rate is scaled by the configured batch
+        raise ValueError(
+            f"batch_size {cfg.batch_size} needs at least {cfg.batch_size * dist.world_size()} images on "
+            f"{dist.world_size()} rank(s), found {len(dataset)}; pass --batch-size {max(2, per_rank)} or more data"
+        )
+    batch = cfg.batch_size
     loader = DataLoader(
         dataset,
         batch_size=batch,
@@ -101,7 +107,8 @@ def build_data(cfg: TrainConfig) -> tuple[Any, DataLoader]:
 def build_method(cfg: TrainConfig) -> nn.Module:
     encoder = create_encoder(cfg.arch, cfg.img_size, dynamic_size=cfg.method in ("dino", "ibot"))
     dim = embed_dim(encoder, cfg.img_size)
-    return METHODS[cfg.method](encoder, dim, **cfg.method_kwargs)
+    return METHODS[cfg.method](encoder, dim, **cfg.method_kwargs)  # keys checked by TrainConfig.validate
+
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:

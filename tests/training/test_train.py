@@ -57,6 +57,14 @@ def test_each_method_trains_and_checkpoints(method: str, arch: str, synthetic_fo
     assert "loss" in (out / "metrics.csv").read_text()
 
 
+def test_a_batch_larger_than_the_data_is_refused_not_shrunk(synthetic_folder: Path, tmp_path: Path) -> None:
+    """The learning rate scales with the configured batch, so a silently smaller batch would train at the wrong lr."""
+    cfg = _cfg("simclr", "resnet18", synthetic_folder, tmp_path / "big")
+    cfg.batch_size = 64
+    with pytest.raises(ValueError, match="batch_size 64 needs at least 64 images.*found 16"):
+        train(cfg)
+
+
 def test_resume_continues_the_schedule(synthetic_folder: Path, tmp_path: Path) -> None:
     import torch
 

@@ -18,7 +18,6 @@ class BYOL(nn.Module):
         proj_dim: int = 256,
         hidden_dim: int = 1024,
         ema_momentum: float = 0.99,
-        **_: object,
     ) -> None:
         super().__init__()
         self.encoder = encoder

@@ -20,7 +20,6 @@ class DINO(nn.Module):
         ema_momentum: float = 0.996,
         teacher_temp: float = 0.04,
         warmup_teacher_temp: float = 0.04,
-        **_: object,
     ) -> None:
         super().__init__()
         self.encoder = encoder

@@ -25,7 +25,6 @@ class IBOT(nn.Module):
         ema_momentum: float = 0.996,
         teacher_temp: float = 0.04,
         mask_ratio: float = 0.3,
-        **_: object,
     ) -> None:
         super().__init__()
         check_vit(encoder, "ibot")

@@ -19,7 +19,6 @@ class MAE(nn.Module):
         decoder_dim: int = 128,
         decoder_depth: int = 2,
         decoder_heads: int = 4,
-        **_: object,
     ) -> None:
         super().__init__()
         check_vit(encoder, "mae")

@@ -17,7 +17,6 @@ class SimCLR(nn.Module):
         proj_dim: int = 128,
         hidden_dim: int = 1024,
         temperature: float = 0.2,
-        **_: object,
     ) -> None:
         super().__init__()
         self.encoder = encoder

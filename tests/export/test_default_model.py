@@ -1,0 +1,97 @@
+"""dermedge.export.default_model end to end on a synthetic folder laid out like ../shared/data (tiny encoder)."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import encode, skin_image
+
+pytest.importorskip("timm")
+pytest.importorskip("openvino")
+
+
+def _folder(d: Path, n: int, seed: int) -> None:
+    (d / "images").mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        label = ["NEV", "MEL", "BCC"][i % 3]
+        img = skin_image(48, 48, seed=seed + i).astype(np.float32) * (0.5 + 0.25 * (i % 3))
+        name = f"images/{seed}_{i}.jpg"
+        (d / name).write_bytes(encode(np.clip(img, 0, 255).astype(np.uint8)))
+        rows.append({"path": name, "label": label, "patient_id": f"P{seed}_{i}", "lesion_id": f"L{seed}_{i}"})
+    with open(d / "labels.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["path", "label", "patient_id", "lesion_id"])
+        w.writeheader()
+        w.writerows(rows)
+
+
+@pytest.mark.slow
+def test_default_model_builds_a_bundle_with_report_and_card(tmp_path: Path) -> None:
+    from dermedge.export.default_model import main
+    from dermedge.training.config import load_config
+    from dermedge.training.train import train
+
+    import dermedge
+
+    data = tmp_path / "data"
+    for k, name in enumerate(("ham10000", "ham10000_rest", "pad_ufes_20")):
+        _folder(data / name, 60, seed=1000 * k)
+    for cls in ("acne", "psoriasis"):
+        (data / "sd198" / cls).mkdir(parents=True)
+        for i in range(6):
+            (data / "sd198" / cls / f"{i}.jpg").write_bytes(encode(skin_image(40, 40, seed=i)))
+    run = train(
+        load_config(
+            str(Path("training/configs/smoke.yaml").resolve()),
+            ["limit=0", "img_size=32", "batch_size=16"],
+            method="simclr",
+            arch="convnext_atto",  # 14 MB in FP32: fits the 15 MB bundle budget
+            data=[str(data / "pad_ufes_20")],
+            out=str(tmp_path / "ssl"),
+            device="cpu",
+        )
+    )
+    out = tmp_path / "bundle"
+    argv = ["--run", str(run), "--data", str(data), "--out", str(out), "--full-out", str(tmp_path / "full")]
+    assert main([*argv, "--head-l2", "1.0", "--version", "9.9.9"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["labels"] == ["BCC", "MEL", "NEV"] and report["head_l2"] == {"rule": "1.0", "l2": 1.0}
+    assert set(report["test"]) >= {"macro_f1", "mel_auroc", "mel_sens_at_80_spec", "ece", "n"}
+    assert report["split_sizes"]["test"] == report["test"]["n"] > 0
+    # the final gate (export.verify.gate with the shipped head) decides what ships; ORT FP32 passes exactly
+    assert report["per_artifact"]["onnxruntime/fp32"]["final_gate"]["status"] == "pass"
+    assert report["per_artifact"]["onnxruntime/fp32"]["final_gate"]["val_top1_agreement"] == 1.0
+    with dermedge.load_model(out) as model:
+        assert model.manifest.version == "9.9.9" and model.labels == ("BCC", "MEL", "NEV")
+        shipped = {f"{a.backend}/{a.precision}" for a in model.manifest.artifacts}
+        assert "onnxruntime/fp32" in shipped and shipped <= set(report["final_gate_passing"])
+        assert model.classify([skin_image(48, 48, seed=3)])[0].label in model.labels
+    card = (out / "MODEL_CARD.md").read_text()
+    assert f"{report['test']['macro_f1']:.3f}" in card  # figures come from the report
+
+
+def test_nothing_fitting_the_budget_is_a_clear_error() -> None:
+    from dataclasses import dataclass, field
+
+    from dermedge.export.ship import choose_or_explain
+
+    from dermedge.errors import ExportError
+
+    @dataclass(frozen=True)
+    class F:
+        bytes: int
+
+    @dataclass(frozen=True)
+    class A:
+        backend: str
+        precision: str
+        format: str
+        files: tuple = ()
+        options: dict = field(default_factory=dict)
+        gate: dict = field(default_factory=dict)
+
+    big = [A("onnxruntime", "fp32", "onnx", (F(44_000_000),))]
+    with pytest.raises(ExportError, match=r"onnxruntime/fp32 44.0 MB"):
+        choose_or_explain(big, ["onnxruntime/fp32"])
