@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from dermedge.bundle import default_resize
 from dermedge.datasets import Sample, discover
 from dermedge.metrics import balanced_accuracy, bootstrap_ci, macro_f1, roc_auc
 
@@ -171,7 +172,7 @@ def histogram_features(size: int, tasks: Tasks, cache: Path | None) -> Features:
     from dermedge.bundle import InputSpec
     from dermedge.preprocess import prepare, read_image
 
-    plain = InputSpec(size=(size, size), resize_size=round(size * 8 / 7), mean=(0, 0, 0), std=(1 / 255,) * 3)
+    plain = InputSpec(size=(size, size), resize_size=default_resize(size), mean=(0, 0, 0), std=(1 / 255,) * 3)
 
     def make() -> np.ndarray:
         crops = [

@@ -89,32 +89,14 @@ def make_phone_jpeg(source: Path | None, out: Path) -> Path:
 
 
 def paper_path(run: Path, photo: Path, spec: Any, head: Any, threads: int) -> float | None:
-    """PIL full decode + torchvision Resize/CenterCrop + torch eager FP32 + head, median ms."""
+    """The paper's path (dermedge.training.baseline.PaperPath) + the head, median ms; None without torch."""
     try:
-        import torch
-        from dermedge.training.checkpoint import build_encoder, read_checkpoint
-        from PIL import Image
-        from torchvision import transforms
+        from dermedge.training.baseline import PaperPath
     except ImportError:
         return None
-    torch.set_num_threads(threads)
-    enc = build_encoder(read_checkpoint(run))
-    tf = transforms.Compose(
-        [
-            transforms.Resize(spec.resize_size),
-            transforms.CenterCrop(spec.size[0]),
-            transforms.ToTensor(),
-            transforms.Normalize(spec.mean, spec.std),
-        ]
-    )
-
-    def once() -> None:
-        x = tf(Image.open(photo).convert("RGB"))[None]
-        with torch.no_grad():
-            emb = enc(x).numpy()
-        head.probabilities(emb)
-
-    return median_ms(once, 10, 2)
+    path = PaperPath.load(run, spec, threads)
+    data = photo.read_bytes()
+    return median_ms(lambda: head.probabilities(path.embed_file(data)[0]), 10, 2)
 
 
 def child_cold_start(bundle: str | None, backend: str, precision: str, threads: int, cache: str) -> dict[str, float]:

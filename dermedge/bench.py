@@ -163,50 +163,24 @@ def run_case(
     jpeg_paths: list[str],
     cache_dir: str | None,
 ) -> dict[str, Any]:
-    """Measure one backend x precision x threads case in this process."""
+    """Measure one backend x precision x threads case in this process, through the public API only:
+    ``Model.embed_tensor`` for the encoder, the ``dermedge.preprocess`` stages and ``Model.classify`` end to end."""
     from dermedge.model import load_model
-    from dermedge.preprocess import decode_image, prepare
 
     min_q, min_s = (QUICK_QUERIES, QUICK_SECONDS) if quick else (MIN_QUERIES, MIN_SECONDS)
     t0 = time.perf_counter()
     model = load_model(bundle, backend=backend, precision=precision, threads=threads, cache_dir=cache_dir)
     cold = time.perf_counter() - t0
-    spec = model.manifest.input
-    h, w = spec.size
-    x1 = np.random.default_rng(0).normal(size=(1, 3, h, w)).astype(np.float32)
-    run = model._backend.run
+    x1 = np.random.default_rng(0).normal(size=(1, 3, *model.manifest.input.size)).astype(np.float32)
     t0 = time.perf_counter()
-    run(x1)
+    model.embed_tensor(x1)
     first = time.perf_counter() - t0
-    lat, met = timed_loop(lambda: run(x1), min_q, min_s)
+    lat, met = timed_loop(lambda: model.embed_tensor(x1), min_q, min_s)
     xb = np.repeat(x1, batch, axis=0)
-    tput_times, _ = timed_loop(lambda: run(xb), max(3, min_q // 20), min_s / 2)
+    tput_times, _ = timed_loop(lambda: model.embed_tensor(xb), max(3, min_q // 20), min_s / 2)
     images = [Path(p).read_bytes() for p in jpeg_paths] or [synthetic_jpeg()]
     names = [Path(p).name for p in jpeg_paths] or ["synthetic-1024x768.jpg"]
-    e2e: dict[str, list[float]] = {"decode": [], "preprocess": [], "inference": [], "head": [], "total": []}
-    head = model.head
-    n_e2e = max(10, min_q // 5)
-    for i in range(n_e2e + 3):
-        data = images[i % len(images)]
-        a = time.perf_counter()
-        rgb = decode_image(data, names[i % len(names)], target_short_side=spec.resize_size)
-        b = time.perf_counter()
-        tensor = prepare(rgb, spec)[None]
-        c = time.perf_counter()
-        emb = run(tensor)
-        d = time.perf_counter()
-        if head is not None:
-            head.probabilities(emb)
-        e = time.perf_counter()
-        if i >= 3:  # warm-up
-            for k, v in (
-                ("decode", b - a),
-                ("preprocess", c - b),
-                ("inference", d - c),
-                ("head", e - d),
-                ("total", e - a),
-            ):
-                e2e[k].append(v)
+    e2e = _e2e_stages(model, images, names, max(10, min_q // 5))
     art = model.artifact
     result = {
         "bundle": model.manifest.name,
@@ -218,7 +192,7 @@ def run_case(
         "threads": threads,
         "batch": batch,
         "selected_because": model.selection_reason,
-        "backend_info": model._backend.describe(),
+        "backend_info": {k: v for k, v in model.info()["backend"].items() if k != "selected_because"},
         **_timings(cold, first, lat, min_q, min_s, met, batch, tput_times, e2e),
         "e2e_images": names[:3],
         "peak_rss_mb": peak_rss_mb(),
@@ -230,91 +204,80 @@ def run_case(
     return result
 
 
+def _e2e_stages(model: Any, images: list[bytes], names: list[str], n: int) -> dict[str, list[float]]:
+    """Seconds per stage of one photo (decode, preprocess, encoder, head) with the public functions, and
+    ``classify``: the single ``Model.classify(bytes)`` call an app makes, timed on its own. 3 warm-up rounds."""
+    from dermedge.preprocess import decode_image, prepare
+
+    spec = model.manifest.input
+    e2e: dict[str, list[float]] = {k: [] for k in ("decode", "preprocess", "inference", "head", "total", "classify")}
+    for i in range(n + 3):
+        data = images[i % len(images)]
+        a = time.perf_counter()
+        rgb = decode_image(data, names[i % len(names)], target_short_side=spec.resize_size)
+        b = time.perf_counter()
+        tensor = prepare(rgb, spec)[None]
+        c = time.perf_counter()
+        emb = model.embed_tensor(tensor)
+        d = time.perf_counter()
+        if model.head is not None:
+            model.classify_embeddings(emb)
+        e = time.perf_counter()
+        (model.classify if model.head is not None else model.embed)(data)
+        f = time.perf_counter()
+        if i >= 3:
+            for k, v in zip(e2e, (b - a, c - b, d - c, e - d, e - a, f - e)):
+                e2e[k].append(v)
+    return e2e
+
+
 def run_torch_case(
     bundle: str | None, run_dir: str, threads: int | None, batch: int, quick: bool, jpeg_paths: list[str]
 ) -> dict[str, Any]:
-    """Baseline rows: PyTorch eager FP32 of the same encoder (weights from its training run) and the
-    paper's preprocessing path (PIL full decode + torchvision Resize/CenterCrop), measured like run_case."""
-    import torch
-    from PIL import Image
-    from torchvision import transforms
+    """Baseline rows: the paper's path (``dermedge.training.baseline.PaperPath``: PIL decode, torchvision
+    transforms, PyTorch eager FP32 of the same encoder), measured like :func:`run_case`. Needs ``dermedge[train]``."""
+    import numpy as np
 
     from dermedge.bundle import open_bundle
     from dermedge.model import default_bundle_path
-    from dermedge.training.checkpoint import build_encoder, read_checkpoint
+    from dermedge.training.baseline import PaperPath
 
-    if threads:
-        torch.set_num_threads(threads)
     with open_bundle(bundle or default_bundle_path()) as b:
-        spec = b.manifest.input
-        name, version, arch, flops = (
-            b.manifest.name,
-            b.manifest.version,
-            b.manifest.encoder.arch,
-            b.manifest.encoder.flops,
-        )
+        m = b.manifest
     min_q, min_s = (QUICK_QUERIES, QUICK_SECONDS) if quick else (MIN_QUERIES, MIN_SECONDS)
+    path = PaperPath.load(run_dir, m.input, threads)
+    x1 = np.random.default_rng(0).normal(size=(1, 3, *m.input.size)).astype(np.float32)
     t0 = time.perf_counter()
-    enc = build_encoder(read_checkpoint(run_dir))
-    cold = time.perf_counter() - t0
-    h, w = spec.size
-    x1 = torch.randn(1, 3, h, w)
-
-    def fwd(x: Any) -> Any:
-        with torch.no_grad():
-            return enc(x)
-
-    t0 = time.perf_counter()
-    fwd(x1)
+    path.forward(x1)
     first = time.perf_counter() - t0
-    lat, met = timed_loop(lambda: fwd(x1), min_q, min_s)
-    xb = x1.repeat(batch, 1, 1, 1)
-    tput, _ = timed_loop(lambda: fwd(xb), max(3, min_q // 20), min_s / 2)
-    tf = transforms.Compose(
-        [
-            transforms.Resize(spec.resize_size),
-            transforms.CenterCrop(spec.size[0]),
-            transforms.ToTensor(),
-            transforms.Normalize(spec.mean, spec.std),
-        ]
-    )
-    import io
-
+    lat, met = timed_loop(lambda: path.forward(x1), min_q, min_s)
+    xb = np.repeat(x1, batch, axis=0)
+    tput, _ = timed_loop(lambda: path.forward(xb), max(3, min_q // 20), min_s / 2)
     images = [Path(p).read_bytes() for p in jpeg_paths] or [synthetic_jpeg()]
     e2e: dict[str, list[float]] = {"decode": [], "preprocess": [], "inference": [], "head": [], "total": []}
     for i in range(max(10, min_q // 5) + 3):
-        a = time.perf_counter()
-        img = Image.open(io.BytesIO(images[i % len(images)])).convert("RGB")
-        b2 = time.perf_counter()
-        t = tf(img)[None]
-        c = time.perf_counter()
-        fwd(t)
-        d = time.perf_counter()
-        if i >= 3:
-            for k, v in (
-                ("decode", b2 - a),
-                ("preprocess", c - b2),
-                ("inference", d - c),
-                ("head", 0.0),
-                ("total", d - a),
-            ):
+        _, stages = path.embed_file(images[i % len(images)])
+        if i >= 3:  # warm-up
+            for k, v in {**stages, "head": 0.0, "total": sum(stages.values())}.items():
                 e2e[k].append(v)
+    import torch
+
     return {
-        "bundle": name,
-        "version": version,
-        "arch": arch,
+        "bundle": m.name,
+        "version": m.version,
+        "arch": m.encoder.arch,
         "backend": "torch-eager (paper path: PIL + torchvision)",
         "precision": "fp32",
         "threads": threads,
         "batch": batch,
         "selected_because": "baseline",
         "backend_info": {"backend": "torch", "version": torch.__version__},
-        **_timings(cold, first, lat, min_q, min_s, met, batch, tput, e2e),
+        **_timings(path.load_s, first, lat, min_q, min_s, met, batch, tput, e2e),
         "e2e_images": [],
         "peak_rss_mb": peak_rss_mb(),
         "artifact_bytes": 0,
         "gate": {},
-        "flops": flops,
+        "flops": m.encoder.flops,
     }
 
 

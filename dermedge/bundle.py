@@ -69,6 +69,12 @@ class Artifact:
         return (self.file, *self.companions)
 
 
+def default_resize(crop: int) -> int:
+    """The shorter side an image is resized to before a ``crop`` x ``crop`` centre crop: 8/7 of it, rounded
+    half to even (Python's ``round``), as in training, export and the yardstick alike (224 -> 256, 160 -> 183)."""
+    return round(crop * 8 / 7)
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """How an image becomes the encoder's input tensor; every number comes from the manifest."""

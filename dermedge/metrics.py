@@ -109,9 +109,7 @@ def summarize(
     return out
 
 
-def bootstrap_ci(
-    groups: np.ndarray, metric: Callable[[np.ndarray], Any], reps: int = 500, seed: int = 0
-) -> Any:
+def bootstrap_ci(groups: np.ndarray, metric: Callable[[np.ndarray], Any], reps: int = 500, seed: int = 0) -> Any:
     """95 % percentile interval of ``metric(indices)`` over resampled groups (patients/lesions as clusters).
 
     Args:

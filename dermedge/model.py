@@ -233,11 +233,33 @@ class Model:
             return _Prepared(index, name, error=InputError(name, f"could not be processed: {exc}"))
 
     def _embed_tensors(self, tensors: list[np.ndarray]) -> np.ndarray:
-        batch = np.stack(tensors).astype(np.float32, copy=False)
+        return self._run_encoder(np.stack(tensors).astype(np.float32, copy=False))
+
+    def _run_encoder(self, batch: np.ndarray) -> np.ndarray:
         out = self._backend.run(batch)
-        if out.ndim != 2 or out.shape[0] != len(tensors):
-            raise DermedgeError(f"encoder returned shape {out.shape} for a batch of {len(tensors)}")
+        if out.ndim != 2 or out.shape[0] != len(batch):
+            raise DermedgeError(f"encoder returned shape {out.shape} for a batch of {len(batch)}")
         return out
+
+    def embed_tensor(self, batch: np.ndarray) -> np.ndarray:
+        """The encoder alone, on input already prepared as :func:`dermedge.preprocess.prepare` makes it.
+
+        For apps that decode and preprocess themselves, and for timing the encoder (``dermedge bench``).
+
+        Args:
+            batch: (N, 3, H, W) float32 at the bundle's input size, normalised as the manifest says.
+
+        Returns:
+            (N, D) float32 embeddings.
+
+        Raises:
+            InputError: a batch of the wrong shape or dtype.
+        """
+        self._check_open()
+        h, w = self.manifest.input.size
+        if batch.ndim != 4 or batch.shape[1:] != (3, h, w) or batch.dtype != np.float32:
+            raise InputError("<tensor>", f"expected (N, 3, {h}, {w}) float32, found {batch.shape} {batch.dtype}")
+        return self._run_encoder(np.ascontiguousarray(batch))
 
     def iter_results(
         self,

@@ -15,107 +15,151 @@ import logging
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dermedge.bundle import default_resize
+
 logger = logging.getLogger("dermedge.distill")
 
 
-def distill(
-    teacher_dir: str,
-    student_arch: str,
-    data: list[str],
-    out: Path,
-    *,
-    img_size: int | None = None,
-    epochs: int = 10,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    loss: str = "cosine",
-    limit: int = 0,
-    num_workers: int = 2,
-    cache: bool = False,
-    standardise: bool = True,
-    seed: int = 0,
-) -> Path:
-    import torch
-    import torch.nn.functional as F
-    from dermedge.training.checkpoint import build_encoder, read_checkpoint
-    from dermedge.training.data import DecodedCache, ImageDataset, collate_skipping, discover
-    from dermedge.training.encoders import count_flops, create_encoder, embed_dim
-    from dermedge.training.transforms import AugmentConfig, view_transform
-    from safetensors.torch import save_file
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
+@dataclass
+class DistillConfig:
+    """``dermedge distill`` options (validated, never adjusted)."""
 
-    torch.manual_seed(seed)
+    img_size: int | None = None
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    loss: str = "cosine"
+    limit: int = 0
+    num_workers: int = 2
+    cache: bool = False
+    standardise: bool = True
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.loss not in ("cosine", "mse"):
+            raise ValueError(f"loss must be cosine or mse, got {self.loss!r}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def distill(teacher_dir: str, student_arch: str, data: list[str], out: Path, **options: Any) -> Path:
+    """Train ``student_arch`` to reproduce the frozen teacher's embeddings; returns the run folder.
+
+    Args:
+        teacher_dir: a run folder (``dermedge train``/``finetune``).
+        student_arch: any timm architecture.
+        data: unlabelled image folders or CSVs.
+        out: the student's run folder (``encoder.safetensors`` + ``encoder.json`` + ``distill_log``).
+        options: :class:`DistillConfig` fields.
+
+    Raises:
+        ValueError: an invalid option, or fewer images than one batch.
+    """
+    import torch
+    from dermedge.training.checkpoint import build_encoder, read_checkpoint
+    from dermedge.training.encoders import create_encoder, embed_dim
+
+    cfg = DistillConfig(**options)
+    cfg.validate()
+    torch.manual_seed(cfg.seed)
     tck = read_checkpoint(teacher_dir)
-    size = img_size or tck.img_size
+    size = cfg.img_size or tck.img_size
     teacher = build_encoder(tck)
     for p in teacher.parameters():
         p.requires_grad = False
+    loader = _loader(data, size, cfg)
+    t_mean, t_std = _target_stats(teacher, loader, tck.embed_dim, cfg.standardise)
     student = create_encoder(student_arch, size)
-    s_dim = embed_dim(student, size)
-    proj = torch.nn.Linear(s_dim, tck.embed_dim)
+    proj = torch.nn.Linear(embed_dim(student, size), tck.embed_dim)
+    out.mkdir(parents=True, exist_ok=True)
+    log = _train_student(student, proj, teacher, (t_mean, t_std), loader, cfg)
+    _write_run(out, student, student_arch, size, tck, cfg, data, len(loader.dataset), log)
+    return out
+
+
+def _loader(data: list[str], size: int, cfg: DistillConfig) -> Any:
+    from dermedge.training.data import DecodedCache, ImageDataset, collate_skipping, discover
+    from dermedge.training.transforms import AugmentConfig, view_transform
+    from torch.utils.data import DataLoader
+
     samples = discover(data)
-    if limit:
-        rng = np.random.default_rng(seed)
-        samples = [samples[i] for i in rng.choice(len(samples), min(limit, len(samples)), replace=False)]
+    if cfg.limit:
+        rng = np.random.default_rng(cfg.seed)
+        samples = [samples[i] for i in rng.choice(len(samples), min(cfg.limit, len(samples)), replace=False)]
     mild = AugmentConfig(color_jitter_prob=0.3, grayscale_prob=0.0, blur_prob=0.1, solarize_prob=0.0)
     transform = view_transform(size, (0.35, 1.0), mild)
     ds: Any
-    if cache:
-        decoded = DecodedCache(samples, round(size * 8 / 7))
+    if cfg.cache:
+        decoded = DecodedCache(samples, default_resize(size))
         if decoded.failures:
             logger.warning("%d unreadable images left out, e.g. %s", len(decoded.failures), decoded.failures[0])
         ds = decoded.dataset(transform)
     else:
-        ds = ImageDataset(samples, transform, short_side=round(size * 8 / 7))
-    loader = DataLoader(
+        ds = ImageDataset(samples, transform, short_side=default_resize(size))
+    if len(ds) < cfg.batch_size:  # refused, not shrunk
+        raise ValueError(f"batch_size {cfg.batch_size} needs at least that many images, found {len(ds)}")
+    return DataLoader(
         ds,
-        batch_size=min(batch_size, len(ds)),
+        batch_size=cfg.batch_size,
         shuffle=True,
         drop_last=True,
-        num_workers=num_workers,
-        collate_fn=collate_skipping,  # unreadable images are counted below, never replaced
+        num_workers=cfg.num_workers,
+        collate_fn=collate_skipping,  # unreadable images are counted per epoch, never replaced
     )
-    # SSL embeddings share a large common component: raw cosine matching is nearly satisfied by the
-    # mean alone. Matching per-dimension standardised targets weights every direction the linear
-    # probe (which also standardises) can use.
-    t_mean = torch.zeros(tck.embed_dim)
-    t_std = torch.ones(tck.embed_dim)
-    if standardise:
-        with torch.no_grad():
-            feats = []
-            for i, (x, _, _bad) in enumerate(loader):
-                if x is None:
-                    continue
+
+
+def _target_stats(teacher: Any, loader: Any, dim: int, standardise: bool, n: int = 1024) -> tuple[Any, Any]:
+    """Per-dimension mean and std of the teacher's embeddings over ~``n`` images (identity when not standardising).
+
+    SSL embeddings share a large common component: raw cosine matching is nearly satisfied by the mean alone.
+    Matching standardised targets weights every direction the linear probe (which also standardises) can use.
+    """
+    import torch
+
+    if not standardise:
+        return torch.zeros(dim), torch.ones(dim)
+    feats = []
+    with torch.no_grad():
+        for i, (x, _, _bad) in enumerate(loader):
+            if x is not None:
                 feats.append(teacher(x))
-                if (i + 1) * loader.batch_size >= 1024:  # type: ignore[operator]
-                    break
-            f = torch.cat(feats)
-            t_mean, t_std = f.mean(0), f.std(0).clamp_min(1e-6)
-    params = list(student.parameters()) + list(proj.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
-    total = epochs * len(loader)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, total), pct_start=0.1)
-    out.mkdir(parents=True, exist_ok=True)
-    log = []
-    for epoch in range(epochs):
+            if (i + 1) * loader.batch_size >= n:
+                break
+    f = torch.cat(feats)
+    return f.mean(0), f.std(0).clamp_min(1e-6)
+
+
+def _train_student(
+    student: Any, proj: Any, teacher: Any, stats: tuple[Any, Any], loader: Any, cfg: DistillConfig
+) -> list[dict[str, Any]]:
+    """The training loop; returns one log row per epoch (loss, seconds, unreadable images)."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    t_mean, t_std = stats
+    opt = torch.optim.AdamW([*student.parameters(), *proj.parameters()], lr=cfg.lr, weight_decay=0.05)
+    total = max(1, cfg.epochs * len(loader))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.1)
+    log: list[dict[str, Any]] = []
+    for epoch in range(1, cfg.epochs + 1):
         student.train()
-        losses = []
-        t0 = time.perf_counter()
-        unreadable: list[str] = []
-        for x, _, bad in tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False):
+        losses, unreadable, t0 = [], [], time.perf_counter()
+        for x, _, bad in tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False):
             unreadable += [f"{b.path}: {b.reason}" for b in bad]
             if x is None:
                 continue
             with torch.no_grad():
                 target = (teacher(x) - t_mean) / t_std
             pred = proj(student(x))
-            if loss == "cosine":
+            if cfg.loss == "cosine":
                 value = (1 - F.cosine_similarity(pred, target, dim=-1)).mean()
             else:
                 value = F.mse_loss(pred, target)
@@ -125,41 +169,51 @@ def distill(
             sched.step()
             losses.append(float(value.detach()))
         if unreadable:
-            logger.warning(
-                "epoch %d: %d unreadable images left out, e.g. %s", epoch + 1, len(unreadable), unreadable[0]
-            )
-        log.append(
-            {
-                "epoch": epoch + 1,
-                "loss": float(np.mean(losses)),
-                "seconds": time.perf_counter() - t0,
-                "unreadable": len(unreadable),
-            }
-        )
-        logger.info("distill epoch %d/%d loss %.4f", epoch + 1, epochs, log[-1]["loss"])
+            logger.warning("epoch %d: %d unreadable images left out, e.g. %s", epoch, len(unreadable), unreadable[0])
+        seconds = time.perf_counter() - t0
+        log.append({"epoch": epoch, "loss": float(np.mean(losses)), "seconds": seconds, "unreadable": len(unreadable)})
+        logger.info("distill epoch %d/%d loss %.4f", epoch, cfg.epochs, log[-1]["loss"])
     student.eval()
+    return log
+
+
+def _write_run(
+    out: Path,
+    student: Any,
+    arch: str,
+    size: int,
+    tck: Any,
+    cfg: DistillConfig,
+    data: list[str],
+    n_images: int,
+    log: list[dict[str, Any]],
+) -> None:
+    """Weights and the sidecar, through the one sidecar writer (``training.checkpoint.write_sidecar``)."""
+    from dermedge.training.checkpoint import write_sidecar
+    from dermedge.training.encoders import count_flops, embed_dim
+    from safetensors.torch import save_file
+
     save_file({k: v.contiguous() for k, v in student.state_dict().items()}, str(out / "encoder.safetensors"))
-    sidecar = {
-        "arch": student_arch,
+    facts = {
+        "arch": arch,
         "img_size": size,
-        "embed_dim": s_dim,
+        "embed_dim": embed_dim(student, size),
         "method": "distill",
-        "epoch": epochs,
-        "epochs": epochs,
+        "epoch": cfg.epochs,
+        "epochs": cfg.epochs,
         "teacher": str(tck.root),
         "teacher_arch": tck.arch,
-        "loss": loss,
-        "standardised_targets": standardise,
+        "loss": cfg.loss,
+        "standardised_targets": cfg.standardise,
         "data": data,
-        "n_images": len(samples),
+        "n_images": n_images,
         "metrics": {"loss": log[-1]["loss"] if log else None},
         "flops": count_flops(student, size),
         "params": int(sum(p.numel() for p in student.parameters())),
         "trained_by": "dermedge distill",
         "log": log,
     }
-    (out / "encoder.json").write_text(json.dumps(sidecar, indent=2) + "\n")
-    return out
+    write_sidecar(out, facts)
 
 
 def compare(

@@ -21,7 +21,7 @@ from dermedge.export.verify import GateThresholds, embed_with, format_table, gat
 from dermedge.training.checkpoint import build_encoder, read_checkpoint
 
 from dermedge.backends import BACKENDS, PRECISIONS, REFERENCE_BACKEND, get_entry, resolve, unavailable_here
-from dermedge.bundle import EncoderInfo, InputSpec
+from dermedge.bundle import EncoderInfo, InputSpec, default_resize
 from dermedge.bundle_writer import ArtifactSource, write_bundle
 from dermedge.cpu import cpu_model, isa_summary
 from dermedge.datasets import COMMON_LABEL_MAP, Sample, discover, group_split, map_labels
@@ -86,7 +86,7 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
     size = req.img_size or ckpt.img_size
     if size != ckpt.img_size and ckpt.arch.startswith(("vit_", "deit")):
         raise ExportError(f"{ckpt.arch} was trained at {ckpt.img_size} px; ViTs cannot be exported at {size} px")
-    spec = InputSpec(size=(size, size), resize_size=req.resize_size or round(size * 8 / 7))
+    spec = InputSpec(size=(size, size), resize_size=req.resize_size or default_resize(size))
     work = Path(tempfile.mkdtemp(prefix="dermedge-export-"))
     try:
         encoder = build_encoder(ckpt)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from dermedge.bundle import default_resize
 from dermedge.datasets import Sample, group_split
 from dermedge.metrics import macro_f1, summarize
 
@@ -188,7 +189,7 @@ def extract(
     from dermedge.errors import InputError
     from dermedge.preprocess import prepare, read_image
 
-    spec = InputSpec(size=(img_size, img_size), resize_size=resize or round(img_size * 8 / 7))
+    spec = InputSpec(size=(img_size, img_size), resize_size=resize or default_resize(img_size))
     plain = InputSpec(size=spec.size, resize_size=spec.resize_size, mean=(0, 0, 0), std=(1 / 255,) * 3)
     feats, kept, pixels = [], [], []
     buf: list[np.ndarray] = []

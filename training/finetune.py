@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from dermedge.bundle import default_resize
 from dermedge.datasets import COMMON_LABEL_MAP, Sample, discover, map_labels
 from dermedge.metrics import macro_f1
 
@@ -166,7 +167,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     splits = make_splits(samples)
     train_s = [samples[i] for i in splits.train]
     val_s = [samples[i] for i in splits.val]
-    short = round(size * 8 / 7)
+    short = default_resize(size)
     train_cache = DecodedCache(train_s, short, progress=sys.stderr.isatty(), exact=True)
     val_cache = DecodedCache(val_s, short, progress=sys.stderr.isatty(), exact=True)
     for failures in (train_cache.failures, val_cache.failures):

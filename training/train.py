@@ -30,6 +30,7 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
+from dermedge.bundle import default_resize
 from dermedge.cpu import native_bf16
 
 logger = logging.getLogger("dermedge.train")
@@ -66,7 +67,7 @@ def build_data(cfg: TrainConfig) -> tuple[Any, DataLoader]:
     if cfg.limit:
         rng = random.Random(cfg.seed)
         samples = rng.sample(samples, min(cfg.limit, len(samples)))
-    short_side = int(cfg.img_size * 8 / 7)
+    short_side = default_resize(cfg.img_size)
     dataset: Any
     if cfg.cache:  # decode once at the training size; each epoch then only crops and augments
         decoded = DecodedCache(samples, short_side, progress=dist.is_main() and sys.stderr.isatty(), exact=True)
@@ -108,7 +109,6 @@ def build_method(cfg: TrainConfig) -> nn.Module:
     encoder = create_encoder(cfg.arch, cfg.img_size, dynamic_size=cfg.method in ("dino", "ibot"))
     dim = embed_dim(encoder, cfg.img_size)
     return METHODS[cfg.method](encoder, dim, **cfg.method_kwargs)  # keys checked by TrainConfig.validate
-
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:

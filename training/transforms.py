@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
+from dermedge.bundle import default_resize
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -183,7 +185,7 @@ class EvalTransform:
     def __init__(self, size: int, resize: int | None = None) -> None:
         from dermedge.bundle import InputSpec
 
-        self.spec = InputSpec(size=(size, size), resize_size=resize or round(size * 8 / 7))
+        self.spec = InputSpec(size=(size, size), resize_size=resize or default_resize(size))
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         from dermedge.preprocess import prepare

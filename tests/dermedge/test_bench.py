@@ -43,7 +43,8 @@ def test_bench_quick_json_has_the_fields(tiny_bundle: Path, tmp_path: Path) -> N
         ):
             assert key in r, key
         assert set(r["latency_ms"]) >= {"p50", "p90", "p99", "mean", "min", "max", "cv", "n"}
-        assert set(r["e2e_ms"]) == {"decode", "preprocess", "inference", "head", "total"}
+        assert set(r["e2e_ms"]) == {"decode", "preprocess", "inference", "head", "total", "classify"}
+        assert r["e2e_ms"]["classify"] > 0
         assert r["latency_ms"]["min"] <= r["latency_ms"]["p50"] <= r["latency_ms"]["p99"] <= r["latency_ms"]["max"]
     assert "| onnxruntime |" in md.read_text() and (tmp_path / "b.png").stat().st_size > 1000
 

@@ -158,3 +158,17 @@ def test_fit_head_model_outlives_its_parent(tiny_bundle: Path, tmp_path: Path) -
         parent.fit_head(rng.normal(size=(24, 16)).astype(np.float32), labels, folds=3)
     child.close()
     assert not extracted.exists()  # released when the last holder closed
+
+
+def test_embed_tensor_runs_the_encoder_on_prepared_input(tiny_bundle) -> None:
+    from dermedge.errors import InputError
+    from dermedge.preprocess import prepare
+
+    img = np.random.default_rng(3).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    with dermedge.load_model(tiny_bundle) as model:
+        x = prepare(img, model.manifest.input)[None]
+        np.testing.assert_allclose(model.embed_tensor(x), model.embed([img]), rtol=1e-5, atol=1e-6)
+        with pytest.raises(InputError, match=r"expected \(N, 3, 32, 32\) float32"):
+            model.embed_tensor(x[:, :, :16])
+        with pytest.raises(InputError, match="float32"):
+            model.embed_tensor(x.astype(np.float64))
