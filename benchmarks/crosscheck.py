@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from dermedge.bundle import open_bundle
-from dermedge.model import default_bundle_path
+from dermedge.loading import default_bundle_path
 
 
 def main() -> int:

@@ -22,12 +22,12 @@ from dermedge.errors import InputError as InputError
 from dermedge.errors import QuantizationError as QuantizationError
 from dermedge.heads import LinearHead as LinearHead
 from dermedge.heads import fit_linear_head as fit_linear_head
+from dermedge.loading import default_bundle_path as default_bundle_path
+from dermedge.loading import load_model as load_model
 from dermedge.model import Model as Model
-from dermedge.model import Prediction as Prediction
-from dermedge.model import Result as Result
-from dermedge.model import default_bundle_path as default_bundle_path
-from dermedge.model import load_model as load_model
 from dermedge.preprocess import prepare as prepare
 from dermedge.preprocess import read_image as read_image
+from dermedge.results import Prediction as Prediction
+from dermedge.results import Result as Result
 
 __version__ = "0.1.0"

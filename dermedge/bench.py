@@ -165,7 +165,7 @@ def run_case(
 ) -> dict[str, Any]:
     """Measure one backend x precision x threads case in this process, through the public API only:
     ``Model.embed_tensor`` for the encoder, the ``dermedge.preprocess`` stages and ``Model.classify`` end to end."""
-    from dermedge.model import load_model
+    from dermedge.loading import load_model
 
     min_q, min_s = (QUICK_QUERIES, QUICK_SECONDS) if quick else (MIN_QUERIES, MIN_SECONDS)
     t0 = time.perf_counter()
@@ -239,7 +239,7 @@ def run_torch_case(
     import numpy as np
 
     from dermedge.bundle import open_bundle
-    from dermedge.model import default_bundle_path
+    from dermedge.loading import default_bundle_path
     from dermedge.training.baseline import PaperPath
 
     with open_bundle(bundle or default_bundle_path()) as b:
@@ -306,7 +306,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _cases(args: argparse.Namespace) -> list[dict[str, Any]]:
     from dermedge.backends import available_backends, pick_auto
     from dermedge.bundle import open_bundle
-    from dermedge.model import default_bundle_path
+    from dermedge.loading import default_bundle_path
 
     with open_bundle(args.bundle or default_bundle_path()) as b:
         arts = [(a.backend, a.precision) for a in b.manifest.artifacts]

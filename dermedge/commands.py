@@ -19,7 +19,8 @@ import numpy as np
 from dermedge._files import FileRefused, sha256_regular
 from dermedge.cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, add_common
 from dermedge.errors import DermedgeError
-from dermedge.model import Model, load_model
+from dermedge.loading import load_model
+from dermedge.model import Model
 from dermedge.preprocess import MAX_FILE_BYTES, is_image_path
 
 
@@ -122,86 +123,15 @@ def add_info(p: argparse.ArgumentParser) -> None:
 
 def run_info(args: argparse.Namespace) -> int:
     from dermedge.backends import available_backends
+    from dermedge.info_text import format_info
 
     with _load(args, args.bundle) as model:
         info = model.info()
     info["installed_backends"] = available_backends()
     if args.json:
         _emit(info)
-        return EXIT_OK
-    enc, prov = info["encoder"], info["provenance"]
-    print(f"{info['name']} {info['version']}  ({info['bundle']})")
-    if info["description"]:
-        print(f"  {info['description']}")
-    print(
-        f"  encoder   {enc['arch']}, {enc['embed_dim']}-d embedding, params {enc.get('params')}, "
-        f"FLOPs {enc.get('flops')}, trained by: {enc.get('trained_by') or 'unknown'}"
-    )
-    inp = info["input"]
-    print(
-        f"  input     {inp['size'][0]}x{inp['size'][1]}, resize {inp['resize']} {inp['resize_size']}, "
-        f"mean {inp['mean']}, std {inp['std']}"
-    )
-    print(
-        f"  backend   {info['backend']['backend']} {info['backend'].get('version', '')} / {info['precision']} "
-        f"artifact, computing in {info['inference_precision']} "
-        f"({info['backend']['selected_because']}); installed: {', '.join(info['installed_backends'])}"
-    )
-    print(
-        "  artifacts "
-        + "; ".join(
-            f"{a['backend']}/{a['precision']} {a['path']} ({a['bytes']:,} B"
-            + (f", gate {a['gate'].get('status')}" if a["gate"] else "")
-            + ")"
-            for a in info["artifacts"]
-        )
-    )
-    head = info["head"]
-    if head:
-        cv = (head.get("metrics") or {}).get("cv", {})
-        extra = f"; cross-validated macro-F1 {cv['macro_f1']:.3f}" if "macro_f1" in cv else ""
-        print(f"  head      {head['type']}, {len(head['labels'])} labels: {', '.join(head['labels'])}{extra}")
     else:
-        print("  head      none (embeddings only; fit one with `dermedge fit-head`)")
-    test = (prov.get("metrics") or {}).get("test")
-    if test:
-        ci = (prov.get("metrics") or {}).get("test_ci95", {})
-
-        def show(k: str) -> str:
-            c = ci.get(k)
-            return f"{test[k]:.3f}" + (f" [{c[0]:.3f}, {c[1]:.3f}]" if c else "")
-
-        print(
-            f"  test set  n={test.get('n')}: macro-F1 {show('macro_f1')}, balanced acc {show('balanced_accuracy')}, "
-            f"MEL AUROC {show('mel_auroc')} (95% CI)"
-        )
-    baselines = (prov.get("metrics") or {}).get("baselines") or {}
-    if baselines:  # the same head and test split on features that know nothing about skin
-        parts = [
-            f"{name}: macro-F1 {m['macro_f1']:.3f}, MEL AUROC {m['mel_auroc']:.3f}"
-            for name, m in baselines.items()
-            if isinstance(m, dict) and {"macro_f1", "mel_auroc"} <= m.keys()
-        ]
-        print("  baselines " + "\n            ".join(parts))
-    transfer = (prov.get("metrics") or {}).get("sd198_probe")
-    if transfer:
-        print(
-            f"  transfer  SD-198 (27 conditions never trained on), frozen probe balanced acc "
-            f"{transfer['encoder']:.3f} vs colour histogram {transfer['colour_histogram']:.3f} "
-            f"({transfer.get('source', 'benchmarks/encoders.py')})"
-        )
-    if head and head.get("abstain"):
-        print(f"  abstain   {head['abstain']}")
-    for key in ("summary", "data", "license", "commands"):
-        if key in prov:
-            val = prov[key]
-            if isinstance(val, list):
-                print(f"  {key:<9} " + "\n            ".join(str(v) for v in val))
-            else:
-                print(f"  {key:<9} {json.dumps(val) if isinstance(val, dict) else val}")
-    card = Path(info["bundle"]) / "MODEL_CARD.md"
-    if card.is_file():
-        print(f"  card      {card}")
+        print(format_info(info))
     return EXIT_OK
 
 
@@ -351,15 +281,11 @@ def add_fit_head(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true")
 
 
-def run_fit_head(args: argparse.Namespace) -> int:
-    from dermedge.datasets import discover
-
-    try:
-        samples = discover(args.data)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    mapping = json.loads(Path(args.label_map).read_text()) if args.label_map else None
+def _labelled_for_head(
+    samples: list[Any], label_map: str | None, group_column: str
+) -> tuple[list[Any], list[str], list[str] | None]:
+    """The labelled samples (mapped through ``--label-map``), their labels and CV groups; says what it left out."""
+    mapping = json.loads(Path(label_map).read_text()) if label_map else None
     unlabeled = [s.path for s in samples if not s.label]
     unmapped = [s.path for s in samples if s.label and mapping is not None and s.label not in mapping]
     samples = [s for s in samples if s.label and (mapping is None or s.label in mapping)]
@@ -370,13 +296,22 @@ def run_fit_head(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     labels = [mapping[s.label] if mapping else s.label for s in samples]
-    groups = None
-    if args.group_column != "none":
-        col = args.group_column
-        if col == "auto":
-            groups = [s.group for s in samples]
-        else:
-            groups = [s.meta.get(col) or s.path for s in samples]
+    if group_column == "none":
+        return samples, labels, None
+    if group_column == "auto":
+        return samples, labels, [s.group for s in samples]
+    return samples, labels, [s.meta.get(group_column) or s.path for s in samples]
+
+
+def run_fit_head(args: argparse.Namespace) -> int:
+    from dermedge.datasets import discover
+
+    try:
+        samples = discover(args.data)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    samples, labels, groups = _labelled_for_head(samples, args.label_map, args.group_column)
     failures: list[tuple[str, str]] = []
     with _load(args) as model:
         progress = Progress(len(samples), "embed")

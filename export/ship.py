@@ -32,10 +32,26 @@ def _fmt(m: dict[str, Any], ci: dict[str, list[float]] | None = None) -> str:
     return " | ".join(cells)
 
 
+CARD_TABLE_HEAD = (
+    "| | n | macro-F1 | balanced acc | MEL AUROC | MEL sens @ 80% spec | ECE |\n|---|---|---|---|---|---|---|"
+)
+
+
 def model_card(report: dict[str, Any], manifest: dict[str, Any], training: dict[str, Any]) -> str:
-    head = "| | n | macro-F1 | balanced acc | MEL AUROC | MEL sens @ 80% spec | ECE |\n|---|---|---|---|---|---|---|"
-    t = report["test"]
-    lines = [
+    """MODEL_CARD.md: every figure comes from ``report`` (report.json), the manifest and the training sidecar."""
+    sections = (
+        _card_intro(manifest),
+        _card_method(report, manifest, training),
+        _card_results(report),
+        _card_artifacts(report),
+        _card_abstain_and_targets(report),
+        _card_limits(report, training),
+    )
+    return "\n".join(line for section in sections for line in section)
+
+
+def _card_intro(manifest: dict[str, Any]) -> list[str]:
+    return [
         f"# {manifest['name']} {manifest['version']} - model card",
         "",
         manifest["description"],
@@ -50,10 +66,15 @@ def model_card(report: dict[str, Any], manifest: dict[str, Any], training: dict[
         "used for **non-commercial research only**. For a product, retrain with `make default-model` on data "
         "you may use commercially (PAD-UFES-20 alone is CC BY 4.0).",
         "",
+    ]
+
+
+def _card_method(report: dict[str, Any], manifest: dict[str, Any], training: dict[str, Any]) -> list[str]:
+    enc = manifest["encoder"]
+    return [
         "## How it was made (reproduce with `make default-model`)",
-        f"- Encoder: `{manifest['encoder']['arch']}`, {manifest['encoder']['params']:,} parameters, "
-        f"{manifest['encoder']['embed_dim']}-d embedding, input {manifest['input']['size'][0]} px "
-        f"(trained at {training.get('img_size', '?')} px), on a 2-core CPU.",
+        f"- Encoder: `{enc['arch']}`, {enc['params']:,} parameters, {enc['embed_dim']}-d embedding, input "
+        f"{manifest['input']['size'][0]} px (trained at {training.get('img_size', '?')} px), on a 2-core CPU.",
         *_training_lines(training),
         "- Head: class-balanced multinomial logistic regression (numpy, L2 by grouped 5-fold CV) on the training split "
         "over the common vocabulary (MEL, NEV, BCC, AK/IEC, SCC, BKL, DF, VASC); softmax temperature "
@@ -62,31 +83,40 @@ def model_card(report: dict[str, Any], manifest: dict[str, Any], training: dict[
         f"- Building this bundle took {report['wall_time_s'] / 60:.1f} min "
         "(export, INT8, gate, embedding, evaluation).",
         "",
-        "## Test-set results (95% bootstrap CIs over patients/lesions)",
-        head,
-        f"| all test photos | {t['n']} | {_fmt(t, report['test_ci95'])} |",
     ]
-    for k, m in report["per_source"].items():
-        lines.append(f"| {k} | {m['n']} | {_fmt(m)} |")
-    for k, m in report["per_fitzpatrick"].items():
-        lines.append(f"| PAD-UFES-20 Fitzpatrick {k.replace('.0', '')} | {m['n']} | {_fmt(m)} |")
-    lines += [
+
+
+def _card_results(report: dict[str, Any]) -> list[str]:
+    t = report["test"]
+    lines = [
+        "## Test-set results (95% bootstrap CIs over patients/lesions)",
+        CARD_TABLE_HEAD,
+        f"| all test photos | {t['n']} | {_fmt(t, report['test_ci95'])} |",
+        *[f"| {k} | {m['n']} | {_fmt(m)} |" for k, m in report["per_source"].items()],
+        *[
+            f"| PAD-UFES-20 Fitzpatrick {k.replace('.0', '')} | {m['n']} | {_fmt(m)} |"
+            for k, m in report["per_fitzpatrick"].items()
+        ],
         "",
         f"Calibration: ECE {report['ece_before_calibration']:.3f} before and "
         f"{report['ece_after_calibration']:.3f} after temperature scaling (test split).",
         "",
         "## Baselines (same split, same head recipe)",
-        head,
+        CARD_TABLE_HEAD,
         f"| this encoder (FP32) | {t['n']} | {_fmt(t)} |",
-    ]
-    for k, m in report.get("baselines", {}).items():
-        lines.append(f"| {k} | {m['n']} | {_fmt(m)} |")
-    lines += [
+        *[f"| {k} | {m['n']} | {_fmt(m)} |" for k, m in report.get("baselines", {}).items()],
         "",
+    ]
+    return lines
+
+
+def _card_artifacts(report: dict[str, Any]) -> list[str]:
+    lines = [
         "## FP32 vs INT8 per backend (test split; latency: batch 1 during the export, see `dermedge bench`)",
-        "Shipped only if the final gate passes: with the shipped head on the validation split, macro-F1 drop <= 1 "
-        "point and top-1 agreement with FP32 >= 95%. Artifacts that already failed the export gate (table at the end) "
-        "are not listed; `benchmarks/int8_head.py` measures why INT8 fails and which fix holds.",
+        "Shipped only if the final gate passes: with the shipped head on the validation split, the export gate's "
+        "thresholds (macro-F1 drop, top-1 agreement with FP32, mean cosine; `dermedge.export.verify.GateThresholds`). "
+        "Artifacts that already failed the export gate (table at the end) are not listed; `benchmarks/int8_head.py` "
+        "measures why INT8 fails and which fix holds.",
         "",
         "| artifact | size MB | latency ms | export-gate cosine | val F1 drop (pts) | val agreement | final gate | "
         "test macro-F1 | MEL AUROC |",
@@ -94,14 +124,18 @@ def model_card(report: dict[str, Any], manifest: dict[str, Any], training: dict[
     ]
     for k, m in report["per_artifact"].items():
         g = m.get("final_gate", {})
+        drop, agree = g.get("val_f1_drop_points"), g.get("val_top1_agreement")
         lines.append(
             f"| {k} | {m['bytes'] / 1e6:.1f} | {m['latency_ms_batch1']:.1f} | {m['gate_mean_cosine']:.4f} | "
-            f"{g.get('val_f1_drop_points', float('nan')):+.2f} | {g.get('val_top1_agreement', float('nan')):.3f} | "
+            f"{float('nan') if drop is None else drop:+.2f} | {float('nan') if agree is None else agree:.3f} | "
             f"{g.get('status', '?')} | {m['macro_f1']:.3f} | {m['mel_auroc']:.3f} |"
         )
+    return [*lines, ""]
+
+
+def _card_abstain_and_targets(report: dict[str, Any]) -> list[str]:
     a = report["abstain"]
-    lines += [
-        "",
+    return [
         "## Abstain signal",
         f"- {a['method']}; threshold {a['threshold']:.2f} ({a['operating_point']}). "
         "`Prediction.abstain` is True above it.",
@@ -116,17 +150,22 @@ def model_card(report: dict[str, Any], manifest: dict[str, Any], training: dict[
         "",
         report.get("gate_table", ""),
         "",
+    ]
+
+
+def _card_limits(report: dict[str, Any], training: dict[str, Any]) -> list[str]:
+    dark = sum(m["n"] for k, m in report["per_fitzpatrick"].items() if k.replace(".0", "").endswith(("5", "6")))
+    return [
         "## Known limits",
-        "- Trained briefly on a CPU at 112 px; far below published dermatology encoders trained for days on GPUs at "
-        "224 px. Use it to try the SDK, not to judge what SSL on skin images can do.",
+        f"- Trained briefly on a CPU at {training.get('img_size', '?')} px; far below published dermatology encoders "
+        "trained for days on GPUs at 224 px. Use it to try the SDK, not to judge what SSL on skin images can do.",
         "- Dermoscopy dominates the data (HAM10000); smartphone photos (PAD-UFES-20) and darker skin types are "
-        "scarce (Fitzpatrick V-VI: 4 photos in PAD-UFES-20), so figures for them are unreliable or missing.",
+        f"scarce (Fitzpatrick V-VI: {dark} photos in this test split), so figures for them are unreliable or missing.",
         "- SCC exists only in PAD-UFES-20 and DF/VASC only in HAM10000; per-class results for small classes are noisy.",
         "- The abstain detector is a distance in embedding space: it catches images unlike the training photos, "
         "not wrong answers on typical ones.",
         "",
     ]
-    return "\n".join(lines)
 
 
 def _training_lines(training: dict[str, Any]) -> list[str]:
@@ -257,6 +296,7 @@ def choose_or_explain(available: list[Any], preference: list[str], budget: int =
 def write_default(
     full: Path, out: Path, head: LinearHead, report: dict[str, Any], args: argparse.Namespace, ship: list[str]
 ) -> Path:
+    """The shipped bundle: the chosen artifacts of the full bundle, the shipped head, provenance and the card."""
     with open_bundle(full) as b:
         m = b.manifest
         arts = choose_or_explain(list(m.artifacts), ship)
@@ -278,46 +318,8 @@ def write_default(
             )
             for a in arts
         ]
-        training = dict(m.provenance.get("training", {}))
-        run = Path(args.run)
-        sidecar = json.loads((run / "encoder.json").read_text()) if (run / "encoder.json").is_file() else {}
-        for key in ("pretrained_from", "pretrained_method", "pretrained_epochs", "labels"):
-            if key in sidecar:
-                training[key] = sidecar[key]
-        training["wall_time"] = run_wall_time(run)
-        training["command"] = args_command(run)
-        commands = [training["command"]]
-        if training.get("pretrained_from"):  # stage 2 of a two-stage model: record stage 1 too
-            stage1 = Path(training["pretrained_from"])
-            training["stage1_command"] = args_command(stage1)
-            training["stage1_wall_time"] = run_wall_time(stage1)
-            commands.insert(0, training["stage1_command"])
-        description = (
-            "The built-in dermedge model: a small convolutional encoder trained by dermedge's own pipeline on a "
-            "2-core CPU (skin-aware self-supervised pre-training on all photos, then supervised fine-tuning on the "
-            "labelled training split), with a lesion-type head over 8 classes. A starter model for trying the SDK "
-            "offline; not a clinical-grade model and not the paper's released encoders."
-            if training.get("pretrained_from")
-            else "The built-in dermedge model: a small convolutional encoder pre-trained by dermedge's own SSL "
-            "pipeline on a 2-core CPU, with a lesion-type head over 8 classes. A starter model for trying the SDK "
-            "offline; not a clinical-grade model and not the paper's released encoders."
-        )
-        prov = {
-            **m.provenance,
-            "training": training,
-            "data": DATA_LICENCES,
-            "license": "non-commercial research only (HAM10000 CC BY-NC-SA 4.0)",
-            "summary": f"trained by dermedge's own pipeline ({training.get('method')}, CPU, "
-            f"{training.get('img_size', '?')} px); see MODEL_CARD.md",
-            "metrics": {
-                "test": report["test"],
-                "test_ci95": report["test_ci95"],
-                "abstain": report["abstain"],
-                **({"baselines": report["baselines"]} if report.get("baselines") else {}),
-                **({"sd198_probe": report["sd198_probe"]} if report.get("sd198_probe") else {}),
-            },
-            "commands": [*commands, "make default-model"],
-        }
+        training, commands = training_provenance(m.provenance.get("training", {}), Path(args.run))
+        description = DESCRIPTION_TWO_STAGE if training.get("pretrained_from") else DESCRIPTION_SSL
         manifest_preview = {
             "name": "dermedge-default",
             "version": args.version,
@@ -326,23 +328,7 @@ def write_default(
             "input": {"size": list(m.input.size)},
             "head": {"temperature": head.temperature},
         }
-        card = model_card(report, manifest_preview, training)
-        extra = (
-            [(b.root / "calibration_images.txt", "calibration_images.txt")]
-            if (b.root / "calibration_images.txt").is_file()
-            else []
-        )
-        head_with_metrics = LinearHead(
-            head.weight,
-            head.bias,
-            head.labels,
-            head.temperature,
-            {**head.metrics, "test": report["test"]},
-            head.type,
-            head.ood_mean,
-            head.ood_precision,
-            head.ood_threshold,
-        )
+        calib = b.root / "calibration_images.txt"
         return write_bundle(
             out,
             name="dermedge-default",
@@ -350,13 +336,66 @@ def write_default(
             encoder=m.encoder,
             input_spec=m.input,
             artifacts=sources,
-            head=head_with_metrics,
-            provenance=prov,
+            head=dataclasses.replace(head, metrics={**head.metrics, "test": report["test"]}),
+            provenance=_provenance(m.provenance, training, commands, report),
             description=description,
-            model_card=card,
-            extra_files=extra,
+            model_card=model_card(report, manifest_preview, training),
+            extra_files=[(calib, "calibration_images.txt")] if calib.is_file() else [],
             overwrite=True,
         )
+
+
+DESCRIPTION_TWO_STAGE = (
+    "The built-in dermedge model: a small convolutional encoder trained by dermedge's own pipeline on a "
+    "2-core CPU (skin-aware self-supervised pre-training on all photos, then supervised fine-tuning on the "
+    "labelled training split), with a lesion-type head over 8 classes. A starter model for trying the SDK "
+    "offline; not a clinical-grade model and not the paper's released encoders."
+)
+DESCRIPTION_SSL = (
+    "The built-in dermedge model: a small convolutional encoder pre-trained by dermedge's own SSL "
+    "pipeline on a 2-core CPU, with a lesion-type head over 8 classes. A starter model for trying the SDK "
+    "offline; not a clinical-grade model and not the paper's released encoders."
+)
+
+
+def training_provenance(recorded: dict[str, Any], run: Path) -> tuple[dict[str, Any], list[str]]:
+    """The export's training record completed from the run's sidecar, with the command (and stage 1's) that
+    reproduces it and their wall times; returns it and the command list."""
+    training = dict(recorded)
+    sidecar = json.loads((run / "encoder.json").read_text()) if (run / "encoder.json").is_file() else {}
+    for key in ("pretrained_from", "pretrained_method", "pretrained_epochs", "labels"):
+        if key in sidecar:
+            training[key] = sidecar[key]
+    training["wall_time"] = run_wall_time(run)
+    training["command"] = args_command(run)
+    commands = [training["command"]]
+    if training.get("pretrained_from"):  # stage 2 of a two-stage model: record stage 1 too
+        stage1 = Path(training["pretrained_from"])
+        training["stage1_command"] = args_command(stage1)
+        training["stage1_wall_time"] = run_wall_time(stage1)
+        commands.insert(0, training["stage1_command"])
+    return training, commands
+
+
+def _provenance(
+    base: dict[str, Any], training: dict[str, Any], commands: list[str], report: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        **base,
+        "training": training,
+        "data": DATA_LICENCES,
+        "license": "non-commercial research only (HAM10000 CC BY-NC-SA 4.0)",
+        "summary": f"trained by dermedge's own pipeline ({training.get('method')}, CPU, "
+        f"{training.get('img_size', '?')} px); see MODEL_CARD.md",
+        "metrics": {
+            "test": report["test"],
+            "test_ci95": report["test_ci95"],
+            "abstain": report["abstain"],
+            **({"baselines": report["baselines"]} if report.get("baselines") else {}),
+            **({"sd198_probe": report["sd198_probe"]} if report.get("sd198_probe") else {}),
+        },
+        "commands": [*commands, "make default-model"],
+    }
 
 
 def args_command(run: Path) -> str:

@@ -141,16 +141,33 @@ def _predict(model: Any, dataset: Any, batch: int, bf16: bool) -> np.ndarray:
     return np.concatenate(out)
 
 
+@dataclass
+class _Data:
+    """The decoded training and validation splits, the label order and the training loader."""
+
+    labels: list[str]
+    train_ds: Any
+    val_ds: Any
+    y_train: np.ndarray
+    y_val: np.ndarray
+    loader: Any
+    unreadable: int
+
+
+@dataclass
+class _Progress:
+    """What resuming restores: epochs done, and the best validation macro-F1 so far and its epoch."""
+
+    epoch: int = 0
+    best: float = -1.0
+    best_epoch: int = 0
+
+
 def finetune(cfg: FinetuneConfig) -> Path:
     """Run (or resume) fine-tuning into ``cfg.out``; returns the run folder."""
     import torch
-    from dermedge.training.checkpoint import build_encoder, read_checkpoint
-    from dermedge.training.data import DecodedCache
-    from dermedge.training.eval import make_splits
-    from dermedge.training.train import append_metrics, log_to_run_folder
-    from dermedge.training.transforms import EvalTransform, augment_config, view_transform
-    from safetensors.torch import save_file
-    from torch.utils.data import DataLoader
+    from dermedge.training.checkpoint import read_checkpoint
+    from dermedge.training.train import log_to_run_folder
 
     from dermedge.cpu import native_bf16
 
@@ -161,22 +178,48 @@ def finetune(cfg: FinetuneConfig) -> Path:
     log_to_run_folder(logger, out / "finetune.log")
     (out / "finetune_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
     ckpt = read_checkpoint(cfg.checkpoint)
-    size = cfg.img_size or ckpt.img_size
+    data = _load_data(cfg, cfg.img_size or ckpt.img_size)
+    model, optimizer = _build(cfg, ckpt, len(data.labels))
+    weights = torch.tensor(class_weights(data.y_train, len(data.labels), cfg.class_weight_power), dtype=torch.float32)
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and native_bf16())
+    progress = _resume(out / "finetune_state.pt", model, optimizer)
+    counts = ", ".join(f"{lab} {int((data.y_train == i).sum())}" for i, lab in enumerate(data.labels))
+    logger.info(
+        "fine-tuning %s on %d training images (%s), validating on %d, %d steps/epoch, bf16=%s",
+        ckpt.root, len(data.train_ds), counts, len(data.val_ds), len(data.loader), bf16,
+    )  # fmt: skip
+    while progress.epoch < cfg.epochs and not (
+        progress.best_epoch and progress.epoch - progress.best_epoch >= cfg.patience  # early stopping
+    ):
+        t0 = time.perf_counter()
+        loss, enc_scale = _train_epoch(cfg, model, optimizer, data, weights, bf16, progress.epoch)
+        progress.epoch += 1
+        val_f1 = macro_f1(data.y_val, _predict(model, data.val_ds, 128, bf16), len(data.labels))
+        if val_f1 > progress.best:
+            progress.best, progress.best_epoch = val_f1, progress.epoch
+            _save_encoder(model, ckpt, cfg, out, progress, data.labels, len(data.train_ds))
+        _log_epoch(cfg, out, data, progress, loss, val_f1, enc_scale, time.perf_counter() - t0)
+        _save_state(out / "finetune_state.pt", model, optimizer, progress)
+    return out
+
+
+def _load_data(cfg: FinetuneConfig, size: int) -> _Data:
+    """Decode the 60 % training and 20 % validation splits once (at 8/7 of ``size``) and build the loader."""
+    import torch
+    from dermedge.training.data import DecodedCache
+    from dermedge.training.eval import make_splits
+    from dermedge.training.transforms import EvalTransform, augment_config, view_transform
+    from torch.utils.data import DataLoader
+
     samples = internal_samples(Path(cfg.data))
     labels = sorted({s.label for s in samples})
     splits = make_splits(samples)
-    train_s = [samples[i] for i in splits.train]
-    val_s = [samples[i] for i in splits.val]
     short = default_resize(size)
-    train_cache = DecodedCache(train_s, short, progress=sys.stderr.isatty(), exact=True)
-    val_cache = DecodedCache(val_s, short, progress=sys.stderr.isatty(), exact=True)
-    for failures in (train_cache.failures, val_cache.failures):
-        for f in failures:
-            logger.warning("unreadable, left out: %s", f)
-    y_train = np.array([labels.index(s.label) for s in train_cache.samples])
-    y_val = np.array([labels.index(s.label) for s in val_cache.samples])
+    train_cache = DecodedCache([samples[i] for i in splits.train], short, progress=sys.stderr.isatty(), exact=True)
+    val_cache = DecodedCache([samples[i] for i in splits.val], short, progress=sys.stderr.isatty(), exact=True)
+    for f in (*train_cache.failures, *val_cache.failures):
+        logger.warning("unreadable, left out: %s", f)
     train_ds = train_cache.dataset(view_transform(size, (0.35, 1.0), augment_config(cfg.augment)))
-    val_ds = val_cache.dataset(EvalTransform(size, short))
     loader = DataLoader(
         train_ds,
         batch_size=cfg.batch_size,
@@ -186,14 +229,30 @@ def finetune(cfg: FinetuneConfig) -> Path:
         persistent_workers=cfg.num_workers > 0,
         generator=torch.Generator().manual_seed(cfg.seed),
     )
-    if cfg.init == "random":
-        from dermedge.training.encoders import create_encoder
+    return _Data(
+        labels=labels,
+        train_ds=train_ds,
+        val_ds=val_cache.dataset(EvalTransform(size, short)),
+        y_train=np.array([labels.index(s.label) for s in train_cache.samples]),
+        y_val=np.array([labels.index(s.label) for s in val_cache.samples]),
+        loader=loader,
+        unreadable=len(train_cache.failures),
+    )
 
+
+def _build(cfg: FinetuneConfig, ckpt: Any, n_classes: int) -> tuple[Any, Any]:
+    """Encoder (the checkpoint's weights, or random for ``init=random``) + linear head, and AdamW with a
+    smaller learning rate for the encoder than for the head."""
+    import torch
+    from dermedge.training.checkpoint import build_encoder
+    from dermedge.training.encoders import create_encoder
+
+    if cfg.init == "random":
         encoder = create_encoder(ckpt.arch, ckpt.img_size)
         logger.info("init=random: %s from random weights (supervised from scratch baseline)", ckpt.arch)
     else:
         encoder = build_encoder(ckpt)
-    model = _Classifier.build(encoder, ckpt.embed_dim, len(labels)).to(memory_format=torch.channels_last)
+    model = _Classifier.build(encoder, ckpt.embed_dim, n_classes).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(
         [
             {"params": model.encoder.parameters(), "lr": cfg.lr_encoder},
@@ -201,107 +260,105 @@ def finetune(cfg: FinetuneConfig) -> Path:
         ],
         weight_decay=cfg.weight_decay,
     )
-    base_lrs = [cfg.lr_encoder, cfg.lr_head]
-    weights = torch.tensor(class_weights(y_train, len(labels), cfg.class_weight_power), dtype=torch.float32)
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and native_bf16())
-    state_path = out / "finetune_state.pt"
-    epoch, best, best_epoch = 0, -1.0, 0
-    if state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        epoch, best, best_epoch = int(state["epoch"]), float(state["best"]), int(state["best_epoch"])
-        logger.info("resuming %s after epoch %d (best val macro-F1 %.3f at epoch %d)", out, epoch, best, best_epoch)
-    steps = len(loader)
-    total = cfg.epochs * steps
-    lp_steps = cfg.head_warmup_epochs * steps
+    return model, optimizer
+
+
+def _resume(state_path: Path, model: Any, optimizer: Any) -> _Progress:
+    import torch
+
+    if not state_path.is_file():
+        return _Progress()
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    progress = _Progress(int(state["epoch"]), float(state["best"]), int(state["best_epoch"]))
     logger.info(
-        "fine-tuning %s on %d training images (%s), validating on %d, %d steps/epoch, bf16=%s",
-        ckpt.root,
-        len(train_ds),
-        ", ".join(f"{lab} {int((y_train == i).sum())}" for i, lab in enumerate(labels)),
-        len(val_ds),
-        steps,
-        bf16,
-    )
-    while epoch < cfg.epochs and not (best_epoch and epoch - best_epoch >= cfg.patience):  # early stopping
-        model.train()
-        frozen = epoch < cfg.head_warmup_epochs  # LP-FT: fit the head on frozen features first
-        for p in model.encoder.parameters():
-            p.requires_grad_(not frozen)
-        t0, losses = time.perf_counter(), []
-        for i, (x, idx) in enumerate(loader):
-            step = epoch * steps + i
-            head_scale = _schedule(step, steps, total)
-            enc_scale = 0.0 if frozen else _schedule(step - lp_steps, steps, total - lp_steps)
-            for group, lr, scale in zip(optimizer.param_groups, base_lrs, (enc_scale, head_scale)):
-                group["lr"] = lr * scale
-            target = torch.as_tensor(y_train[idx.numpy()])
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits = model(x.contiguous(memory_format=torch.channels_last))
-            loss = weighted_smoothed_ce(logits.float(), target, weights, cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
-            optimizer.step()
-            losses.append(float(loss.detach()))
-        epoch += 1
-        val_f1 = macro_f1(y_val, _predict(model, val_ds, 128, bf16), len(labels))
-        seconds = time.perf_counter() - t0
-        if val_f1 > best:
-            best, best_epoch = val_f1, epoch
-            _save_encoder(save_file, model, ckpt, cfg, out, epoch, best, labels, len(train_ds))
-        append_metrics(
-            out / "metrics.csv",
-            {
-                "epoch": epoch,
-                "step": epoch * steps,
-                "loss": float(np.mean(losses)),
-                "lr": cfg.lr_encoder * enc_scale,
-                "seconds": seconds,
-                "images_per_s": len(loader) * cfg.batch_size / seconds,
-                "unreadable": len(train_cache.failures),
-            },
-        )
-        with open(out / "val_macro_f1.csv", "a") as fh:
-            fh.write(f"{epoch},{val_f1:.6f}\n")
-        logger.info(
-            "epoch %d/%d loss %.4f val macro-F1 %.3f (best %.3f at %d), %.0f s",
-            epoch,
-            cfg.epochs,
-            float(np.mean(losses)),
-            val_f1,
-            best,
-            best_epoch,
-            seconds,
-        )
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch,
-                "best": best,
-                "best_epoch": best_epoch,
-            },
-            out / (state_path.name + ".tmp"),
-        )
-        (out / (state_path.name + ".tmp")).replace(state_path)
-    return out
+        "resuming %s after epoch %d (best val macro-F1 %.3f at epoch %d)",
+        state_path.parent, progress.epoch, progress.best, progress.best_epoch,
+    )  # fmt: skip
+    return progress
+
+
+def _train_epoch(
+    cfg: FinetuneConfig, model: Any, optimizer: Any, data: _Data, weights: Any, bf16: bool, epoch: int
+) -> tuple[float, float]:
+    """One epoch (LP-FT: the encoder frozen during the head warm-up epochs); returns mean loss and the
+    encoder's learning-rate scale at its end."""
+    import torch
+
+    model.train()
+    frozen = epoch < cfg.head_warmup_epochs
+    for p in model.encoder.parameters():
+        p.requires_grad_(not frozen)
+    steps = len(data.loader)
+    total, lp_steps = cfg.epochs * steps, cfg.head_warmup_epochs * steps
+    losses, enc_scale = [], 0.0
+    for i, (x, idx) in enumerate(data.loader):
+        step = epoch * steps + i
+        enc_scale = 0.0 if frozen else _schedule(step - lp_steps, steps, total - lp_steps)
+        for group, lr, scale in zip(
+            optimizer.param_groups, (cfg.lr_encoder, cfg.lr_head), (enc_scale, _schedule(step, steps, total))
+        ):
+            group["lr"] = lr * scale
+        target = torch.as_tensor(data.y_train[idx.numpy()])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x.contiguous(memory_format=torch.channels_last))
+        loss = weighted_smoothed_ce(logits.float(), target, weights, cfg.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return float(np.mean(losses)), enc_scale
+
+
+def _log_epoch(
+    cfg: FinetuneConfig,
+    out: Path,
+    data: _Data,
+    progress: _Progress,
+    loss: float,
+    val_f1: float,
+    enc_scale: float,
+    seconds: float,
+) -> None:
+    from dermedge.training.train import append_metrics
+
+    steps = len(data.loader)
+    row = {
+        "epoch": progress.epoch,
+        "step": progress.epoch * steps,
+        "loss": loss,
+        "lr": cfg.lr_encoder * enc_scale,
+        "seconds": seconds,
+        "images_per_s": steps * cfg.batch_size / seconds,
+        "unreadable": data.unreadable,
+    }
+    append_metrics(out / "metrics.csv", row)
+    with open(out / "val_macro_f1.csv", "a") as fh:
+        fh.write(f"{progress.epoch},{val_f1:.6f}\n")
+    logger.info(
+        "epoch %d/%d loss %.4f val macro-F1 %.3f (best %.3f at %d), %.0f s",
+        progress.epoch, cfg.epochs, loss, val_f1, progress.best, progress.best_epoch, seconds,
+    )  # fmt: skip
+
+
+def _save_state(path: Path, model: Any, optimizer: Any, progress: _Progress) -> None:
+    """Everything resuming needs, written atomically."""
+    import torch
+
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), **asdict(progress)}
+    torch.save(state, path.with_name(path.name + ".tmp"))
+    path.with_name(path.name + ".tmp").replace(path)
 
 
 def _save_encoder(
-    save_file: Any,
-    model: Any,
-    ckpt: Any,
-    cfg: FinetuneConfig,
-    out: Path,
-    epoch: int,
-    best: float,
-    labels: list[str],
-    n_train: int,
+    model: Any, ckpt: Any, cfg: FinetuneConfig, out: Path, progress: _Progress, labels: list[str], n_train: int
 ) -> None:
+    """The best epoch's encoder (``encoder.safetensors``) and head, and the sidecar ``dermedge export`` reads."""
     from dermedge.training.checkpoint import write_sidecar
     from dermedge.training.encoders import count_flops
+    from safetensors.torch import save_file
 
     weights = {k: v.detach().cpu().contiguous() for k, v in model.encoder.state_dict().items()}
     save_file(weights, str(out / "encoder.safetensors.tmp"))
@@ -316,7 +373,7 @@ def _save_encoder(
             "img_size": cfg.img_size or src.get("img_size"),
             "flops": src.get("flops") if not cfg.img_size else count_flops(model.encoder, cfg.img_size),
             "method": "supervised" if cfg.init == "random" else f"{src.get('method')}+finetune",
-            "epoch": epoch,
+            "epoch": progress.epoch,
             "epochs": cfg.epochs,
             "pretrained_from": None if cfg.init == "random" else str(ckpt.root),
             "pretrained_method": None if cfg.init == "random" else src.get("method"),
@@ -324,7 +381,7 @@ def _save_encoder(
             "data": [str(Path(cfg.data) / d) for d in INTERNAL_FOLDERS],
             "n_images": n_train,
             "labels": labels,
-            "metrics": {"val_macro_f1": best},
+            "metrics": {"val_macro_f1": progress.best},
             "trained_by": "dermedge finetune",
             "config": asdict(cfg),
         },

@@ -16,6 +16,7 @@ from typing import Any
 
 from dermedge.backends.base import Backend, BackendOptions, TensorSpec
 from dermedge.errors import BackendUnavailableError
+from dermedge.manifest import PRECISIONS
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,6 @@ __all__ = [
 ]
 
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 # the backend every install has (the core dependency): export's FP32 reference, the artifact a bundle keeps
 # first, and the one the app pipeline graph is built from
 REFERENCE_BACKEND = "onnxruntime"
