@@ -28,11 +28,11 @@ def run32(synthetic_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 def test_paper_path_embeds_a_file_like_the_encoder_on_its_transform(run32: Path) -> None:
     import torch
+    from dermedge.training.baseline import PaperPath
+    from dermedge.training.checkpoint import build_encoder, read_checkpoint
     from PIL import Image
 
     from dermedge.bundle import InputSpec
-    from dermedge.training.baseline import PaperPath
-    from dermedge.training.checkpoint import build_encoder, read_checkpoint
 
     spec = InputSpec(size=(32, 32), resize_size=37)
     path = PaperPath.load(run32, spec, threads=1)
