@@ -162,42 +162,13 @@ def write_bundle(
         BundleError: ``out`` exists and ``overwrite`` is false, or an artifact file is missing.
     """
     target = Path(out)
-    zipped = target.suffix == BUNDLE_SUFFIX
     if target.exists() and not overwrite:
         raise BundleError(f"{target} already exists; choose another path or pass overwrite=True")
-    for art in artifacts:
-        for p in (art.path, *art.companions):
-            if not Path(p).is_file():
-                raise BundleError(f"artifact file {p} does not exist")
+    _check_sources(artifacts)
     staging = Path(tempfile.mkdtemp(prefix=".dermedge-write-", dir=target.parent if target.parent.exists() else None))
     try:
-        records = []
-        for art in artifacts:
-            dest = art.dest or Path(art.path).name
-            _copy(Path(art.path), staging / dest)
-            companions = []
-            for comp in art.companions:
-                cdest = str(Path(dest).parent / Path(comp).name) if "/" in dest else Path(comp).name
-                _copy(Path(comp), staging / cdest)
-                companions.append(_ref(staging, cdest))
-            rec = {"backend": art.backend, "precision": art.precision, "format": art.format, **_ref(staging, dest)}
-            if companions:
-                rec["companions"] = companions
-            if art.options:
-                rec["options"] = art.options
-            if art.gate:
-                rec["gate"] = art.gate
-            records.append(rec)
-        head_rec = None
-        if head is not None:
-            head.save(staging / "head.npz")
-            head_rec = {
-                "type": head.type,
-                **_ref(staging, "head.npz"),
-                "labels": list(head.labels),
-                "temperature": head.temperature,
-                "metrics": head.metrics,
-            }
+        records = [_artifact_record(staging, art) for art in artifacts]
+        head_rec = _head_record(staging, head) if head is not None else None
         for src, rel in extra_files:
             _copy(Path(src), staging / rel)
         manifest = {
@@ -214,22 +185,70 @@ def write_bundle(
         }
         parse_manifest(json.loads(json.dumps(manifest)))  # never write what we could not read back
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-        (staging / MODEL_CARD_NAME).write_text(
-            (model_card or render_model_card(manifest)) + card_appendix, encoding="utf-8"
-        )
-        if target.exists():
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
-        if zipped:
-            tmp_zip = target.with_name(target.name + ".tmp")
-            with zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-                for file in sorted(staging.rglob("*")):
-                    if file.is_file():
-                        zf.write(file, file.relative_to(staging).as_posix())
-            tmp_zip.replace(target)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(staging), target)
+        card = (model_card or render_model_card(manifest)) + card_appendix
+        (staging / MODEL_CARD_NAME).write_text(card, encoding="utf-8")
+        _publish(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _check_sources(artifacts: Sequence[ArtifactSource]) -> None:
+    """Every file exists, and no (backend, precision) appears twice (refused, never silently dropped)."""
+    seen: set[tuple[str, str]] = set()
+    for art in artifacts:
+        key = (art.backend, art.precision)
+        if key in seen:
+            raise BundleError(f"two artifacts for {art.backend}/{art.precision}; a bundle holds one per pair")
+        seen.add(key)
+        for p in (art.path, *art.companions):
+            if not Path(p).is_file():
+                raise BundleError(f"artifact file {p} does not exist")
+
+
+def _artifact_record(staging: Path, art: ArtifactSource) -> dict[str, Any]:
+    """Copy an artifact's files into ``staging`` and return its manifest record (paths, sha256, sizes)."""
+    dest = art.dest or Path(art.path).name
+    _copy(Path(art.path), staging / dest)
+    companions = []
+    for comp in art.companions:
+        cdest = str(Path(dest).parent / Path(comp).name) if "/" in dest else Path(comp).name
+        _copy(Path(comp), staging / cdest)
+        companions.append(_ref(staging, cdest))
+    rec = {"backend": art.backend, "precision": art.precision, "format": art.format, **_ref(staging, dest)}
+    if companions:
+        rec["companions"] = companions
+    if art.options:
+        rec["options"] = art.options
+    if art.gate:
+        rec["gate"] = art.gate
+    return rec
+
+
+def _head_record(staging: Path, head: LinearHead) -> dict[str, Any]:
+    head.save(staging / "head.npz")
+    return {
+        "type": head.type,
+        **_ref(staging, "head.npz"),
+        "labels": list(head.labels),
+        "temperature": head.temperature,
+        "metrics": head.metrics,
+    }
+
+
+def _publish(staging: Path, target: Path) -> None:
+    """Replace ``target`` with the staged bundle: a folder moved into place, or a zip (``.dermedge``) written
+    beside it and renamed, so a reader never sees half a bundle."""
+    if target.exists():
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    if target.suffix == BUNDLE_SUFFIX:
+        tmp_zip = target.with_name(target.name + ".tmp")
+        with zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for file in sorted(staging.rglob("*")):
+                if file.is_file():
+                    zf.write(file, file.relative_to(staging).as_posix())
+        tmp_zip.replace(target)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(staging), target)

@@ -113,7 +113,7 @@ def run_export(args: argparse.Namespace) -> int:
         f"wrote {out}" + (f"; {len(failed)} artifact(s) failed the gate and were left out" if failed else ""),
         file=sys.stderr,
     )
-    return 1 if failed else 0
+    return 3 if failed else 0  # 3: written, but some artifacts failed the gate (the CLI's "partial" code)
 
 
 def add_distill_arguments(p: argparse.ArgumentParser) -> None:
