@@ -47,6 +47,8 @@ $(DEV_VENV)/.done: pyproject.toml constraints.txt
 	$(DEV_VENV)/bin/pip install -q --upgrade pip
 	$(DEV_VENV)/bin/pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
 	$(DEV_VENV)/bin/pip install -q -c constraints.txt -e ".[train,export,openvino,signing,dev]"
+	# lightly: golden values for our SSL losses (tests only); --no-deps keeps pytorch-lightning and a torch upgrade out
+	$(DEV_VENV)/bin/pip install -q --no-deps lightly==1.6.0
 	touch $@
 
 test: $(DEV_VENV)/.done
