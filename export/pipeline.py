@@ -110,23 +110,7 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
 
         calib_list = work / "calibration_images.txt"
         calib_list.write_text("\n".join(s.path for s in calib_kept) + "\n")
-        prov = {
-            "checkpoint": str(ckpt.root),
-            "training": {
-                k: ckpt.sidecar.get(k) for k in ("method", "epoch", "epochs", "data", "n_images", "metrics", "img_size")
-            },
-            "commands": [" ".join(["dermedge", *sys.argv[1:]])] if sys.argv and "dermedge" in sys.argv[0] else [],
-            "calibration": {"images": len(calib_kept), "list": "calibration_images.txt"},
-            "eval": {
-                "data": list(req.eval_data),
-                "images": len(evalset.samples),
-                "test_images": int(len(test_idx)),
-                "split": "by patient/lesion (dermedge.datasets.group_split 60/40)",
-            },
-            "gate_table": table,
-            "onnx_parity": parity,
-            **req.provenance,
-        }
+        prov = _provenance(req, ckpt, parity, table, evalset, len(test_idx), len(calib_kept))
         card_extra = f"\n## Export gate\n\n{table}\n" + (f"\n{req.card_notes}\n" if req.card_notes else "")
         out = write_bundle(
             req.out,
@@ -152,6 +136,30 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
         return out, rows
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _provenance(
+    req: ExportRequest, ckpt: Any, parity: dict[str, Any], table: str, evalset: EvalSet, n_test: int, n_calib: int
+) -> dict[str, Any]:
+    """What the bundle records about its making: checkpoint and training facts, command, calibration and
+    evaluation sets, the gate table and the ONNX parity."""
+    return {
+        "checkpoint": str(ckpt.root),
+        "training": {
+            k: ckpt.sidecar.get(k) for k in ("method", "epoch", "epochs", "data", "n_images", "metrics", "img_size")
+        },
+        "commands": [" ".join(["dermedge", *sys.argv[1:]])] if sys.argv and "dermedge" in sys.argv[0] else [],
+        "calibration": {"images": n_calib, "list": "calibration_images.txt"},
+        "eval": {
+            "data": list(req.eval_data),
+            "images": len(evalset.samples),
+            "test_images": n_test,
+            "split": "by patient/lesion (dermedge.datasets.group_split 60/40)",
+        },
+        "gate_table": table,
+        "onnx_parity": parity,
+        **req.provenance,
+    }
 
 
 def _check_request(req: ExportRequest) -> None:

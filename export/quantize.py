@@ -95,33 +95,17 @@ def quantize_onnxruntime(
 ) -> dict[str, Any]:
     """Static QDQ INT8 with ONNX Runtime; returns what was done (recipe, excluded nodes, ...)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if recipe not in RECIPES or method not in CALIBRATION_METHODS:
         raise QuantizationError(f"recipe must be one of {RECIPES} and method one of {CALIBRATION_METHODS}")
     if not calibration:
         raise QuantizationError("no calibration images")
     chosen = recipe if recipe != "auto" else ("matmul_weights" if is_attention_model(fp32) else "all")
-    pre = out.with_name(out.stem + ".pre.onnx")
-    try:
-        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-    except Exception as exc:  # pre-processing is an optimisation; fall back to the raw model
-        logger.warning("quant_pre_process failed (%s); quantising the unprocessed model", exc)
-        pre = fp32
+    pre = _pre_process(fp32, out.with_name(out.stem + ".pre.onnx"))
     import onnx
 
-    graph = onnx.load(str(pre), load_external_data=False).graph
-    input_name = graph.input[0].name
-    exclude = list(advanced.extra_exclude)
-    stem = first_conv(pre) if advanced.keep_stem_fp32 else None
-    if stem:
-        exclude.append(stem)
-    elif advanced.keep_stem_fp32 and stem == "":
-        logger.warning("the first Conv of %s has no node name, so it cannot be kept in FP32", fp32)
-    op_types = None
-    if chosen == "matmul_weights":
-        exclude += activation_matmuls(pre)
-        op_types = ["Conv", "MatMul", "Gemm"]
+    input_name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
+    exclude, stem, op_types = _exclusions(fp32, pre, chosen, advanced)
     act = QuantType.QUInt8 if advanced.activation_type == "uint8" else QuantType.QInt8
     try:
         quantize_static(
@@ -158,6 +142,35 @@ def quantize_onnxruntime(
         "stem_fp32": bool(stem),
         "calibration_images": len(calibration),
     }
+
+
+def _pre_process(fp32: Path, pre: Path) -> Path:
+    """ONNX Runtime's quantisation pre-processing (shape inference, fusions) into ``pre``; an optimisation, so
+    on failure the unprocessed model is quantised (with a warning)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+    except Exception as exc:
+        logger.warning("quant_pre_process failed (%s); quantising the unprocessed model", exc)
+        return fp32
+    return pre
+
+
+def _exclusions(
+    fp32: Path, pre: Path, recipe: str, advanced: AdvancedQuantization
+) -> tuple[list[str], str | None, list[str] | None]:
+    """Nodes kept in FP32 (the stem conv, the caller's list, activation MatMuls for ``matmul_weights``), the
+    stem's name, and the op types to quantise (None: all)."""
+    exclude = list(advanced.extra_exclude)
+    stem = first_conv(pre) if advanced.keep_stem_fp32 else None
+    if stem:
+        exclude.append(stem)
+    elif advanced.keep_stem_fp32 and stem == "":
+        logger.warning("the first Conv of %s has no node name, so it cannot be kept in FP32", fp32)
+    if recipe != "matmul_weights":
+        return exclude, stem, None
+    return exclude + activation_matmuls(pre), stem, ["Conv", "MatMul", "Gemm"]
 
 
 def convert_openvino(fp32_onnx: Path, out_xml: Path, *, fp16: bool = False) -> dict[str, Any]:

@@ -114,43 +114,68 @@ def evaluate_features(
         out["linear_probe"]["per_source"] = {
             str(s): scores(y[te][sources[te] == s], proba[sources[te] == s], n_classes) for s in np.unique(sources[te])
         }
-    rng_base = np.random.default_rng(0)
-    fs: dict[str, Any] = {}
     pool = np.r_[tr, va]
-    for n in few_shot:
+    out["few_shot"] = _few_shot(x, y, pool, te, n_classes, best_c, few_shot, seeds)
+    out["label_efficiency"] = _label_efficiency(x, y, pool, te, n_classes, best_c, fractions, seeds)
+    return out
+
+
+def _per_class_pick(
+    y: np.ndarray, pool: np.ndarray, n_classes: int, rng: np.random.Generator, count: Any
+) -> np.ndarray:
+    """Indices drawn from ``pool`` per class; ``count(n_in_class)`` says how many."""
+    return np.concatenate(
+        [
+            rng.choice(pool[y[pool] == c], count(int((y[pool] == c).sum())), replace=False)
+            for c in range(n_classes)
+            if (y[pool] == c).any()
+        ]
+    )
+
+
+def _few_shot(
+    x: np.ndarray,
+    y: np.ndarray,
+    pool: np.ndarray,
+    te: np.ndarray,
+    n_classes: int,
+    c: float,
+    shots: Sequence[int],
+    seeds: int,
+) -> dict[str, Any]:
+    """Linear probe on ``n`` images per class (mean and std over seeds), for each ``n``."""
+    fs: dict[str, Any] = {}
+    for n in shots:
         f1s = []
         for seed in range(seeds):
-            rng = np.random.default_rng(seed)
-            pick = np.concatenate(
-                [
-                    rng.choice(pool[y[pool] == c], min(n, int((y[pool] == c).sum())), replace=False)
-                    for c in range(n_classes)
-                    if (y[pool] == c).any()
-                ]
-            )
+            pick = _per_class_pick(y, pool, n_classes, np.random.default_rng(seed), lambda k, n=n: min(n, k))
             if len(np.unique(y[pick])) < 2:
                 continue
-            f1s.append(
-                macro_f1(
-                    y[te], _proba(_probe(x[pick], y[pick], best_c, n_classes), x[te], n_classes).argmax(1), n_classes
-                )
-            )
+            pred = _proba(_probe(x[pick], y[pick], c, n_classes), x[te], n_classes).argmax(1)
+            f1s.append(macro_f1(y[te], pred, n_classes))
         if f1s:
             fs[str(n)] = {"macro_f1_mean": float(np.mean(f1s)), "macro_f1_std": float(np.std(f1s)), "runs": len(f1s)}
-    out["few_shot"] = fs
+    return fs
+
+
+def _label_efficiency(
+    x: np.ndarray,
+    y: np.ndarray,
+    pool: np.ndarray,
+    te: np.ndarray,
+    n_classes: int,
+    c: float,
+    fractions: Sequence[float],
+    seeds: int,
+) -> dict[str, Any]:
+    """Linear probe on a fraction of the labelled pool per class, for each fraction."""
     le: dict[str, Any] = {}
     for frac in fractions:
         f1s, aucs = [], []
         for seed in range(seeds if frac < 1 else 1):
             rng = np.random.default_rng(1000 + seed)
-            pick = np.concatenate(
-                [
-                    rng.choice(pool[y[pool] == c], max(1, int(round(frac * (y[pool] == c).sum()))), replace=False)
-                    for c in range(n_classes)
-                    if (y[pool] == c).any()
-                ]
-            )
-            s = scores(y[te], _proba(_probe(x[pick], y[pick], best_c, n_classes), x[te], n_classes), n_classes)
+            pick = _per_class_pick(y, pool, n_classes, rng, lambda k, frac=frac: max(1, int(round(frac * k))))
+            s = scores(y[te], _proba(_probe(x[pick], y[pick], c, n_classes), x[te], n_classes), n_classes)
             f1s.append(s["macro_f1"])
             aucs.append(s["auroc_ovr_macro"])
         le[str(frac)] = {
@@ -159,9 +184,7 @@ def evaluate_features(
             "auroc_mean": float(np.nanmean(aucs)),
             "runs": len(f1s),
         }
-    out["label_efficiency"] = le
-    del rng_base
-    return out
+    return le
 
 
 def color_histogram(images: Sequence[np.ndarray], bins: int = 8) -> np.ndarray:

@@ -345,13 +345,8 @@ def train(cfg: TrainConfig) -> Path:
     if dist.is_main():
         logger.info(
             "training %s/%s on %d images, %d steps/epoch, world size %d, device %s",
-            cfg.method,
-            cfg.arch,
-            len(dataset),
-            len(loader),
-            dist.world_size(),
-            device,
-        )
+            cfg.method, cfg.arch, len(dataset), len(loader), dist.world_size(), device,
+        )  # fmt: skip
     log_path = out / "metrics.csv"
     # path -> reason, over the whole run; with the cache, unreadable images are found once, before epoch 1
     cache_failures = getattr(getattr(dataset, "cache", None), "failures", [])
@@ -362,22 +357,7 @@ def train(cfg: TrainConfig) -> Path:
         unreadable.update({b.path: b.reason for b in bad})
         if dist.is_main():
             append_metrics(log_path, {"epoch": state.epoch, "step": state.step, **stats})
-            logger.info(
-                "epoch %d/%d loss %.4f (%.0f img/s, %.0f s)",
-                state.epoch,
-                cfg.epochs,
-                stats["loss"],
-                stats["images_per_s"],
-                stats["seconds"],
-            )
-            if bad:
-                logger.warning(
-                    "epoch %d: %d unreadable images left out of their batches (not replaced), e.g. %s: %s",
-                    state.epoch,
-                    len(bad),
-                    bad[0].path,
-                    bad[0].reason,
-                )
+            _log_epoch(cfg, state, stats, bad)
             check_unreadable(unreadable, len(dataset), cfg.max_unreadable_fraction, out)
             if state.epoch % cfg.checkpoint_every == 0 or state.epoch == cfg.epochs:
                 save_checkpoint(cfg, model, optimizer, state, out, {"loss": stats["loss"]}, dim, flops, len(dataset))
@@ -385,6 +365,18 @@ def train(cfg: TrainConfig) -> Path:
             torch.distributed.barrier()
     dist.cleanup()
     return out
+
+
+def _log_epoch(cfg: TrainConfig, state: TrainState, stats: dict[str, Any], bad: list[Any]) -> None:
+    logger.info(
+        "epoch %d/%d loss %.4f (%.0f img/s, %.0f s)",
+        state.epoch, cfg.epochs, stats["loss"], stats["images_per_s"], stats["seconds"],
+    )  # fmt: skip
+    if bad:
+        logger.warning(
+            "epoch %d: %d unreadable images left out of their batches (not replaced), e.g. %s: %s",
+            state.epoch, len(bad), bad[0].path, bad[0].reason,
+        )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
