@@ -57,14 +57,15 @@ def inference_check(run: Path, data: str) -> dict[str, Any]:
     }
 
 
-def training_check(run: Path, data: str, epochs: int, out: Path) -> dict[str, Any]:
-    """Two fine-tuning runs from the run's SSL checkpoint, bf16 vs fp32, ``epochs`` each (no early stop)."""
+def training_check(run: Path, data: str, epochs: int, runs: Path) -> dict[str, Any]:
+    """Two fine-tuning runs from the run's SSL checkpoint, bf16 vs fp32, ``epochs`` each (no early stop), into
+    ``runs/bf16-check-{bf16,fp32}`` (resumable, never inside the repository's results)."""
     from dermedge.training.finetune import FinetuneConfig, finetune
 
     base = json.loads((run / "finetune_config.json").read_text())
     rows: dict[str, Any] = {}
     for precision in ("bf16", "fp32"):
-        folder = out.parent / f"{out.name}-train-{precision}"
+        folder = runs / f"bf16-check-{precision}"
         cfg = FinetuneConfig(
             **{**base, "out": str(folder), "epochs": epochs, "patience": epochs, "precision": precision}
         )
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--train-epochs", type=int, default=0, help="also compare two short training runs (0: skip)")
     ap.add_argument("--out", required=True, help="writes OUT.json and OUT.md")
+    ap.add_argument("--runs", default="runs", help="folder for the two training runs")
     args = ap.parse_args(argv)
     out = Path(args.out)
     report: dict[str, Any] = {
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "inference": inference_check(Path(args.run), args.data),
     }
     if args.train_epochs:
-        report["training"] = training_check(Path(args.run), args.data, args.train_epochs, out)
+        report["training"] = training_check(Path(args.run), args.data, args.train_epochs, Path(args.runs))
     out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     inf = report["inference"]
     lines = [
