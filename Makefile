@@ -19,7 +19,8 @@ default-model: $(DEV_VENV)/.done
 	    "method_kwargs={temperature: 0.2}" augment=skin cache=true
 	$(DEV_VENV)/bin/dermedge finetune --checkpoint $(SSL_RUN) --data ../shared/data --out $(DEFAULT_RUN) \
 	    --epochs 12 --patience 4 --batch-size 64 --num-workers 1 --head-warmup-epochs 0
-	$(DEV_VENV)/bin/python -m dermedge.export.default_model --run $(DEFAULT_RUN) --data ../shared/data --out dermedge/models/default --baselines
+	$(DEV_VENV)/bin/python -m dermedge.export.default_model --run $(DEFAULT_RUN) --data ../shared/data --out dermedge/models/default --baselines \
+	    --version 0.2.1 --yardstick benchmarks/results/amd-epyc-2cpu/encoders_stages.json
 
 # The whole model as one ONNX graph for apps in any language, the offline web page and the C++ app.
 pipeline: $(DEV_VENV)/.done

@@ -341,21 +341,56 @@ def fit_shipped_head(
 
 
 def yardstick_transfer(path: Path, run: str) -> dict[str, Any]:
-    """SD-198 frozen-probe balanced accuracy of ``run`` and of the colour histogram, from one yardstick run."""
+    """SD-198 frozen-probe balanced accuracy of ``run`` and of the colour histogram, from one yardstick run; when
+    that run also holds ``run``'s stage-1 SSL checkpoint and a supervised-from-scratch run of the same architecture
+    and size, their figures too (what fine-tuning bought and what it cost in transfer)."""
     data = json.loads(path.read_text())
     rows = data["rows"]
-    mine = [r for r in rows if r["kind"] == "trained" and Path(r["meta"]["run"]).resolve() == Path(run).resolve()]
-    colour = [r for r in rows if r["kind"] == "histogram"]
-    if not mine or not colour or not mine[0]["sd198"]:
+
+    def trained(pred: Any) -> dict[str, Any] | None:
+        return next((r for r in rows if r["kind"] == "trained" and r["sd198"] and pred(r["meta"])), None)
+
+    def same_run(a: str | None) -> Any:
+        # the same folder, or one of the same name (a yardstick run elsewhere, e.g. another clone)
+        return lambda m: a is not None and (
+            Path(m["run"]).resolve() == Path(a).resolve() or Path(m["run"]).name == Path(a).name
+        )
+
+    enc = trained(same_run(run))
+    colour = next((r for r in rows if r["kind"] == "histogram"), None)
+    if enc is None or colour is None:
         raise SystemExit(f"{path}: no yardstick row with SD-198 results for {run} (and a colour histogram)")
-    enc, col = mine[0], colour[0]
-    return {
+    out = {
         "encoder": enc["sd198"]["probe"]["balanced_accuracy"],
         "encoder_ci95": enc["sd198"]["probe"]["balanced_accuracy_ci95"],
-        "colour_histogram": col["sd198"]["probe"]["balanced_accuracy"],
+        "colour_histogram": colour["sd198"]["probe"]["balanced_accuracy"],
         "smartphone_macro_f1": enc["internal"]["smartphone"]["macro_f1"],
-        "smartphone_macro_f1_colour": col["internal"]["smartphone"]["macro_f1"],
+        "smartphone_macro_f1_colour": colour["internal"]["smartphone"]["macro_f1"],
         "source": f"{path.as_posix()} ({data['command']})",
+        "stages": {"this encoder": _stage_figures(enc)},
+    }
+    sidecar = Path(run) / "encoder.json"
+    stage1 = json.loads(sidecar.read_text()).get("pretrained_from") if sidecar.is_file() else None
+    arch, size = enc["meta"]["arch"], enc["meta"]["img_size"]
+    others = {
+        "SSL only (stage 1)": trained(same_run(stage1)),
+        "supervised from scratch": trained(
+            lambda m: m.get("method") == "supervised" and m["arch"] == arch and m["img_size"] == size
+        ),
+        "colour histogram": colour,
+    }
+    out["stages"].update({k: _stage_figures(r) for k, r in others.items() if r is not None})
+    return out
+
+
+def _stage_figures(row: dict[str, Any]) -> dict[str, float]:
+    probe = row["internal"]["probe"]
+    return {
+        "internal_macro_f1": probe["macro_f1"],
+        "mel_auroc": probe["mel_auroc"],
+        "sd198_balanced_accuracy": row["sd198"]["probe"]["balanced_accuracy"],
+        "sd198_ci95": row["sd198"]["probe"]["balanced_accuracy_ci95"],
+        "smartphone_macro_f1": row["internal"]["smartphone"]["macro_f1"],
     }
 
 

@@ -218,6 +218,7 @@ def _target_lines(report: dict[str, Any]) -> list[str]:
             f"{sd['smartphone_macro_f1']:.3f} vs {sd['smartphone_macro_f1_colour']:.3f} (frozen probe).",
             f"- Source of the SD-198 and smartphone figures: {sd['source']}.",
         ]
+        lines += _stage_lines(sd.get("stages", {}))
     int8 = [k for k in report.get("final_gate_passing", []) if k.endswith("/int8")]
     shipped = [k for k in int8 if report["per_artifact"][k]["final_gate"]["status"] == "pass"]
     left_out = [k for k in int8 if k not in shipped]
@@ -231,6 +232,38 @@ def _target_lines(report: dict[str, Any]) -> list[str]:
             else "."
         )
     )
+    return lines
+
+
+def _stage_lines(stages: dict[str, dict[str, Any]]) -> list[str]:
+    """What each training stage bought, from one yardstick run (frozen probes): the card must say when
+    fine-tuning trades transfer for internal accuracy."""
+    if len(stages) < 2:
+        return []
+    lines = [
+        "",
+        "Training stages on the same yardstick run (frozen linear probe; SD-198 never trained on):",
+        "",
+        "| encoder | internal macro-F1 | MEL AUROC | SD-198 bal. acc [95% CI] | smartphone macro-F1 |",
+        "|---|---|---|---|---|",
+    ]
+    for name, f in stages.items():
+        ci = f["sd198_ci95"]
+        lines.append(
+            f"| {name} | {f['internal_macro_f1']:.3f} | {f['mel_auroc']:.3f} | {f['sd198_balanced_accuracy']:.3f} "
+            f"[{ci[0]:.3f}, {ci[1]:.3f}] | {f['smartphone_macro_f1']:.3f} |"
+        )
+    mine, ssl = stages.get("this encoder"), stages.get("SSL only (stage 1)")
+    if mine and ssl:
+        d_int = mine["internal_macro_f1"] - ssl["internal_macro_f1"]
+        d_sd = mine["sd198_balanced_accuracy"] - ssl["sd198_balanced_accuracy"]
+        overlap = mine["sd198_ci95"][0] <= ssl["sd198_ci95"][1] and ssl["sd198_ci95"][0] <= mine["sd198_ci95"][1]
+        lines += [
+            "",
+            f"Fine-tuning changed internal macro-F1 by {d_int:+.3f} and SD-198 transfer by {d_sd:+.3f}"
+            + (" (within the CIs)." if overlap else " (CIs do not overlap).")
+            + (" It bought internal accuracy at a small cost in transfer to other conditions." if d_sd < 0 else ""),
+        ]
     return lines
 
 
@@ -441,9 +474,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", default="dermedge/models/default")
     p.add_argument("--run", required=True, help="the training run the bundle was exported from")
     p.add_argument("--version", required=True)
+    p.add_argument("--yardstick", help="refresh the report's SD-198/stage figures from this yardstick JSON")
     args = p.parse_args(argv)
     out = Path(args.bundle)
     report = json.loads((out / "report.json").read_text())
+    if args.yardstick:
+        from dermedge.export.default_model import yardstick_transfer
+
+        report["sd198_probe"] = yardstick_transfer(Path(args.yardstick), args.run)
     with open_bundle(out) as b:
         info = b.manifest.head
         if info is None:

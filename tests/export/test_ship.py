@@ -102,3 +102,29 @@ def test_choose_artifacts_follows_the_preference_within_the_budget_and_shares_fi
     assert keys(choose_artifacts(arts, ["openvino/fp32", "onnxruntime/fp32"], budget=15 * mb)) == ["openvino/fp32"]
     with pytest.raises(ValueError, match="onnxruntime/fp64"):
         choose_artifacts(arts, ["onnxruntime/fp64"])
+
+
+def test_the_card_says_when_fine_tuning_costs_transfer() -> None:
+    from dermedge.export.ship import _stage_lines
+
+    def fig(internal: float, sd: float, ci: tuple[float, float]) -> dict:
+        return {
+            "internal_macro_f1": internal,
+            "mel_auroc": 0.8,
+            "sd198_balanced_accuracy": sd,
+            "sd198_ci95": list(ci),
+            "smartphone_macro_f1": 0.3,
+        }
+
+    worse = _stage_lines(
+        {"this encoder": fig(0.45, 0.20, (0.18, 0.22)), "SSL only (stage 1)": fig(0.40, 0.26, (0.24, 0.28))}
+    )
+    text = "\n".join(worse)
+    assert "+0.050" in text and "-0.060" in text and "CIs do not overlap" in text and "small cost in transfer" in text
+    better = "\n".join(
+        _stage_lines(
+            {"this encoder": fig(0.45, 0.27, (0.25, 0.29)), "SSL only (stage 1)": fig(0.4, 0.26, (0.24, 0.28))}
+        )
+    )
+    assert "within the CIs" in better and "cost" not in better
+    assert _stage_lines({"this encoder": fig(0.45, 0.27, (0.25, 0.29))}) == []
