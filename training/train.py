@@ -213,11 +213,23 @@ def train_one_epoch(
     return stats, unreadable
 
 
+class _RunFolderHandler(logging.FileHandler):
+    """The file handler ``log_to_run_folder`` adds (other file handlers a user attached are left alone)."""
+
+
 def log_to_run_folder(log: logging.Logger, path: Path) -> None:
-    """Append INFO and above of ``log`` to ``path`` (the run folder keeps its own log across resumes)."""
-    if any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.resolve() for h in log.handlers):
-        return
-    handler = logging.FileHandler(path, encoding="utf-8")
+    """Append INFO and above of ``log`` to ``path`` (the run folder keeps its own log across resumes).
+
+    A process that runs several runs one after another (benchmarks) logs each only to its own folder: the
+    handler of an earlier run folder is closed and removed.
+    """
+    for h in list(log.handlers):
+        if isinstance(h, _RunFolderHandler):
+            if Path(h.baseFilename) == path.resolve():
+                return
+            log.removeHandler(h)
+            h.close()
+    handler = _RunFolderHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handler.setLevel(logging.INFO)
     log.addHandler(handler)

@@ -165,3 +165,23 @@ def test_too_many_unreadable_images_abort_with_the_list(synthetic_folder: Path, 
     with pytest.raises(RuntimeError, match="3 of 27 training images are unreadable") as exc:
         train(cfg)
     assert all(f"broken{i}.jpg" in str(exc.value) for i in range(3))
+
+
+def test_each_run_folder_gets_only_its_own_log(tmp_path: Path) -> None:
+    import logging
+
+    from dermedge.training.train import log_to_run_folder
+
+    log = logging.getLogger("dermedge.test-run-log")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    log_to_run_folder(log, tmp_path / "a" / "x.log")
+    log.info("first run")
+    log_to_run_folder(log, tmp_path / "b" / "x.log")
+    log_to_run_folder(log, tmp_path / "b" / "x.log")  # resuming in the same process: no second handler
+    log.info("second run")
+    for h in log.handlers:
+        h.flush()
+    a, b = (tmp_path / "a" / "x.log").read_text(), (tmp_path / "b" / "x.log").read_text()
+    assert "first run" in a and "second run" not in a
+    assert b.count("second run") == 1 and "first run" not in b
