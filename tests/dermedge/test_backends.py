@@ -1,5 +1,6 @@
 """Contract tests over every registered backend; vendor packages missing -> skip with the reason."""
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -185,3 +186,18 @@ def test_bf16_is_refused_where_the_cpu_lacks_it(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(ovb, "native_bf16", lambda: False)
     with pytest.raises(BackendUnavailableError, match="lacks"):
         load_backend("openvino", tiny_bundle / "encoder.onnx", BackendOptions(precision="bf16"))
+
+
+def test_bf16_is_unavailable_without_native_bf16_on_any_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both branches on every machine: the registry says why a bf16 artifact cannot be run (and so cannot be
+    gated) where the CPU lacks AVX-512 BF16/AMX, whatever this CPU has."""
+    import dermedge.cpu
+
+    if is_installed("openvino"):
+        monkeypatch.setattr(dermedge.cpu, "native_bf16", lambda: False)
+        assert "no native BF16" in (unavailable_here("openvino", "bf16") or "")
+        assert unavailable_here("openvino", "fp32") is None
+        monkeypatch.setattr(dermedge.cpu, "native_bf16", lambda: True)
+        assert unavailable_here("openvino", "bf16") is None
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None)
+    assert "pip install 'dermedge[openvino]'" in (unavailable_here("openvino", "bf16") or "")

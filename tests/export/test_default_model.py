@@ -70,28 +70,3 @@ def test_default_model_builds_a_bundle_with_report_and_card(tmp_path: Path) -> N
         assert model.classify([skin_image(48, 48, seed=3)])[0].label in model.labels
     card = (out / "MODEL_CARD.md").read_text()
     assert f"{report['test']['macro_f1']:.3f}" in card  # figures come from the report
-
-
-def test_nothing_fitting_the_budget_is_a_clear_error() -> None:
-    from dataclasses import dataclass, field
-
-    from dermedge.export.ship import choose_or_explain
-
-    from dermedge.errors import ExportError
-
-    @dataclass(frozen=True)
-    class F:
-        bytes: int
-
-    @dataclass(frozen=True)
-    class A:
-        backend: str
-        precision: str
-        format: str
-        files: tuple = ()
-        options: dict = field(default_factory=dict)
-        gate: dict = field(default_factory=dict)
-
-    big = [A("onnxruntime", "fp32", "onnx", (F(44_000_000),))]
-    with pytest.raises(ExportError, match=r"onnxruntime/fp32 44.0 MB"):
-        choose_or_explain(big, ["onnxruntime/fp32"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -62,23 +63,27 @@ def test_two_stage_training_lines(tmp_path: Path) -> None:
     assert len(lines) == 2 and "Stage 1" in lines[0] and "simclr" in lines[0] and cmd in lines[1]
 
 
+@dataclass(frozen=True)
+class F:
+    """A file reference of the given size (what choose_artifacts reads of a manifest file)."""
+
+    bytes: int
+
+
+@dataclass(frozen=True)
+class A:
+    """An artifact as choose_artifacts sees it."""
+
+    backend: str
+    precision: str
+    format: str
+    files: tuple = ()
+    options: dict = field(default_factory=dict)
+    gate: dict = field(default_factory=dict)
+
+
 def test_choose_artifacts_follows_the_preference_within_the_budget_and_shares_files_only_when_asked() -> None:
-    from dataclasses import dataclass, field
-
     from dermedge.export.ship import choose_artifacts
-
-    @dataclass(frozen=True)
-    class F:
-        bytes: int
-
-    @dataclass(frozen=True)
-    class A:
-        backend: str
-        precision: str
-        format: str
-        files: tuple = ()
-        options: dict = field(default_factory=dict)
-        gate: dict = field(default_factory=dict)
 
     mb = 1_000_000
     arts = [
@@ -128,3 +133,13 @@ def test_the_card_says_when_fine_tuning_costs_transfer() -> None:
     )
     assert "within the CIs" in better and "cost" not in better
     assert _stage_lines({"this encoder": fig(0.45, 0.27, (0.25, 0.29))}) == []
+
+
+def test_nothing_fitting_the_budget_is_a_clear_error() -> None:
+    from dermedge.export.ship import choose_or_explain
+
+    from dermedge.errors import ExportError
+
+    big = [A("onnxruntime", "fp32", "onnx", (F(44_000_000),))]
+    with pytest.raises(ExportError, match=r"onnxruntime/fp32 44.0 MB"):
+        choose_or_explain(big, ["onnxruntime/fp32"])
