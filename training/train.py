@@ -329,6 +329,19 @@ def load_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -
     return TrainState(epoch=int(full["epoch"]), step=int(full["step"]))
 
 
+def init_weights(path: Path, model: nn.Module, cfg: TrainConfig) -> None:
+    """Start from another run's model (encoder + method heads); optimizer, counters and schedule start afresh."""
+    full = torch.load(path, map_location="cpu", weights_only=True)
+    before = full.get("config", {})
+    for key in ("method", "arch"):
+        if before.get(key, getattr(cfg, key)) != getattr(cfg, key):
+            raise ValueError(
+                f"init_from: {path.parent} was trained with {key}={before[key]!r}, this run has {getattr(cfg, key)!r}"
+            )
+    _unwrap(model).load_state_dict(full["model"])
+    logger.info("starting from the weights of %s (its epoch %s), with a fresh schedule", path.parent, full.get("epoch"))
+
+
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) a training run into ``cfg.out``; returns the run directory."""
     device = dist.init_from_env(resolve_device(cfg))
@@ -351,6 +364,8 @@ def train(cfg: TrainConfig) -> Path:
         state = load_state(out / STATE_FILE, model, optimizer)
         if dist.is_main():
             logger.info("resuming %s from epoch %d (step %d)", out, state.epoch, state.step)
+    elif cfg.init_from:
+        init_weights(Path(cfg.init_from) / STATE_FILE, model, cfg)
     if dist.is_distributed():
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     total_steps = cfg.epochs * len(loader)

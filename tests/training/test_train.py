@@ -78,6 +78,31 @@ def test_resume_continues_the_schedule(synthetic_folder: Path, tmp_path: Path) -
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
 
 
+def test_init_from_starts_from_weights_with_a_fresh_schedule(synthetic_folder: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    import torch
+
+    first = tmp_path / "first"
+    train(_cfg("simclr", "resnet18", synthetic_folder, first, epochs=1))
+    before = torch.load(first / "state.pt", weights_only=True)
+    second = tmp_path / "second"
+    cfg = dataclasses.replace(_cfg("simclr", "resnet18", synthetic_folder, second, epochs=1), init_from=str(first), lr=0.0)
+    cfg.warmup_epochs = 0
+    cfg.min_lr = 0.0
+    train(cfg)
+    after = torch.load(second / "state.pt", weights_only=True)
+    assert after["epoch"] == 1 and after["step"] == before["step"]  # counters start afresh
+    key = next(k for k in before["model"] if k.startswith("encoder.") and k.endswith("weight"))
+    assert torch.equal(before["model"][key], after["model"][key])  # lr 0: the weights are the first run's
+    # a different method or architecture is refused by name
+    bad = dataclasses.replace(cfg, out=str(tmp_path / "third"), method="byol")
+    with pytest.raises(ValueError, match="method='simclr'"):
+        train(bad)
+    with pytest.raises(ValueError, match="has no state.pt"):
+        dataclasses.replace(cfg, init_from=str(tmp_path)).validate()
+
+
 def test_config_layers_and_validation(tmp_path: Path) -> None:
     exp = tmp_path / "exp.yaml"
     exp.write_text("epochs: 7\nlr: 0.5\n")
