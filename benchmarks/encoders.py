@@ -15,6 +15,9 @@ random-init encoder of each architecture, it measures frozen features on three t
 95% CIs are bootstrap percentiles over patients/lesions (500 resamples). Wall time of embedding every
 image and batch-1 encoder latency (2 threads) are reported per encoder.
 
+``--colour-constancy shades_of_gray`` applies Shades of Gray (p=6) to every decoded image, for every row
+(encoders, bundles, colour histogram and random-init alike), before the usual preprocessing.
+
     python benchmarks/encoders.py --data ../shared/data --checkpoint runs/A --checkpoint runs/B \
         [--bundle dermedge/models/default] --out benchmarks/results/<machine>/encoders
 """
@@ -27,7 +30,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,7 @@ from dermedge.datasets import Sample, discover
 from dermedge.metrics import balanced_accuracy, bootstrap_ci, macro_f1, roc_auc
 
 logger = logging.getLogger("dermedge.yardstick")
+ImageTransform = Callable[[np.ndarray], np.ndarray] | None
 C_GRID = (0.001, 0.01, 0.1, 1.0)
 K_GRID = (5, 10, 20, 50)
 BOOTSTRAP = 500
@@ -125,17 +129,23 @@ def _cached(cache: Path | None, key: str, make: Any) -> tuple[np.ndarray, float]
     return x, seconds
 
 
-def checkpoint_features(run: str, tasks: Tasks, cache: Path | None) -> tuple[Features, Any]:
+def _tag(transform: ImageTransform) -> str:
+    return getattr(transform, "__name__", "") if transform is not None else ""
+
+
+def checkpoint_features(
+    run: str, tasks: Tasks, cache: Path | None, transform: ImageTransform = None
+) -> tuple[Features, Any]:
     from dermedge.training.checkpoint import build_encoder, read_checkpoint
     from dermedge.training.eval import extract
 
     ckpt = read_checkpoint(run)
     weights = ckpt.root / "encoder.safetensors"
-    key = _cache_key("ckpt", weights.resolve(), weights.stat().st_mtime_ns, len(tasks.samples))
+    key = _cache_key("ckpt", weights.resolve(), weights.stat().st_mtime_ns, len(tasks.samples), _tag(transform))
     encoder = build_encoder(ckpt)
 
     def make() -> np.ndarray:
-        x, kept, _ = extract(encoder, tasks.samples, ckpt.img_size)
+        x, kept, _ = extract(encoder, tasks.samples, ckpt.img_size, image_transform=transform)
         if len(kept) != len(tasks.samples):
             raise RuntimeError(f"{len(tasks.samples) - len(kept)} images unreadable; the yardstick needs all")
         return x
@@ -154,19 +164,21 @@ def checkpoint_features(run: str, tasks: Tasks, cache: Path | None) -> tuple[Fea
     return Features(name, x, "trained", seconds, _torch_latency(encoder, ckpt.img_size), meta), ckpt
 
 
-def random_features(arch: str, size: int, tasks: Tasks, cache: Path | None) -> Features:
+def random_features(
+    arch: str, size: int, tasks: Tasks, cache: Path | None, transform: ImageTransform = None
+) -> Features:
     import torch
     from dermedge.training.encoders import create_encoder
     from dermedge.training.eval import extract
 
     torch.manual_seed(0)
     encoder = create_encoder(arch, size).eval()
-    key = _cache_key("random", arch, size, len(tasks.samples))
-    x, seconds = _cached(cache, key, lambda: extract(encoder, tasks.samples, size)[0])
+    key = _cache_key("random", arch, size, len(tasks.samples), _tag(transform))
+    x, seconds = _cached(cache, key, lambda: extract(encoder, tasks.samples, size, image_transform=transform)[0])
     return Features(f"random-init {arch} {size}px", x, "random-init", seconds, _torch_latency(encoder, size))
 
 
-def histogram_features(size: int, tasks: Tasks, cache: Path | None) -> Features:
+def histogram_features(size: int, tasks: Tasks, cache: Path | None, transform: ImageTransform = None) -> Features:
     from dermedge.training.eval import color_histogram
 
     from dermedge.bundle import InputSpec
@@ -174,27 +186,38 @@ def histogram_features(size: int, tasks: Tasks, cache: Path | None) -> Features:
 
     plain = InputSpec(size=(size, size), resize_size=default_resize(size), mean=(0, 0, 0), std=(1 / 255,) * 3)
 
+    def decoded(path: str) -> np.ndarray:
+        rgb = read_image(path, target_short_side=plain.resize_size)
+        return transform(rgb) if transform is not None else rgb
+
     def make() -> np.ndarray:
         crops = [
-            prepare(read_image(s.path, target_short_side=plain.resize_size), plain)
-            .transpose(1, 2, 0)
-            .round()
-            .clip(0, 255)
-            .astype(np.uint8)
+            prepare(decoded(s.path), plain).transpose(1, 2, 0).round().clip(0, 255).astype(np.uint8)
             for s in tasks.samples
         ]
         return color_histogram(crops)
 
-    x, seconds = _cached(cache, _cache_key("hist", size, len(tasks.samples)), make)
+    x, seconds = _cached(cache, _cache_key("hist", size, len(tasks.samples), _tag(transform)), make)
     return Features(f"colour histogram 8x8x8 ({size}px crop)", x, "histogram", seconds, None)
 
 
-def bundle_features(bundle: str, tasks: Tasks, cache: Path | None) -> Features:
+def bundle_features(bundle: str, tasks: Tasks, cache: Path | None, transform: ImageTransform = None) -> Features:
     import dermedge
+    from dermedge.preprocess import read_image
+
+    def embed_all(model: Any) -> np.ndarray:
+        if transform is None:
+            return np.asarray(model.embed([s.path for s in tasks.samples], batch_size=64))
+        side = model.manifest.input.resize_size
+        parts = [
+            model.embed([transform(read_image(s.path, target_short_side=side)) for s in tasks.samples[i : i + 64]])
+            for i in range(0, len(tasks.samples), 64)
+        ]
+        return np.concatenate(parts)
 
     with dermedge.load_model(bundle, backend="onnxruntime", precision="fp32", threads=2) as model:
-        key = _cache_key("bundle", model.model_id, len(tasks.samples))
-        x, seconds = _cached(cache, key, lambda: model.embed([s.path for s in tasks.samples], batch_size=64))
+        key = _cache_key("bundle", model.model_id, len(tasks.samples), _tag(transform))
+        x, seconds = _cached(cache, key, lambda: embed_all(model))
         h, w = model.manifest.input.size
         x1 = [np.zeros((h, w, 3), np.uint8)]
         model.embed(x1)
@@ -372,7 +395,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="writes OUT.json and OUT.md")
     ap.add_argument("--cache", default="runs/yardstick-cache", help="embedding cache folder ('' for none)")
     ap.add_argument("--histogram-size", type=int, default=None, help="crop size of the colour histogram")
+    ap.add_argument(
+        "--colour-constancy",
+        choices=("none", "shades_of_gray"),
+        default="none",
+        help="apply Shades of Gray (p=6) to every decoded image, for every row",
+    )
     args = ap.parse_args(argv)
+    from dermedge.preprocess import shades_of_gray
+
+    transform: ImageTransform = shades_of_gray if args.colour_constancy == "shades_of_gray" else None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     cache = Path(args.cache) if args.cache else None
     t_start = time.perf_counter()
@@ -381,16 +413,16 @@ def main(argv: list[str] | None = None) -> int:
     feats: list[Features] = []
     archs: dict[tuple[str, int], None] = {}
     for run in args.checkpoint:
-        f, ckpt = checkpoint_features(run, tasks, cache)
+        f, ckpt = checkpoint_features(run, tasks, cache, transform)
         feats.append(f)
         archs[(ckpt.arch, ckpt.img_size)] = None
     for b in args.bundle:
-        f = bundle_features(b, tasks, cache)
+        f = bundle_features(b, tasks, cache, transform)
         feats.append(f)
         archs[(f.meta["arch"], f.meta["img_size"])] = None
     size = args.histogram_size or (next(iter(archs))[1] if archs else 112)
-    feats.append(histogram_features(size, tasks, cache))
-    feats += [random_features(arch, s, tasks, cache) for arch, s in archs]
+    feats.append(histogram_features(size, tasks, cache, transform))
+    feats += [random_features(arch, s, tasks, cache, transform) for arch, s in archs]
     rows = []
     for f in feats:
         logger.info("probing %s", f.name)
@@ -415,16 +447,20 @@ def main(argv: list[str] | None = None) -> int:
         "device": device_info(),
         "command": " ".join(["python", "benchmarks/encoders.py", *(argv if argv is not None else sys.argv[1:])]),
         "wall_seconds": time.perf_counter() - t_start,
+        "colour_constancy": args.colour_constancy,
         "rows": rows,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     md = table(rows)
+    inputs = (
+        " Inputs: Shades of Gray (p=6) applied to every decoded image, for every row." if transform is not None else ""
+    )
     out.with_suffix(".md").write_text(
         f"# Encoder yardstick\n\n`{report['command']}`\n\n{len(tasks.internal)} internal images "
         f"({', '.join(tasks.internal_labels)}), {len(tasks.sd198)} SD-198 images; 95% CIs by patient/lesion "
-        f"bootstrap. Device: {report['device'].get('cpu_model')}.\n\n{md}\n"
+        f"bootstrap. Device: {report['device'].get('cpu_model')}.{inputs}\n\n{md}\n"
     )
     print(md)
     return 0

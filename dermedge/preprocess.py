@@ -281,6 +281,23 @@ def over_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return out
 
 
+def shades_of_gray(rgb: np.ndarray, p: float = 6.0) -> np.ndarray:
+    """Shades-of-Gray colour constancy (Finlayson & Trezzi, 2004) on an HxWx3 uint8 RGB image.
+
+    The illuminant is estimated per channel as the Minkowski p-mean of its pixels (p=1: grey world,
+    p=inf: max-RGB; p=6 is the usual choice for dermoscopy); each channel is scaled by mean(e)/e_c so
+    the estimated illuminant becomes grey while overall brightness is kept, then clipped to [0, 255].
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"shades_of_gray needs an HxWx3 image, got shape {rgb.shape}")
+    x = rgb.astype(np.float32)
+    # scaled to [0, 1] first so x**6 stays far from float32 overflow
+    e = np.power(np.mean(np.power(x.reshape(-1, 3) / 255.0, p), axis=0), 1.0 / p)
+    gain = e.mean() / np.maximum(e, 1e-6)
+    out: np.ndarray = np.clip(x * gain + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
 def read_file(path: str | os.PathLike[str], name: str | None = None, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     """Read a file's bytes with errors that say what went wrong.
 

@@ -67,7 +67,9 @@ class TrainConfig:
         if not 0 <= self.max_unreadable_fraction <= 1:
             raise ValueError(f"max_unreadable_fraction must be in [0, 1], got {self.max_unreadable_fraction}")
         if self.init_from and not (Path(self.init_from) / "state.pt").is_file():
-            raise ValueError(f"init_from: {self.init_from} has no state.pt (give a run folder written by dermedge train)")
+            raise ValueError(
+                f"init_from: {self.init_from} has no state.pt (give a run folder written by dermedge train)"
+            )
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be adamw or sgd, got {self.optimizer!r}")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,8 +204,12 @@ def extract(
     batch: int = 64,
     resize: int | None = None,
     want_pixels: bool = False,
+    image_transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, list[int], list[np.ndarray]]:
-    """Embeddings via the runtime's preprocessing; returns (features, indices that were readable, uint8 crops)."""
+    """Embeddings via the runtime's preprocessing; returns (features, indices that were readable, uint8 crops).
+
+    ``image_transform`` (e.g. ``dermedge.preprocess.shades_of_gray``) is applied to every decoded image first.
+    """
     import torch
 
     from dermedge.bundle import InputSpec
@@ -231,6 +235,8 @@ def extract(
         except InputError as exc:
             logger.warning("skipping %s", exc)
             continue
+        if image_transform is not None:
+            rgb = image_transform(rgb)
         buf.append(prepare(rgb, spec))
         if want_pixels:
             pixels.append(prepare(rgb, plain).transpose(1, 2, 0).round().clip(0, 255).astype(np.uint8))

@@ -58,3 +58,33 @@ def test_informative_features_beat_noise_on_every_task() -> None:
     assert good_s["probe"]["balanced_accuracy"] > 0.8 > 0.4 > bad_s["probe"]["balanced_accuracy"]
     row = {"name": "x", "internal": good_i, "sd198": good_s, "embed_seconds": 1.0, "latency_ms": 2.0}
     assert "| x | " in table([row])
+
+
+def test_colour_constancy_reaches_the_histogram_row_and_its_cache_key(tmp_path: Path) -> None:
+    """--colour-constancy: the histogram of two photos of one scene under different casts becomes (nearly)
+    the same, and the cache keeps the two variants apart."""
+    import cv2
+    from encoders import histogram_features
+
+    from dermedge.preprocess import shades_of_gray
+
+    rng = np.random.default_rng(1)
+    scene = rng.integers(40, 180, size=(80, 80, 3)).astype(np.float32)
+    paths = []
+    for i, cast in enumerate([(1.0, 1.0, 1.0), (1.25, 1.0, 0.75)]):  # same brightness, warmer
+        p = tmp_path / f"{i}.png"
+        cv2.imwrite(str(p), cv2.cvtColor(np.clip(scene * cast, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
+        paths.append(str(p))
+    tasks = Tasks(
+        samples=[Sample(p, "NEV", {}) for p in paths],
+        internal=np.arange(2),
+        internal_labels=["NEV"],
+        sd198=np.arange(0),
+        sd198_labels=[],
+    )
+    cache = tmp_path / "cache"
+    raw = histogram_features(32, tasks, cache).x
+    sog = histogram_features(32, tasks, cache, shades_of_gray).x
+    assert len(list(cache.glob("*.npz"))) == 2
+    assert np.abs(raw[0] - raw[1]).sum() > 0.5
+    assert np.abs(sog[0] - sog[1]).sum() < 0.5 * np.abs(raw[0] - raw[1]).sum()

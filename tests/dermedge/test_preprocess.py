@@ -155,3 +155,21 @@ def test_load_and_prepare_from_path(tmp_path: Path) -> None:
     p.write_bytes(encode(skin_image()))
     x = load_and_prepare(p, InputSpec(size=(32, 32), resize_size=36))
     assert x.shape == (3, 32, 32) and np.isfinite(x).all()
+
+
+def test_shades_of_gray_removes_a_colour_cast_and_keeps_grey() -> None:
+    from dermedge.preprocess import shades_of_gray
+
+    rng = np.random.default_rng(0)
+    scene = rng.integers(40, 200, size=(64, 64, 3)).astype(np.float32)
+    scene[16:48, 16:48] *= (0.6, 0.4, 0.3)  # a brown "lesion" on skin
+    cast = np.clip(scene * (1.0, 0.8, 0.6), 0, 255).astype(np.uint8)
+    plain = scene.astype(np.uint8)
+    corrected_cast, corrected_plain = shades_of_gray(cast).astype(int), shades_of_gray(plain).astype(int)
+    before = np.abs(cast.astype(int) - plain.astype(int)).mean()
+    after = np.abs(corrected_cast / corrected_cast.mean() - corrected_plain / corrected_plain.mean()).mean() * 128
+    assert before > 20 and after < 2.0  # the cast is gone up to brightness
+    grey = np.full((8, 8, 3), 90, np.uint8)
+    assert np.array_equal(shades_of_gray(grey), grey)  # a grey scene needs no correction
+    with pytest.raises(ValueError, match="HxWx3"):
+        shades_of_gray(np.zeros((4, 4), np.uint8))

@@ -87,7 +87,9 @@ def test_init_from_starts_from_weights_with_a_fresh_schedule(synthetic_folder: P
     train(_cfg("simclr", "resnet18", synthetic_folder, first, epochs=1))
     before = torch.load(first / "state.pt", weights_only=True)
     second = tmp_path / "second"
-    cfg = dataclasses.replace(_cfg("simclr", "resnet18", synthetic_folder, second, epochs=1), init_from=str(first), lr=0.0)
+    cfg = dataclasses.replace(
+        _cfg("simclr", "resnet18", synthetic_folder, second, epochs=1), init_from=str(first), lr=0.0
+    )
     cfg.warmup_epochs = 0
     cfg.min_lr = 0.0
     train(cfg)
