@@ -145,7 +145,9 @@ def checkpoint_features(
     encoder = build_encoder(ckpt)
 
     def make() -> np.ndarray:
-        x, kept, _ = extract(encoder, tasks.samples, ckpt.img_size, image_transform=transform)
+        x, kept, _ = extract(
+            encoder, tasks.samples, ckpt.img_size, image_transform=transform, colour_constancy=ckpt.colour_constancy
+        )
         if len(kept) != len(tasks.samples):
             raise RuntimeError(f"{len(tasks.samples) - len(kept)} images unreadable; the yardstick needs all")
         return x

@@ -172,13 +172,13 @@ def write_bundle(
         for src, rel in extra_files:
             _copy(Path(src), staging / rel)
         manifest = {
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": max(SCHEMA_VERSION, input_spec.schema_version),
             "name": name,
             "version": version,
             "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
             "description": description,
             "encoder": {k: v for k, v in asdict(encoder).items()},
-            "input": {**asdict(input_spec), "size": list(input_spec.size)},
+            "input": input_spec.to_manifest(),
             "artifacts": records,
             "head": head_rec,
             "provenance": provenance or {},

@@ -21,7 +21,8 @@ def _model_lines(info: dict[str, Any]) -> list[str]:
         f"  encoder   {enc['arch']}, {enc['embed_dim']}-d embedding, params {enc.get('params')}, "
         f"FLOPs {enc.get('flops')}, trained by: {enc.get('trained_by') or 'unknown'}",
         f"  input     {inp['size'][0]}x{inp['size'][1]}, resize {inp['resize']} {inp['resize_size']}, "
-        f"mean {inp['mean']}, std {inp['std']}",
+        f"mean {inp['mean']}, std {inp['std']}"
+        + (f", colour constancy {inp['colour_constancy']}" if inp.get("colour_constancy", "none") != "none" else ""),
         f"  backend   {be['backend']} {be.get('version', '')} / {info['precision']} artifact, computing in "
         f"{info['inference_precision']} ({be['selected_because']}); "
         f"installed: {', '.join(info.get('installed_backends', []))}",

@@ -9,13 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
 from dermedge.errors import BundleError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # what a bundle without schema-2 features is written as (readable by every dermedge)
+SCHEMA_VERSIONS = (1, 2)  # 2 adds input.colour_constancy; a bundle that uses it is written as 2, so an
+# older dermedge refuses it instead of silently skipping a preprocessing step
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
 BUNDLE_SUFFIX = ".dermedge"
@@ -23,6 +25,7 @@ MAX_MANIFEST_BYTES = 16 << 20
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 RESIZE_POLICIES = ("shorter_side", "squash")
 INTERPOLATIONS = ("linear", "area", "cubic", "nearest")
+COLOUR_CONSTANCY = ("none", "shades_of_gray")
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,20 @@ class InputSpec:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     channel_order: str = "RGB"
     interpolation: str = "linear"
+    # "shades_of_gray": Shades of Gray (p=6) on the resized image, before the crop (schema 2)
+    colour_constancy: str = "none"
+
+    @property
+    def schema_version(self) -> int:
+        """The lowest manifest schema that can express this spec."""
+        return 2 if self.colour_constancy != "none" else 1
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The manifest's ``input`` object (``colour_constancy`` only where it is used: schema 2)."""
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if self.colour_constancy == "none":
+            del d["colour_constancy"]
+        return d
 
 
 @dataclass(frozen=True)
@@ -237,7 +254,7 @@ def _parse_encoder(data: dict[str, Any]) -> EncoderInfo:
     )
 
 
-def _parse_input(data: dict[str, Any]) -> InputSpec:
+def _parse_input(data: dict[str, Any], schema_version: int = SCHEMA_VERSION) -> InputSpec:
     inp = _require(data, "input", dict, "manifest")
     size = _require(inp, "size", list, "input")
     if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
@@ -257,7 +274,12 @@ def _parse_input(data: dict[str, Any]) -> InputSpec:
         std=std,  # type: ignore[arg-type]
         channel_order=_choice(inp, "channel_order", "input", ("RGB", "BGR"), "RGB"),
         interpolation=_choice(inp, "interpolation", "input", INTERPOLATIONS, "linear"),
+        colour_constancy=_choice(inp, "colour_constancy", "input", COLOUR_CONSTANCY, "none"),
     )
+    if spec.schema_version > schema_version:
+        raise BundleError(
+            f"manifest: input.colour_constancy needs schema_version 2, the manifest says {schema_version}"
+        )
     if spec.resize == "shorter_side" and spec.resize_size < max(spec.size):
         raise BundleError(f"manifest: input.resize_size {spec.resize_size} is smaller than the crop {spec.size}")
     return spec
@@ -309,10 +331,11 @@ def parse_manifest(data: dict[str, Any]) -> Manifest:
     if not isinstance(data, dict):
         raise BundleError(f"manifest: top level must be a JSON object, found {type(data).__name__}")
     version = _require(data, "schema_version", int, "manifest")
-    if version != SCHEMA_VERSION:
+    if version not in SCHEMA_VERSIONS:
         raise BundleError(
             f"manifest: schema_version {version} is not supported by this dermedge "
-            f"(it reads schema_version {SCHEMA_VERSION}); upgrade dermedge or re-export the bundle"
+            f"(it reads schema_version {', '.join(map(str, SCHEMA_VERSIONS))}); "
+            "upgrade dermedge or re-export the bundle"
         )
     artifacts = tuple(
         _parse_artifact(art, f"artifacts[{i}]") for i, art in enumerate(_require(data, "artifacts", list, "manifest"))
@@ -325,7 +348,7 @@ def parse_manifest(data: dict[str, Any]) -> Manifest:
         version=_require(data, "version", str, "manifest"),
         created=_optional(data, "created", str, "manifest", ""),
         encoder=_parse_encoder(data),
-        input=_parse_input(data),
+        input=_parse_input(data, version),
         artifacts=artifacts,
         head=_parse_head(data),
         provenance=dict(_optional(data, "provenance", dict, "manifest", {})),

@@ -290,11 +290,17 @@ def shades_of_gray(rgb: np.ndarray, p: float = 6.0) -> np.ndarray:
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"shades_of_gray needs an HxWx3 image, got shape {rgb.shape}")
-    x = rgb.astype(np.float32)
+    out: np.ndarray = (shades_of_gray_float(rgb.astype(np.float32), p) + 0.5).astype(np.uint8)
+    return out
+
+
+def shades_of_gray_float(pixels: np.ndarray, p: float = 6.0) -> np.ndarray:
+    """:func:`shades_of_gray` on HxWx3 float32 pixels in [0, 255], without rounding (what ``prepare`` and
+    the pipeline graph compute for ``input.colour_constancy = "shades_of_gray"``)."""
     # scaled to [0, 1] first so x**6 stays far from float32 overflow
-    e = np.power(np.mean(np.power(x.reshape(-1, 3) / 255.0, p), axis=0), 1.0 / p)
-    gain = e.mean() / np.maximum(e, 1e-6)
-    out: np.ndarray = np.clip(x * gain + 0.5, 0, 255).astype(np.uint8)
+    e = np.power(np.mean(np.power(pixels.reshape(-1, 3) / np.float32(255.0), np.float32(p)), axis=0), 1.0 / p)
+    gain = (e.mean() / np.maximum(e, np.float32(1e-6))).astype(np.float32)
+    out: np.ndarray = np.clip(pixels * gain, 0.0, 255.0).astype(np.float32)
     return out
 
 
@@ -352,6 +358,8 @@ def read_image(
 def prepare(image: np.ndarray, spec: InputSpec) -> np.ndarray:
     """Resize, centre-crop and normalise one HxWx3 uint8 RGB image into a 3xHxW float32 tensor.
 
+    With ``spec.colour_constancy == "shades_of_gray"`` the resized image is colour-corrected before the crop.
+
     ``shorter_side``: scale so the shorter side equals ``spec.resize_size`` (aspect kept);
     ``squash``: scale both sides to ``resize_size``. Then crop ``spec.size`` from the centre.
     """
@@ -369,6 +377,8 @@ def prepare(image: np.ndarray, spec: InputSpec) -> np.ndarray:
         # from every other runtime's bilinear by one level on ~10 % of pixels, the float path agrees
         # with ONNX Resize (the pipeline graph, the browser page, the C++ app) to ~1e-5.
         pixels = cv2.resize(pixels, (new_w, new_h), interpolation=interp)
+    if spec.colour_constancy == "shades_of_gray":
+        pixels = shades_of_gray_float(pixels)
     top, left = (new_h - out_h) // 2, (new_w - out_w) // 2
     crop = pixels[top : top + out_h, left : left + out_w]
     if spec.channel_order == "BGR":

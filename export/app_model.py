@@ -88,13 +88,44 @@ def _const(name: str, value: np.ndarray) -> Any:
     return numpy_helper.from_array(np.asarray(value), name)
 
 
+def _shades_of_gray_nodes(x: str, out: str) -> tuple[list[Any], list[Any]]:
+    """``dermedge.preprocess.shades_of_gray_float`` on float NCHW pixels in [0, 255]: per image and channel
+    e = mean((x/255)^6)^(1/6), gain = mean_c(e) / max(e, 1e-6), out = clip(x * gain, 0, 255)."""
+    from onnx import helper
+
+    inits = [
+        _const("cc/inv255", np.array(1.0 / 255.0, np.float32)),
+        _const("cc/p", np.array(6.0, np.float32)),
+        _const("cc/inv_p", np.array(1.0 / 6.0, np.float32)),
+        _const("cc/eps", np.array(1e-6, np.float32)),
+        _const("cc/lo", np.array(0.0, np.float32)),
+        _const("cc/hi", np.array(255.0, np.float32)),
+        _const("cc/third", np.array(1.0 / 3.0, np.float32)),
+        _const("cc/axis_c", np.array([1], np.int64)),
+    ]
+    n = [
+        helper.make_node("Mul", [x, "cc/inv255"], ["cc/unit"]),
+        helper.make_node("Pow", ["cc/unit", "cc/p"], ["cc/pow"]),
+        helper.make_node("GlobalAveragePool", ["cc/pow"], ["cc/mean_pow"]),  # mean over H, W in every opset
+        helper.make_node("Pow", ["cc/mean_pow", "cc/inv_p"], ["cc/e"]),  # (N, 3, 1, 1)
+        helper.make_node("ReduceSum", ["cc/e", "cc/axis_c"], ["cc/e_sum"], keepdims=1),  # axes input: opset 13+
+        helper.make_node("Mul", ["cc/e_sum", "cc/third"], ["cc/e_mean"]),
+        helper.make_node("Max", ["cc/e", "cc/eps"], ["cc/e_safe"]),
+        helper.make_node("Div", ["cc/e_mean", "cc/e_safe"], ["cc/gain"]),
+        helper.make_node("Mul", [x, "cc/gain"], ["cc/scaled"]),
+        helper.make_node("Clip", ["cc/scaled", "cc/lo", "cc/hi"], [out]),
+    ]
+    return n, inits
+
+
 def preprocess_nodes(spec: InputSpec, out_name: str) -> tuple[list[Any], list[Any]]:
     """Nodes and initialisers from ``pixels`` (uint8 NHWC) to the encoder's normalised NCHW float input.
 
     Mirrors ``dermedge.preprocess.prepare``: ``shorter_side`` scales so the shorter side becomes
     ``resize_size`` with Python's round-half-even and never below the crop, ``squash`` scales both sides;
     the resize runs in float32 like ``prepare`` (not rounded back to uint8); centre crop with
-    floor division; optional RGB->BGR; ``(x - 255 mean) * 1 / (255 std)`` in float32.
+    floor division (after Shades of Gray where ``colour_constancy`` asks for it); optional RGB->BGR;
+    ``(x - 255 mean) * 1 / (255 std)`` in float32.
     """
     from onnx import TensorProto, helper
 
@@ -151,10 +182,16 @@ def preprocess_nodes(spec: InputSpec, out_name: str) -> tuple[list[Any], list[An
         helper.make_node(
             "Resize", ["pre/nchw", "", "", "pre/sizes"], ["pre/resized"], **_RESIZE_MODES[spec.interpolation]
         ),
+    ]
+    resized = "pre/resized"
+    if spec.colour_constancy == "shades_of_gray":
+        sog_nodes, sog_inits = _shades_of_gray_nodes(resized, "pre/resized_cc")
+        n, inits, resized = n + sog_nodes, inits + sog_inits, "pre/resized_cc"
+    n += [
         helper.make_node("Sub", ["pre/new_hw", "pre/out_hw"], ["pre/margin"]),
         helper.make_node("Div", ["pre/margin", "pre/two"], ["pre/start"]),  # non-negative: floor division
         helper.make_node("Add", ["pre/start", "pre/out_hw"], ["pre/end"]),
-        helper.make_node("Slice", ["pre/resized", "pre/start", "pre/end", "pre/axes_hw"], ["pre/crop"]),
+        helper.make_node("Slice", [resized, "pre/start", "pre/end", "pre/axes_hw"], ["pre/crop"]),
     ]
     crop = "pre/crop"
     if spec.channel_order == "BGR":
@@ -235,6 +272,7 @@ def pipeline_metadata(bundle: Bundle, head: LinearHead | None, precision: str, o
                     "resize": spec.resize,
                     "resize_size": spec.resize_size,
                     "interpolation": spec.interpolation,
+                    "colour_constancy": spec.colour_constancy,
                     "crop": spec.crop,
                     "crop_size_hw": list(spec.size),
                     "channel_order": spec.channel_order,

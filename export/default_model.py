@@ -352,8 +352,8 @@ def yardstick_transfer(path: Path, run: str) -> dict[str, Any]:
 
     def same_run(a: str | None) -> Any:
         # the same folder, or one of the same name (a yardstick run elsewhere, e.g. another clone)
-        return lambda m: a is not None and (
-            Path(m["run"]).resolve() == Path(a).resolve() or Path(m["run"]).name == Path(a).name
+        return lambda m: (
+            a is not None and (Path(m["run"]).resolve() == Path(a).resolve() or Path(m["run"]).name == Path(a).name)
         )
 
     enc = trained(same_run(run))

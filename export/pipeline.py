@@ -86,7 +86,11 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
     size = req.img_size or ckpt.img_size
     if size != ckpt.img_size and ckpt.arch.startswith(("vit_", "deit")):
         raise ExportError(f"{ckpt.arch} was trained at {ckpt.img_size} px; ViTs cannot be exported at {size} px")
-    spec = InputSpec(size=(size, size), resize_size=req.resize_size or default_resize(size))
+    spec = InputSpec(
+        size=(size, size),
+        resize_size=req.resize_size or default_resize(size),
+        colour_constancy=ckpt.colour_constancy,
+    )
     work = Path(tempfile.mkdtemp(prefix="dermedge-export-"))
     try:
         encoder = build_encoder(ckpt)

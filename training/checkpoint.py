@@ -27,6 +27,11 @@ class EncoderCheckpoint:
         return int(self.sidecar["img_size"])
 
     @property
+    def colour_constancy(self) -> str:
+        """The colour-constancy step its images went through in training ("none" or "shades_of_gray")."""
+        return str(self.sidecar.get("colour_constancy") or "none")
+
+    @property
     def embed_dim(self) -> int:
         return int(self.sidecar["embed_dim"])
 

@@ -37,6 +37,7 @@ class TrainConfig:
     augment: str = "simclr"
     augment_kwargs: dict[str, Any] = field(default_factory=dict)
     cache: bool = False
+    colour_constancy: str = "none"  # "shades_of_gray": every image colour-corrected once, before augmentation
     init_from: str = ""  # a finished run folder: start from its model weights with a fresh schedule
     out: str = ""
 
@@ -66,6 +67,12 @@ class TrainConfig:
         augment_config(self.augment, self.augment_kwargs)  # raises ValueError on unknown names
         if not 0 <= self.max_unreadable_fraction <= 1:
             raise ValueError(f"max_unreadable_fraction must be in [0, 1], got {self.max_unreadable_fraction}")
+        from dermedge.training.data import COLOUR_CONSTANCY
+
+        if self.colour_constancy not in COLOUR_CONSTANCY:
+            raise ValueError(
+                f"colour_constancy must be one of {', '.join(COLOUR_CONSTANCY)}, got {self.colour_constancy!r}"
+            )
         if self.init_from and not (Path(self.init_from) / "state.pt").is_file():
             raise ValueError(
                 f"init_from: {self.init_from} has no state.pt (give a run folder written by dermedge train)"

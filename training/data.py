@@ -11,14 +11,19 @@ import numpy as np
 
 from dermedge.datasets import Sample, discover
 from dermedge.errors import InputError
-from dermedge.preprocess import read_image
+from dermedge.preprocess import read_image, shades_of_gray
 
 __all__ = ["Sample", "discover", "decode", "ImageDataset", "Unreadable", "collate_skipping", "DecodedCache"]
 
 
-def decode(path: str, short_side: int) -> np.ndarray:
-    """Decode an image as HxWx3 uint8 RGB, JPEGs at reduced scale down to ``short_side``."""
-    return read_image(path, target_short_side=short_side)
+COLOUR_CONSTANCY = ("none", "shades_of_gray")
+
+
+def decode(path: str, short_side: int, colour_constancy: str = "none") -> np.ndarray:
+    """Decode an image as HxWx3 uint8 RGB, JPEGs at reduced scale down to ``short_side``; then Shades of Gray
+    if ``colour_constancy`` asks for it (the bundle's runtime applies it after its resize likewise)."""
+    image = read_image(path, target_short_side=short_side)
+    return shades_of_gray(image) if colour_constancy == "shades_of_gray" else image
 
 
 @dataclass(frozen=True)
@@ -38,10 +43,17 @@ class ImageDataset:
     worker processes with the batch, and the training loop counts, logs and records it.
     """
 
-    def __init__(self, samples: Sequence[Sample], transform: Callable[[np.ndarray], Any], short_side: int) -> None:
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        transform: Callable[[np.ndarray], Any],
+        short_side: int,
+        colour_constancy: str = "none",
+    ) -> None:
         self.samples = list(samples)
         self.transform = transform
         self.short_side = short_side
+        self.colour_constancy = colour_constancy
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -49,7 +61,7 @@ class ImageDataset:
     def __getitem__(self, index: int) -> tuple[Any, int] | Unreadable:
         path = self.samples[index].path
         try:
-            return self.transform(decode(path, self.short_side)), index
+            return self.transform(decode(path, self.short_side, self.colour_constancy)), index
         except InputError as exc:
             return Unreadable(index, path, exc.reason)
 
@@ -75,12 +87,18 @@ class DecodedCache:
     Each epoch then only crops and augments, instead of re-reading and re-decoding every file (and the
     DataLoader workers need no CPU for decoding). JPEGs are decoded at a reduced DCT scale, so the
     short side lies in [short_side, 2 * short_side): under 200 kB per image at 128 px; ``exact`` then
-    resizes it to ``short_side`` (area interpolation). Unreadable images are listed in ``failures``
-    (``"path: reason"``) and left out.
+    resizes it to ``short_side`` (area interpolation); ``colour_constancy="shades_of_gray"`` then corrects
+    each cached image once. Unreadable images are listed in ``failures`` (``"path: reason"``) and left out.
     """
 
     def __init__(
-        self, samples: Sequence[Sample], short_side: int, *, progress: bool = True, exact: bool = False
+        self,
+        samples: Sequence[Sample],
+        short_side: int,
+        *,
+        progress: bool = True,
+        exact: bool = False,
+        colour_constancy: str = "none",
     ) -> None:
         from tqdm import tqdm
 
@@ -94,6 +112,8 @@ class DecodedCache:
                     scale = short_side / min(image.shape[:2])
                     size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
                     image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+                if colour_constancy == "shades_of_gray":
+                    image = shades_of_gray(image)
                 self.images.append(image)
                 self.samples.append(s)
             except InputError as exc:

@@ -205,10 +205,12 @@ def extract(
     resize: int | None = None,
     want_pixels: bool = False,
     image_transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    colour_constancy: str = "none",
 ) -> tuple[np.ndarray, list[int], list[np.ndarray]]:
     """Embeddings via the runtime's preprocessing; returns (features, indices that were readable, uint8 crops).
 
-    ``image_transform`` (e.g. ``dermedge.preprocess.shades_of_gray``) is applied to every decoded image first.
+    ``image_transform`` (e.g. ``dermedge.preprocess.shades_of_gray``) is applied to every decoded image first;
+    ``colour_constancy`` is the encoder's own preprocessing step (``InputSpec.colour_constancy``).
     """
     import torch
 
@@ -216,7 +218,11 @@ def extract(
     from dermedge.errors import InputError
     from dermedge.preprocess import prepare, read_image
 
-    spec = InputSpec(size=(img_size, img_size), resize_size=resize or default_resize(img_size))
+    spec = InputSpec(
+        size=(img_size, img_size),
+        resize_size=resize or default_resize(img_size),
+        colour_constancy=colour_constancy,
+    )
     plain = InputSpec(size=spec.size, resize_size=spec.resize_size, mean=(0, 0, 0), std=(1 / 255,) * 3)
     feats, kept, pixels = [], [], []
     buf: list[np.ndarray] = []

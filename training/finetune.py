@@ -60,6 +60,7 @@ class FinetuneConfig:
     seed: int = 0
     precision: str = "auto"
     init: str = "checkpoint"  # "random": the checkpoint's architecture from random init (supervised from scratch)
+    colour_constancy: str = "inherit"  # "inherit": what the checkpoint was trained with; or none / shades_of_gray
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -67,6 +68,8 @@ class FinetuneConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.colour_constancy not in ("inherit", "none", "shades_of_gray"):
+            raise ValueError(f"colour_constancy must be inherit, none or shades_of_gray, got {self.colour_constancy!r}")
         if self.init not in ("checkpoint", "random"):
             raise ValueError(f"init must be checkpoint or random, got {self.init!r}")
         if self.img_size and (self.img_size < 32 or self.img_size > 512):
@@ -178,7 +181,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     log_to_run_folder(logger, out / "finetune.log")
     (out / "finetune_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
     ckpt = read_checkpoint(cfg.checkpoint)
-    data = _load_data(cfg, cfg.img_size or ckpt.img_size)
+    data = _load_data(cfg, cfg.img_size or ckpt.img_size, colour_constancy_of(cfg, ckpt))
     model, optimizer = _build(cfg, ckpt, len(data.labels))
     weights = torch.tensor(class_weights(data.y_train, len(data.labels), cfg.class_weight_power), dtype=torch.float32)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and native_bf16())
@@ -203,8 +206,9 @@ def finetune(cfg: FinetuneConfig) -> Path:
     return out
 
 
-def _load_data(cfg: FinetuneConfig, size: int) -> _Data:
-    """Decode the 60 % training and 20 % validation splits once (at 8/7 of ``size``) and build the loader."""
+def _load_data(cfg: FinetuneConfig, size: int, cc: str) -> _Data:
+    """Decode the 60 % training and 20 % validation splits once (at 8/7 of ``size``, colour constancy ``cc``
+    applied in the cache) and build the loader."""
     import torch
     from dermedge.training.data import DecodedCache
     from dermedge.training.eval import make_splits
@@ -215,8 +219,11 @@ def _load_data(cfg: FinetuneConfig, size: int) -> _Data:
     labels = sorted({s.label for s in samples})
     splits = make_splits(samples)
     short = default_resize(size)
-    train_cache = DecodedCache([samples[i] for i in splits.train], short, progress=sys.stderr.isatty(), exact=True)
-    val_cache = DecodedCache([samples[i] for i in splits.val], short, progress=sys.stderr.isatty(), exact=True)
+    show = sys.stderr.isatty()
+    train_cache = DecodedCache(
+        [samples[i] for i in splits.train], short, progress=show, exact=True, colour_constancy=cc
+    )
+    val_cache = DecodedCache([samples[i] for i in splits.val], short, progress=show, exact=True, colour_constancy=cc)
     for f in (*train_cache.failures, *val_cache.failures):
         logger.warning("unreadable, left out: %s", f)
     train_ds = train_cache.dataset(view_transform(size, (0.35, 1.0), augment_config(cfg.augment)))
@@ -352,6 +359,11 @@ def _save_state(path: Path, model: Any, optimizer: Any, progress: _Progress) -> 
     path.with_name(path.name + ".tmp").replace(path)
 
 
+def colour_constancy_of(cfg: FinetuneConfig, ckpt: Any) -> str:
+    """The run's colour-constancy step: the checkpoint's unless ``--colour-constancy`` overrides it."""
+    return str(ckpt.colour_constancy if cfg.colour_constancy == "inherit" else cfg.colour_constancy)
+
+
 def _save_encoder(
     model: Any, ckpt: Any, cfg: FinetuneConfig, out: Path, progress: _Progress, labels: list[str], n_train: int
 ) -> None:
@@ -383,6 +395,7 @@ def _save_encoder(
             "labels": labels,
             "metrics": {"val_macro_f1": progress.best},
             "trained_by": "dermedge finetune",
+            "colour_constancy": colour_constancy_of(cfg, ckpt),
             "config": asdict(cfg),
         },
     )
@@ -412,6 +425,12 @@ def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
         "--img-size", type=int, default=0, help="fine-tune (and deploy) at this input size (default: the SSL run's)"
     )
     p.add_argument("--augment", default="skin", choices=["skin", "simclr"])
+    p.add_argument(
+        "--colour-constancy",
+        default="inherit",
+        choices=["inherit", "none", "shades_of_gray"],
+        help="colour-correct every image (Shades of Gray, p=6) before augmentation; inherit: as the checkpoint was",
+    )
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument(
         "--init",
@@ -437,6 +456,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         img_size=args.img_size,
         patience=args.patience,
         augment=args.augment,
+        colour_constancy=args.colour_constancy,
         num_workers=args.num_workers,
         precision=args.precision,
         init=args.init,

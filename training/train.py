@@ -70,7 +70,13 @@ def build_data(cfg: TrainConfig) -> tuple[Any, DataLoader]:
     short_side = default_resize(cfg.img_size)
     dataset: Any
     if cfg.cache:  # decode once at the training size; each epoch then only crops and augments
-        decoded = DecodedCache(samples, short_side, progress=dist.is_main() and sys.stderr.isatty(), exact=True)
+        decoded = DecodedCache(
+            samples,
+            short_side,
+            progress=dist.is_main() and sys.stderr.isatty(),
+            exact=True,
+            colour_constancy=cfg.colour_constancy,
+        )
         check_unreadable(
             {f.split(": ", 1)[0]: f for f in decoded.failures},
             len(samples),
@@ -79,7 +85,7 @@ def build_data(cfg: TrainConfig) -> tuple[Any, DataLoader]:
         )
         dataset = decoded.dataset(build_transform(cfg))
     else:
-        dataset = ImageDataset(samples, build_transform(cfg), short_side=short_side)
+        dataset = ImageDataset(samples, build_transform(cfg), short_side, cfg.colour_constancy)
     sampler: Any
     if dist.is_distributed():
         sampler = DistributedSampler(dataset, shuffle=True, seed=cfg.seed, drop_last=True)
@@ -305,6 +311,7 @@ def save_checkpoint(
         "metrics": metrics,
         "timm_kwargs": {"img_size": cfg.img_size} if cfg.arch.startswith("vit_") else {},
         "trained_by": "dermedge train",
+        "colour_constancy": cfg.colour_constancy,
         "config": cfg.to_dict(),
     }
     write_sidecar(out, sidecar)

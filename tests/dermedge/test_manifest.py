@@ -95,3 +95,25 @@ def test_manifest_single_value_mutations_raise_only_bundle_error(tiny_bundle: Pa
         parse_manifest(manifest)
     except BundleError as exc:
         assert str(exc).startswith("manifest:")
+
+
+def test_colour_constancy_is_schema_2_and_an_older_schema_cannot_claim_it(tiny_bundle: Path) -> None:
+    plain, sog = (
+        InputSpec(size=(8, 8), resize_size=9),
+        InputSpec(size=(8, 8), resize_size=9, colour_constancy="shades_of_gray"),
+    )
+    assert plain.schema_version == 1 and "colour_constancy" not in plain.to_manifest()
+    assert sog.schema_version == 2 and sog.to_manifest()["colour_constancy"] == "shades_of_gray"
+    data = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert data["schema_version"] == 1  # bundles without colour constancy stay readable by older dermedge
+    data["input"] = sog.to_manifest()
+    with pytest.raises(BundleError, match="needs schema_version 2"):
+        parse_manifest(data)
+    data["schema_version"] = 2
+    assert parse_manifest(data).input.colour_constancy == "shades_of_gray"
+    data["input"]["colour_constancy"] = "retinex"
+    with pytest.raises(BundleError, match="colour_constancy"):
+        parse_manifest(data)
+    data["schema_version"] = 3
+    with pytest.raises(BundleError, match="schema_version 3 is not supported"):
+        parse_manifest(data)

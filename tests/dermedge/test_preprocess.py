@@ -173,3 +173,24 @@ def test_shades_of_gray_removes_a_colour_cast_and_keeps_grey() -> None:
     assert np.array_equal(shades_of_gray(grey), grey)  # a grey scene needs no correction
     with pytest.raises(ValueError, match="HxWx3"):
         shades_of_gray(np.zeros((4, 4), np.uint8))
+
+
+def test_prepare_with_shades_of_gray_removes_a_cast_and_matches_the_uint8_helper() -> None:
+    from dermedge.bundle import InputSpec
+    from dermedge.preprocess import prepare, shades_of_gray
+
+    rng = np.random.default_rng(3)
+    scene = rng.integers(40, 180, size=(48, 64, 3)).astype(np.float32)
+    plain = scene.astype(np.uint8)
+    warm = np.clip(scene * (1.25, 1.0, 0.75), 0, 255).astype(np.uint8)
+    spec = InputSpec(size=(32, 32), resize_size=48, colour_constancy="shades_of_gray")
+    off = InputSpec(size=(32, 32), resize_size=48)
+    # without colour constancy the cast shows in the tensor; with it, it is (nearly) gone
+    assert np.abs(prepare(plain, off) - prepare(warm, off)).mean() > 0.3
+    assert np.abs(prepare(plain, spec) - prepare(warm, spec)).mean() < 0.05
+    # at the network's size no resize happens: prepare's float path equals the uint8 helper up to rounding
+    same = InputSpec(size=(48, 64), resize_size=48, colour_constancy="shades_of_gray")
+    flat = InputSpec(size=(48, 64), resize_size=48)
+    np.testing.assert_allclose(
+        prepare(warm, same), prepare(shades_of_gray(warm), flat), atol=0.6 / (0.224 * 255) + 1e-3
+    )

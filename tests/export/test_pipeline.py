@@ -151,3 +151,30 @@ def test_bf16_artifact_is_gated_only_on_a_native_bf16_cpu(run_dir: Path, labelle
         )
         != 0
     )  # bf16 is an OpenVINO precision
+
+
+def test_a_colour_constant_checkpoint_exports_a_schema_2_bundle_that_corrects_casts(
+    run_dir: Path, labelled: Path, tmp_path: Path
+) -> None:
+    """A checkpoint trained with colour_constancy=shades_of_gray: the manifest carries it (schema 2) and the
+    runtime applies it, so a warm cast barely moves the embedding, unlike the plain bundle's."""
+    import shutil
+
+    sog_run = tmp_path / "sog_run"
+    shutil.copytree(run_dir, sog_run)
+    side = json.loads((sog_run / "encoder.json").read_text())
+    (sog_run / "encoder.json").write_text(json.dumps({**side, "colour_constancy": "shades_of_gray"}))
+    embeddings = {}
+    for name, run in (("plain", run_dir), ("sog", sog_run)):
+        out = tmp_path / name
+        argv = ["export", "--checkpoint", str(run), "--formats", "onnxruntime", "--precision", "fp32"]
+        assert main([*argv, "--eval-data", str(labelled), "--calib-size", "8", "--out", str(out)]) == 0
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["schema_version"] == (2 if name == "sog" else 1)
+        assert manifest["input"].get("colour_constancy", "none") == ("shades_of_gray" if name == "sog" else "none")
+        img = skin_image(48, 64, seed=5)
+        warm = np.clip(img * np.array([1.2, 1.0, 0.8]), 0, 255).astype(np.uint8)
+        with dermedge.load_model(out, backend="onnxruntime", precision="fp32") as m:
+            a, b = m.embed([img, warm])
+        embeddings[name] = float(np.linalg.norm(a - b) / np.linalg.norm(a))
+    assert embeddings["sog"] < 0.5 * embeddings["plain"], embeddings

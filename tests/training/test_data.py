@@ -34,3 +34,25 @@ def test_decoded_cache_keeps_readable_images_at_the_short_side_and_lists_failure
     ds = cache.dataset(lambda im: im.shape)
     assert len(ds) == 2
     assert ds[1] == (cache.images[1].shape, 1)
+
+
+def test_decoded_cache_and_dataset_apply_shades_of_gray_once(tmp_path: Path) -> None:
+    from dermedge.training.data import ImageDataset, decode
+
+    from dermedge.preprocess import shades_of_gray
+
+    rng = np.random.default_rng(0)
+    img = np.clip(rng.integers(40, 180, size=(40, 40, 3)) * (1.25, 1.0, 0.75), 0, 255).astype(np.uint8)
+    path = tmp_path / "warm.png"
+    cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    samples = [Sample(str(path), "x", {})]
+    plain = DecodedCache(samples, 40, progress=False).images[0]
+    corrected = DecodedCache(samples, 40, progress=False, colour_constancy="shades_of_gray").images[0]
+    np.testing.assert_array_equal(plain, img)
+    np.testing.assert_array_equal(corrected, shades_of_gray(img))
+    means = corrected.reshape(-1, 3).mean(0)
+    before = img.reshape(-1, 3).mean(0)
+    assert np.ptp(means) < 0.3 * np.ptp(before)  # the cast is mostly gone
+    ds = ImageDataset(samples, lambda x: x, 40, "shades_of_gray")
+    np.testing.assert_array_equal(ds[0][0], corrected)
+    np.testing.assert_array_equal(decode(str(path), 40, "shades_of_gray"), corrected)

@@ -75,6 +75,40 @@ def test_finetune_trains_on_the_training_split_only_and_resumes(tmp_path: Path) 
     assert np.abs(b[first] - 0.25).mean() > 0.1
 
 
+def test_colour_constancy_is_recorded_by_train_and_inherited_by_finetune(tmp_path: Path) -> None:
+    from dermedge.training.config import load_config
+
+    data = _fake_shared_data(tmp_path / "data")
+    ssl = train(
+        load_config(
+            Path("training/configs/smoke.yaml").resolve(),
+            ["limit=0", "img_size=32", "batch_size=16", "cache=true", "colour_constancy=shades_of_gray"],
+            method="simclr",
+            arch="resnet18",
+            data=[str(data / "pad_ufes_20")],
+            out=str(tmp_path / "ssl"),
+            device="cpu",
+        )
+    )
+    assert json.loads((ssl / "encoder.json").read_text())["colour_constancy"] == "shades_of_gray"
+    cfg = FinetuneConfig(
+        checkpoint=str(ssl),
+        data=str(data),
+        out=str(tmp_path / "ft"),
+        epochs=1,
+        batch_size=8,
+        num_workers=0,
+        head_warmup_epochs=0,
+    )
+    assert json.loads((finetune(cfg) / "encoder.json").read_text())["colour_constancy"] == "shades_of_gray"
+    off = finetune(FinetuneConfig(**{**cfg.__dict__, "out": str(tmp_path / "off"), "colour_constancy": "none"}))
+    assert json.loads((off / "encoder.json").read_text())["colour_constancy"] == "none"
+    with pytest.raises(ValueError, match="colour_constancy must be"):
+        FinetuneConfig(**{**cfg.__dict__, "colour_constancy": "retinex"}).validate()
+    with pytest.raises(ValueError, match="colour_constancy must be one of"):
+        load_config(None, ["colour_constancy=grey"], data=["x"])
+
+
 def test_weighted_smoothed_ce_is_a_weighted_mean_of_per_sample_losses() -> None:
     """torch's CrossEntropyLoss(weight=w, label_smoothing=s) weights the smoothing term by every class's
     weight, so with a rare class of large weight a uniform prediction scores far above ln(C) and training
