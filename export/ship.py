@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dermedge.export.provenance import training_provenance
+
 from dermedge.backends import BACKENDS, PRECISIONS, opens_format
 from dermedge.bundle import open_bundle
 from dermedge.bundle_writer import ArtifactSource, write_bundle
@@ -170,10 +172,23 @@ def _card_limits(report: dict[str, Any], training: dict[str, Any]) -> list[str]:
 
 def _training_lines(training: dict[str, Any]) -> list[str]:
     if training.get("pretrained_from"):
+        earlier = training.get("stage1_continued_from") or []
+        epochs = " + ".join([*(str(e["epochs"]) for e in earlier), str(training.get("pretrained_epochs"))])
+        before = [
+            f"- Stage 1a, self-supervised **{training.get('pretrained_method')}** for {e['epochs']} epochs: "
+            f"`{e['command']}` ({e['wall_time']})."
+            for e in earlier
+        ]
+        then = (
+            "; continued from the weights of the run above with a fresh LR schedule (`init_from`): "
+            if earlier
+            else ": "
+        )
         return [
+            *before,
             f"- Stage 1, self-supervised **{training.get('pretrained_method')}** for "
-            f"{training.get('pretrained_epochs')} epochs on all photos of ../shared/data (labels unused) "
-            "with the skin-aware augmentation: "
+            f"{epochs} epochs on all photos of ../shared/data (labels unused) "
+            f"with the skin-aware augmentation{then}"
             f"`{training.get('stage1_command')}` ({training.get('stage1_wall_time')}).",
             f"- Stage 2, supervised fine-tuning end to end on the labelled training split ({training.get('n_images')} "
             "photos; SD-198 never used), best epoch by validation macro-F1: "
@@ -391,25 +406,6 @@ DESCRIPTION_SSL = (
 )
 
 
-def training_provenance(recorded: dict[str, Any], run: Path) -> tuple[dict[str, Any], list[str]]:
-    """The export's training record completed from the run's sidecar, with the command (and stage 1's) that
-    reproduces it and their wall times; returns it and the command list."""
-    training = dict(recorded)
-    sidecar = json.loads((run / "encoder.json").read_text()) if (run / "encoder.json").is_file() else {}
-    for key in ("pretrained_from", "pretrained_method", "pretrained_epochs", "labels"):
-        if key in sidecar:
-            training[key] = sidecar[key]
-    training["wall_time"] = run_wall_time(run)
-    training["command"] = args_command(run)
-    commands = [training["command"]]
-    if training.get("pretrained_from"):  # stage 2 of a two-stage model: record stage 1 too
-        stage1 = Path(training["pretrained_from"])
-        training["stage1_command"] = args_command(stage1)
-        training["stage1_wall_time"] = run_wall_time(stage1)
-        commands.insert(0, training["stage1_command"])
-    return training, commands
-
-
 def _provenance(
     base: dict[str, Any], training: dict[str, Any], commands: list[str], report: dict[str, Any]
 ) -> dict[str, Any]:
@@ -429,42 +425,6 @@ def _provenance(
         },
         "commands": [*commands, "make default-model"],
     }
-
-
-def args_command(run: Path) -> str:
-    """The command that produced a run folder: ``dermedge finetune`` or ``dermedge train`` with its options."""
-    ft = run / "finetune_config.json"
-    if ft.is_file():
-        c = json.loads(ft.read_text())
-        return (
-            f"dermedge finetune --checkpoint {c['checkpoint']} --data {c['data']} --out {run} --epochs {c['epochs']} "
-            f"--patience {c['patience']} --batch-size {c['batch_size']} --lr-encoder {c['lr_encoder']} "
-            f"--lr-head {c['lr_head']} --label-smoothing {c['label_smoothing']} "
-            f"--class-weight-power {c.get('class_weight_power', 1.0)} "
-            f"--head-warmup-epochs {c.get('head_warmup_epochs', 0)} --augment {c['augment']}"
-        )
-    cfg = run / "config.yaml"
-    if not cfg.is_file():
-        return "unknown"
-    import yaml
-
-    c = yaml.safe_load(cfg.read_text())
-    extra = "".join(f" {k}={c[k]}" for k in ("augment", "cache") if k in c and c[k] not in ("simclr", False))
-    return (
-        f"dermedge train --method {c['method']} --arch {c['arch']} --data {' '.join(c['data'])} "
-        f"--img-size {c['img_size']} "
-        f"--epochs {c['epochs']} --batch-size {c['batch_size']} --lr {c['lr']} --num-workers {c['num_workers']} "
-        f'--out {run} warmup_epochs={c["warmup_epochs"]} "method_kwargs={json.dumps(c["method_kwargs"])}"{extra}'
-    )
-
-
-def run_wall_time(run: Path) -> str:
-    """Summed epoch seconds from a run's metrics.csv."""
-    if not (run / "metrics.csv").is_file():
-        return "see metrics.csv"
-    rows = (run / "metrics.csv").read_text().strip().splitlines()[1:]
-    secs = sum(float(r.split(",")[4]) for r in rows)
-    return f"{secs / 3600:.2f} h over {len(rows)} epochs"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from dermedge.export.ship import _target_lines, _training_lines, args_command
+from dermedge.export.provenance import args_command
+from dermedge.export.ship import _target_lines, _training_lines
 
 
 def _report(f1: float, auroc: float, colour_f1: float, sd: float | None, int8: bool) -> dict:
@@ -61,6 +62,29 @@ def test_two_stage_training_lines(tmp_path: Path) -> None:
         {"pretrained_from": "runs/ssl", "pretrained_method": "simclr", "pretrained_epochs": 16, "command": cmd}
     )
     assert len(lines) == 2 and "Stage 1" in lines[0] and "simclr" in lines[0] and cmd in lines[1]
+
+
+def test_a_continued_stage_1_lists_every_run_of_the_chain(tmp_path: Path) -> None:
+    from dermedge.export.provenance import continued_from, training_provenance
+
+    a, b, ft = tmp_path / "a", tmp_path / "b", tmp_path / "ft"
+    for run, init in ((a, ""), (b, str(a))):
+        run.mkdir()
+        (run / "config.yaml").write_text(
+            "method: simclr\narch: resnet18\ndata: [d]\nimg_size: 32\nepochs: 3\nbatch_size: 8\nlr: 0.1\n"
+            f"num_workers: 0\nwarmup_epochs: 0\nmethod_kwargs: {{}}\ncache: false\ninit_from: '{init}'\n"
+        )
+        (run / "metrics.csv").write_text("epoch,step,loss,lr,seconds\n" + "".join(f"{i},1,1,1,60\n" for i in (1, 2, 3)))
+    ft.mkdir()
+    (ft / "encoder.json").write_text(
+        json.dumps({"pretrained_from": str(b), "pretrained_method": "simclr", "pretrained_epochs": 3})
+    )
+    assert continued_from(b) == [a] and continued_from(a) == []
+    training, commands = training_provenance({}, ft)
+    assert [e["run"] for e in training["stage1_continued_from"]] == [str(a)] and len(commands) == 3
+    lines = _training_lines(training)
+    assert "Stage 1a" in lines[0] and "for 3 + 3 epochs" in lines[1] and "init_from" in lines[1]
+    assert f"init_from={a}" in training["stage1_command"] and "init_from" not in commands[0]  # reproducible
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,93 @@
+"""Where a training run came from: the commands that reproduce it (stage 1, its ``init_from`` chain, stage 2)
+and their wall times, read from the run folders (``config.yaml``, ``finetune_config.json``, ``metrics.csv``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def training_provenance(recorded: dict[str, Any], run: Path) -> tuple[dict[str, Any], list[str]]:
+    """The export's training record completed from the run's sidecar, with the command (and stage 1's) that
+    reproduces it and their wall times; returns it and the command list."""
+    training = dict(recorded)
+    sidecar = json.loads((run / "encoder.json").read_text()) if (run / "encoder.json").is_file() else {}
+    for key in ("pretrained_from", "pretrained_method", "pretrained_epochs", "labels"):
+        if key in sidecar:
+            training[key] = sidecar[key]
+    training["wall_time"] = run_wall_time(run)
+    training["command"] = args_command(run)
+    commands = [training["command"]]
+    if training.get("pretrained_from"):  # stage 2 of a two-stage model: record stage 1 too
+        stage1 = Path(training["pretrained_from"])
+        training["stage1_command"] = args_command(stage1)
+        training["stage1_wall_time"] = run_wall_time(stage1)
+        commands.insert(0, training["stage1_command"])
+        earlier = continued_from(stage1)  # stage 1 itself continued finished runs (init_from): oldest first
+        training["stage1_continued_from"] = [
+            {"run": str(r), "epochs": run_epochs(r), "command": args_command(r), "wall_time": run_wall_time(r)}
+            for r in earlier
+        ]
+        commands[:0] = [e["command"] for e in training["stage1_continued_from"]]
+    return training, commands
+
+
+def continued_from(run: Path) -> list[Path]:
+    """The chain of finished runs ``run`` started from via ``init_from`` (oldest first; cycles stop it)."""
+    import yaml
+
+    chain: list[Path] = []
+    cur = run
+    while (cur / "config.yaml").is_file():
+        src = (yaml.safe_load((cur / "config.yaml").read_text()) or {}).get("init_from") or ""
+        if not src or Path(src) in chain or Path(src) == run:
+            break
+        chain.insert(0, Path(src))
+        cur = Path(src)
+    return chain
+
+
+def run_epochs(run: Path) -> int:
+    """Epochs recorded in a run's metrics.csv."""
+    rows = (run / "metrics.csv").read_text().strip().splitlines()[1:] if (run / "metrics.csv").is_file() else []
+    return len(rows)
+
+
+def args_command(run: Path) -> str:
+    """The command that produced a run folder: ``dermedge finetune`` or ``dermedge train`` with its options."""
+    ft = run / "finetune_config.json"
+    if ft.is_file():
+        c = json.loads(ft.read_text())
+        return (
+            f"dermedge finetune --checkpoint {c['checkpoint']} --data {c['data']} --out {run} --epochs {c['epochs']} "
+            f"--patience {c['patience']} --batch-size {c['batch_size']} --lr-encoder {c['lr_encoder']} "
+            f"--lr-head {c['lr_head']} --label-smoothing {c['label_smoothing']} "
+            f"--class-weight-power {c.get('class_weight_power', 1.0)} "
+            f"--head-warmup-epochs {c.get('head_warmup_epochs', 0)} --augment {c['augment']}"
+        )
+    cfg = run / "config.yaml"
+    if not cfg.is_file():
+        return "unknown"
+    import yaml
+
+    c = yaml.safe_load(cfg.read_text())
+    skip = ("simclr", False, "", "none", None)  # defaults: not spelled out
+    extra = "".join(
+        f" {k}={c[k]}" for k in ("augment", "cache", "colour_constancy", "init_from") if k in c and c[k] not in skip
+    )
+    return (
+        f"dermedge train --method {c['method']} --arch {c['arch']} --data {' '.join(c['data'])} "
+        f"--img-size {c['img_size']} "
+        f"--epochs {c['epochs']} --batch-size {c['batch_size']} --lr {c['lr']} --num-workers {c['num_workers']} "
+        f'--out {run} warmup_epochs={c["warmup_epochs"]} "method_kwargs={json.dumps(c["method_kwargs"])}"{extra}'
+    )
+
+
+def run_wall_time(run: Path) -> str:
+    """Summed epoch seconds from a run's metrics.csv."""
+    if not (run / "metrics.csv").is_file():
+        return "see metrics.csv"
+    rows = (run / "metrics.csv").read_text().strip().splitlines()[1:]
+    secs = sum(float(r.split(",")[4]) for r in rows)
+    return f"{secs / 3600:.2f} h over {len(rows)} epochs"
