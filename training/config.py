@@ -67,7 +67,7 @@ class TrainConfig:
         augment_config(self.augment, self.augment_kwargs)  # raises ValueError on unknown names
         if not 0 <= self.max_unreadable_fraction <= 1:
             raise ValueError(f"max_unreadable_fraction must be in [0, 1], got {self.max_unreadable_fraction}")
-        from dermedge.training.data import COLOUR_CONSTANCY
+        from dermedge.manifest import COLOUR_CONSTANCY
 
         if self.colour_constancy not in COLOUR_CONSTANCY:
             raise ValueError(

@@ -16,14 +16,15 @@ from dermedge.preprocess import read_image, shades_of_gray
 __all__ = ["Sample", "discover", "decode", "ImageDataset", "Unreadable", "collate_skipping", "DecodedCache"]
 
 
-COLOUR_CONSTANCY = ("none", "shades_of_gray")
+def corrected(image: np.ndarray, colour_constancy: str) -> np.ndarray:
+    """``image`` after the training run's colour-constancy step (``dermedge.manifest.COLOUR_CONSTANCY``)."""
+    return shades_of_gray(image) if colour_constancy == "shades_of_gray" else image
 
 
 def decode(path: str, short_side: int, colour_constancy: str = "none") -> np.ndarray:
     """Decode an image as HxWx3 uint8 RGB, JPEGs at reduced scale down to ``short_side``; then Shades of Gray
     if ``colour_constancy`` asks for it (the bundle's runtime applies it after its resize likewise)."""
-    image = read_image(path, target_short_side=short_side)
-    return shades_of_gray(image) if colour_constancy == "shades_of_gray" else image
+    return corrected(read_image(path, target_short_side=short_side), colour_constancy)
 
 
 @dataclass(frozen=True)
@@ -112,9 +113,7 @@ class DecodedCache:
                     scale = short_side / min(image.shape[:2])
                     size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
                     image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-                if colour_constancy == "shades_of_gray":
-                    image = shades_of_gray(image)
-                self.images.append(image)
+                self.images.append(corrected(image, colour_constancy))
                 self.samples.append(s)
             except InputError as exc:
                 self.failures.append(str(exc))

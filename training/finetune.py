@@ -25,6 +25,7 @@ import numpy as np
 
 from dermedge.bundle import default_resize
 from dermedge.datasets import COMMON_LABEL_MAP, Sample, discover, map_labels
+from dermedge.manifest import COLOUR_CONSTANCY
 from dermedge.metrics import macro_f1
 
 logger = logging.getLogger("dermedge.finetune")
@@ -68,7 +69,7 @@ class FinetuneConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
-        if self.colour_constancy not in ("inherit", "none", "shades_of_gray"):
+        if self.colour_constancy not in ("inherit", *COLOUR_CONSTANCY):
             raise ValueError(f"colour_constancy must be inherit, none or shades_of_gray, got {self.colour_constancy!r}")
         if self.init not in ("checkpoint", "random"):
             raise ValueError(f"init must be checkpoint or random, got {self.init!r}")
@@ -428,7 +429,7 @@ def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--colour-constancy",
         default="inherit",
-        choices=["inherit", "none", "shades_of_gray"],
+        choices=["inherit", *COLOUR_CONSTANCY],
         help="colour-correct every image (Shades of Gray, p=6) before augmentation; inherit: as the checkpoint was",
     )
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
