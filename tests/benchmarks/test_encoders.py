@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("sklearn")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from encoders import Tasks, internal_task, sd198_task, table  # noqa: E402
+from encoders import C_GRID, Tasks, _choose_c, internal_task, sd198_task, table  # noqa: E402
 
 from dermedge.datasets import Sample  # noqa: E402
 
@@ -88,3 +88,23 @@ def test_colour_constancy_reaches_the_histogram_row_and_its_cache_key(tmp_path: 
     assert len(list(cache.glob("*.npz"))) == 2
     assert np.abs(raw[0] - raw[1]).sum() > 0.5
     assert np.abs(sog[0] - sog[1]).sum() < 0.5 * np.abs(raw[0] - raw[1]).sum()
+
+
+def test_probe_c_is_chosen_on_whole_groups_and_reported() -> None:
+    """Photos of one lesion never sit on both sides of a fold: features that only identify the lesion
+    (four near-copies per lesion, labels random per lesion) must score at chance, not memorise."""
+    rng = np.random.default_rng(0)
+    n_groups, copies, dim = 90, 4, 300
+    lesion = rng.normal(size=(n_groups, dim))
+    x = np.repeat(lesion, copies, axis=0) + 0.01 * rng.normal(size=(n_groups * copies, dim))
+    y = np.repeat(rng.integers(0, 3, n_groups), copies)
+    groups = np.repeat(np.arange(n_groups), copies)
+    c, scores = _choose_c(x, y, groups, 3)
+    assert set(scores) == {str(v) for v in C_GRID} and scores[str(c)] == max(scores.values())
+    assert max(scores.values()) < 0.6  # a leaking split scores ~1.0 here
+
+    t = _tasks()
+    signal = rng.normal(size=(len(t.samples), 16))
+    signal[np.arange(len(t.samples)), t.y] += 3.0
+    probe = internal_task(signal, t)["probe"]
+    assert probe["C"] in C_GRID and probe["C_cv_macro_f1"][str(probe["C"])] > 0.9
