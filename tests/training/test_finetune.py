@@ -132,3 +132,60 @@ def test_weighted_smoothed_ce_is_a_weighted_mean_of_per_sample_losses() -> None:
         from dermedge.training.finetune import FinetuneConfig
 
         FinetuneConfig(checkpoint="x", data="y", out="z", class_weight_power=2.0).validate()
+
+
+def test_weight_ema_averages_parameters_and_copies_buffers() -> None:
+    import torch
+    from dermedge.training.finetune import WeightEMA
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ema = WeightEMA(model, decay=0.9)
+    start = model[0].weight.detach().clone()
+    expected = start.clone()
+    for t in range(1, 31):
+        with torch.no_grad():
+            model[0].weight.add_(1.0)
+            model[1].running_mean.fill_(float(t))
+        ema.update(model)
+        d = min(0.9, (1 + t) / (10 + t))
+        expected = d * expected + (1 - d) * model[0].weight.detach()
+    assert torch.allclose(ema.module[0].weight, expected, atol=1e-5)
+    assert 0 < float((model[0].weight - ema.module[0].weight).detach().mean()) < 30  # lags the live weights
+    assert torch.equal(ema.module[1].running_mean, model[1].running_mean)  # buffers: copied, not averaged
+    assert not any(p.requires_grad for p in ema.module.parameters())
+
+
+def test_finetune_with_ema_saves_the_averaged_weights_and_resumes_them(tmp_path: Path) -> None:
+    import torch
+    from dermedge.training.config import load_config
+    from safetensors.torch import load_file
+
+    data = _fake_shared_data(tmp_path / "data")
+    ssl = train(
+        load_config(
+            Path("training/configs/smoke.yaml").resolve(),
+            ["limit=0", "img_size=32", "batch_size=16"],
+            method="simclr",
+            arch="resnet18",
+            data=[str(data / "pad_ufes_20")],
+            out=str(tmp_path / "ssl"),
+            device="cpu",
+        )
+    )
+    cfg = FinetuneConfig(
+        checkpoint=str(ssl), data=str(data), out=str(tmp_path / "ft"), epochs=1, batch_size=8, num_workers=0,
+        patience=5, head_warmup_epochs=0, ema=0.9, lr_encoder=0.01,
+    )  # fmt: skip
+    out = finetune(cfg)
+    state = torch.load(out / "finetune_state.pt", map_location="cpu", weights_only=True)
+    saved = load_file(str(out / "encoder.safetensors"))
+    key = next(k for k, v in saved.items() if v.dtype.is_floating_point and v.ndim == 4)
+    assert state["ema"]["updates"] > 0
+    assert torch.equal(saved[key], state["ema"]["module"][f"encoder.{key}"])  # the average is what ships
+    assert not torch.equal(saved[key], state["model"][f"encoder.{key}"])  # not the live weights
+    finetune(FinetuneConfig(**{**cfg.__dict__, "epochs": 2}))  # resumes with its average
+    assert torch.load(out / "finetune_state.pt", weights_only=True)["ema"]["updates"] == 2 * state["ema"]["updates"]
+    with pytest.raises(ValueError, match="without --ema"):
+        plain = FinetuneConfig(**{**cfg.__dict__, "out": str(tmp_path / "plain"), "ema": 0.0})
+        finetune(plain)
+        finetune(FinetuneConfig(**{**plain.__dict__, "epochs": 2, "ema": 0.9}))
