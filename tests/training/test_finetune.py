@@ -136,7 +136,7 @@ def test_weighted_smoothed_ce_is_a_weighted_mean_of_per_sample_losses() -> None:
 
 def test_weight_ema_averages_parameters_and_copies_buffers() -> None:
     import torch
-    from dermedge.training.finetune import WeightEMA
+    from dermedge.training.ema import WeightEMA
 
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
     ema = WeightEMA(model, decay=0.9)
