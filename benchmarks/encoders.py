@@ -44,7 +44,7 @@ from dermedge.metrics import balanced_accuracy, bootstrap_ci, macro_f1, roc_auc
 
 logger = logging.getLogger("dermedge.yardstick")
 ImageTransform = Callable[[np.ndarray], np.ndarray] | None
-C_GRID = (0.001, 0.01, 0.1, 1.0)
+C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)  # SSL-only features chose the largest of the first four
 K_GRID = (5, 10, 20, 50)
 PROBE_FOLDS = 5
 BOOTSTRAP = 500
@@ -156,13 +156,18 @@ def checkpoint_features(
 
     x, seconds = _cached(cache, key, make)
     side = ckpt.sidecar
-    name = f"{Path(run).name} ({side.get('method')} {ckpt.arch} {ckpt.img_size}px, {side.get('epoch')} ep)"
+    from dermedge.export.provenance import continued_from, run_epochs
+
+    before = sum(run_epochs(r) for r in continued_from(Path(run)))  # SSL continued with init_from
+    epochs = f"{side.get('epoch')} ep" + (f" after {before} (init_from)" if before else "")
+    name = f"{Path(run).name} ({side.get('method')} {ckpt.arch} {ckpt.img_size}px, {epochs})"
     meta = {
         "run": str(run),
         "arch": ckpt.arch,
         "img_size": ckpt.img_size,
         "method": side.get("method"),
         "epoch": side.get("epoch"),
+        "epochs_before": before,
         "config": side.get("config", {}),
     }
     return Features(name, x, "trained", seconds, _torch_latency(encoder, ckpt.img_size), meta), ckpt

@@ -65,6 +65,8 @@ def args_command(run: Path) -> str:
             f"--lr-head {c['lr_head']} --label-smoothing {c['label_smoothing']} "
             f"--class-weight-power {c.get('class_weight_power', 1.0)} "
             f"--head-warmup-epochs {c.get('head_warmup_epochs', 0)} --augment {c['augment']}"
+            + (f" --ema {c['ema']}" if c.get("ema") else "")
+            + (f" --colour-constancy {cc}" if (cc := c.get("colour_constancy", "inherit")) != "inherit" else "")
         )
     cfg = run / "config.yaml"
     if not cfg.is_file():

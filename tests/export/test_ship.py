@@ -58,6 +58,9 @@ def test_two_stage_training_lines(tmp_path: Path) -> None:
     (run / "finetune_config.json").write_text(json.dumps(cfg))
     cmd = args_command(run)
     assert cmd.startswith("dermedge finetune --checkpoint runs/ssl") and "--class-weight-power 0.5" in cmd
+    assert "--ema" not in cmd and "--colour-constancy" not in cmd  # defaults are not spelled out
+    (run / "finetune_config.json").write_text(json.dumps({**cfg, "ema": 0.995, "colour_constancy": "none"}))
+    assert args_command(run).endswith("--ema 0.995 --colour-constancy none")
     lines = _training_lines(
         {"pretrained_from": "runs/ssl", "pretrained_method": "simclr", "pretrained_epochs": 16, "command": cmd}
     )
