@@ -156,7 +156,7 @@ def checkpoint_features(
 
     x, seconds = _cached(cache, key, make)
     side = ckpt.sidecar
-    from dermedge.export.provenance import continued_from, run_epochs
+    from dermedge.training.checkpoint import continued_from, run_epochs
 
     before = sum(run_epochs(r) for r in continued_from(Path(run)))  # SSL continued with init_from
     epochs = f"{side.get('epoch')} ep" + (f" after {before} (init_from)" if before else "")
@@ -242,17 +242,9 @@ def bundle_features(bundle: str, tasks: Tasks, cache: Path | None, transform: Im
 
 # -- protocols -----------------------------------------------------------------------------------
 def _probe(x: np.ndarray, y: np.ndarray, c: float) -> Any:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from threadpoolctl import threadpool_limits
+    from dermedge.training.eval import fit_probe
 
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=1000, tol=1e-3))
-    # One BLAS thread: the fit is small (thousands x hundreds), so threads buy little, and on a busy machine
-    # (a training run beside it) threaded BLAS ran 50-100x slower. A fixed thread count also keeps the
-    # floating-point order, hence the chosen C, the same from run to run on one machine.
-    with threadpool_limits(limits=1, user_api="blas"):
-        return clf.fit(x, y)
+    return fit_probe(x, y, c, max_iter=1000, tol=1e-3)
 
 
 def _choose_c(

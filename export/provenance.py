@@ -24,6 +24,8 @@ def training_provenance(recorded: dict[str, Any], run: Path) -> tuple[dict[str, 
         training["stage1_command"] = args_command(stage1)
         training["stage1_wall_time"] = run_wall_time(stage1)
         commands.insert(0, training["stage1_command"])
+        from dermedge.training.checkpoint import continued_from, run_epochs  # run folders: training's to read
+
         earlier = continued_from(stage1)  # stage 1 itself continued finished runs (init_from): oldest first
         training["stage1_continued_from"] = [
             {"run": str(r), "epochs": run_epochs(r), "command": args_command(r), "wall_time": run_wall_time(r)}
@@ -31,27 +33,6 @@ def training_provenance(recorded: dict[str, Any], run: Path) -> tuple[dict[str, 
         ]
         commands[:0] = [e["command"] for e in training["stage1_continued_from"]]
     return training, commands
-
-
-def continued_from(run: Path) -> list[Path]:
-    """The chain of finished runs ``run`` started from via ``init_from`` (oldest first; cycles stop it)."""
-    import yaml
-
-    chain: list[Path] = []
-    cur = run
-    while (cur / "config.yaml").is_file():
-        src = (yaml.safe_load((cur / "config.yaml").read_text()) or {}).get("init_from") or ""
-        if not src or Path(src) in chain or Path(src) == run:
-            break
-        chain.insert(0, Path(src))
-        cur = Path(src)
-    return chain
-
-
-def run_epochs(run: Path) -> int:
-    """Epochs recorded in a run's metrics.csv."""
-    rows = (run / "metrics.csv").read_text().strip().splitlines()[1:] if (run / "metrics.csv").is_file() else []
-    return len(rows)
 
 
 def args_command(run: Path) -> str:

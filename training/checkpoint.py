@@ -103,3 +103,24 @@ def Last4Cls(vit: Any) -> Any:  # noqa: N802 - a class built lazily so this modu
             return torch.cat([cls[:, 0] for _, cls in outs], dim=-1)
 
     return _Last4Cls(vit)
+
+
+def continued_from(run: Path) -> list[Path]:
+    """The chain of finished runs ``run`` started from via ``init_from`` (oldest first; cycles stop it)."""
+    import yaml
+
+    chain: list[Path] = []
+    cur = run
+    while (cur / "config.yaml").is_file():
+        src = (yaml.safe_load((cur / "config.yaml").read_text()) or {}).get("init_from") or ""
+        if not src or Path(src) in chain or Path(src) == run:
+            break
+        chain.insert(0, Path(src))
+        cur = Path(src)
+    return chain
+
+
+def run_epochs(run: Path) -> int:
+    """Epochs recorded in a run's metrics.csv."""
+    rows = (run / "metrics.csv").read_text().strip().splitlines()[1:] if (run / "metrics.csv").is_file() else []
+    return len(rows)

@@ -64,16 +64,21 @@ def knn_proba(
     return votes / votes.sum(1, keepdims=True)
 
 
-def _probe(train_x: np.ndarray, train_y: np.ndarray, c: float, n_classes: int) -> Any:
+def fit_probe(x: np.ndarray, y: np.ndarray, c: float, *, max_iter: int = 2000, tol: float = 1e-4) -> Any:
+    """Class-balanced logistic regression on standardised features (the frozen linear probe).
+
+    Fitted on one BLAS thread: the fit is small (thousands x hundreds), a fixed thread count keeps the
+    floating-point order (hence a chosen C) the same from run to run, and beside a training run on 2 cores
+    one thread fitted in 0.7-1.2 s where two took 6.5-8 s.
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from threadpoolctl import threadpool_limits
 
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=2000))
-    with threadpool_limits(limits=1, user_api="blas"):  # small fit: reproducible, and fast beside a training run
-        clf.fit(train_x, train_y)
-    return clf
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=max_iter, tol=tol))
+    with threadpool_limits(limits=1, user_api="blas"):
+        return clf.fit(x, y)
 
 
 def _proba(clf: Any, x: np.ndarray, n_classes: int) -> np.ndarray:
@@ -105,11 +110,9 @@ def evaluate_features(
     }
     best_c = max(
         C_GRID,
-        key=lambda c: macro_f1(
-            y[va], _proba(_probe(x[tr], y[tr], c, n_classes), x[va], n_classes).argmax(1), n_classes
-        ),
+        key=lambda c: macro_f1(y[va], _proba(fit_probe(x[tr], y[tr], c), x[va], n_classes).argmax(1), n_classes),
     )
-    clf = _probe(x[np.r_[tr, va]], y[np.r_[tr, va]], best_c, n_classes)
+    clf = fit_probe(x[np.r_[tr, va]], y[np.r_[tr, va]], best_c)
     proba = _proba(clf, x[te], n_classes)
     out["linear_probe"] = {"C": best_c, **scores(y[te], proba, n_classes)}
     if sources is not None:
@@ -153,7 +156,7 @@ def _few_shot(
             pick = _per_class_pick(y, pool, n_classes, np.random.default_rng(seed), lambda k, n=n: min(n, k))
             if len(np.unique(y[pick])) < 2:
                 continue
-            pred = _proba(_probe(x[pick], y[pick], c, n_classes), x[te], n_classes).argmax(1)
+            pred = _proba(fit_probe(x[pick], y[pick], c), x[te], n_classes).argmax(1)
             f1s.append(macro_f1(y[te], pred, n_classes))
         if f1s:
             fs[str(n)] = {"macro_f1_mean": float(np.mean(f1s)), "macro_f1_std": float(np.std(f1s)), "runs": len(f1s)}
@@ -177,7 +180,7 @@ def _label_efficiency(
         for seed in range(seeds if frac < 1 else 1):
             rng = np.random.default_rng(1000 + seed)
             pick = _per_class_pick(y, pool, n_classes, rng, lambda k, frac=frac: max(1, int(round(frac * k))))
-            s = scores(y[te], _proba(_probe(x[pick], y[pick], c, n_classes), x[te], n_classes), n_classes)
+            s = scores(y[te], _proba(fit_probe(x[pick], y[pick], c), x[te], n_classes), n_classes)
             f1s.append(s["macro_f1"])
             aucs.append(s["auroc_ovr_macro"])
         le[str(frac)] = {

@@ -68,7 +68,8 @@ def test_two_stage_training_lines(tmp_path: Path) -> None:
 
 
 def test_a_continued_stage_1_lists_every_run_of_the_chain(tmp_path: Path) -> None:
-    from dermedge.export.provenance import continued_from, training_provenance
+    from dermedge.export.provenance import training_provenance
+    from dermedge.training.checkpoint import continued_from
 
     a, b, ft = tmp_path / "a", tmp_path / "b", tmp_path / "ft"
     for run, init in ((a, ""), (b, str(a))):

@@ -32,22 +32,27 @@ def _fake_shared_data(root: Path) -> Path:
     return root
 
 
-def test_finetune_trains_on_the_training_split_only_and_resumes(tmp_path: Path) -> None:
+def _tiny_ssl_run(data: Path, out: Path) -> Path:
+    """A 32 px SimCLR/ResNet-18 smoke run on the fake PAD-UFES-20 folder: what finetune starts from."""
     from dermedge.training.config import load_config
+
+    cfg = load_config(
+        Path("training/configs/smoke.yaml").resolve(),
+        ["limit=0", "img_size=32", "batch_size=16"],
+        method="simclr",
+        arch="resnet18",
+        data=[str(data / "pad_ufes_20")],
+        out=str(out),
+        device="cpu",
+    )
+    return train(cfg)
+
+
+def test_finetune_trains_on_the_training_split_only_and_resumes(tmp_path: Path) -> None:
 
     data = _fake_shared_data(tmp_path / "data")
     assert {s.label for s in internal_samples(data)} == {"NEV", "MEL", "BCC"}
-    ssl = train(
-        load_config(
-            Path("training/configs/smoke.yaml").resolve(),
-            ["limit=0", "img_size=32", "batch_size=16"],
-            method="simclr",
-            arch="resnet18",
-            data=[str(data / "pad_ufes_20")],
-            out=str(tmp_path / "ssl"),
-            device="cpu",
-        )
-    )
+    ssl = _tiny_ssl_run(data, tmp_path / "ssl")
     cfg = FinetuneConfig(
         checkpoint=str(ssl), data=str(data), out=str(tmp_path / "ft"), epochs=2, batch_size=8, num_workers=0, patience=5
     )
@@ -157,21 +162,10 @@ def test_weight_ema_averages_parameters_and_copies_buffers() -> None:
 
 def test_finetune_with_ema_saves_the_averaged_weights_and_resumes_them(tmp_path: Path) -> None:
     import torch
-    from dermedge.training.config import load_config
     from safetensors.torch import load_file
 
     data = _fake_shared_data(tmp_path / "data")
-    ssl = train(
-        load_config(
-            Path("training/configs/smoke.yaml").resolve(),
-            ["limit=0", "img_size=32", "batch_size=16"],
-            method="simclr",
-            arch="resnet18",
-            data=[str(data / "pad_ufes_20")],
-            out=str(tmp_path / "ssl"),
-            device="cpu",
-        )
-    )
+    ssl = _tiny_ssl_run(data, tmp_path / "ssl")
     cfg = FinetuneConfig(
         checkpoint=str(ssl), data=str(data), out=str(tmp_path / "ft"), epochs=1, batch_size=8, num_workers=0,
         patience=5, head_warmup_epochs=0, ema=0.9, lr_encoder=0.01,
