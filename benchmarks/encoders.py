@@ -320,6 +320,7 @@ def internal_task(x: np.ndarray, tasks: Tasks) -> dict[str, Any]:
     return {
         "n_train": int(len(tr) + len(va)),
         "n_test": int(len(te)),
+        "per_class": per_class(y[fit], yt, pred, tasks.internal_labels),
         "probe": {
             "C": c,
             "C_cv_macro_f1": c_scores,
@@ -337,6 +338,36 @@ def internal_task(x: np.ndarray, tasks: Tasks) -> dict[str, Any]:
             "macro_f1_ci95": _bootstrap(gt[pad], pad_f1),
         },
     }
+
+
+def per_class(y_fit: np.ndarray, y_test: np.ndarray, pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    """Test F1, precision and recall of every class, with its training (train+val) and test counts.
+
+    Macro-F1 weighs every class alike, so one class with a handful of training photos caps it; this says which.
+    """
+    out = {}
+    for c, name in enumerate(labels):
+        tp = int(np.sum((pred == c) & (y_test == c)))
+        n_pred, n_true = int(np.sum(pred == c)), int(np.sum(y_test == c))
+        out[name] = {
+            "n_fit": int(np.sum(y_fit == c)),
+            "n_test": n_true,
+            "precision": tp / n_pred if n_pred else 0.0,
+            "recall": tp / n_true if n_true else 0.0,
+            "f1": 2 * tp / (n_pred + n_true) if n_pred + n_true else 0.0,
+        }
+    return out
+
+
+def per_class_table(rows: list[dict[str, Any]], labels: Sequence[str]) -> str:
+    """Markdown: internal probe test F1 per class and row; the header gives training/test photo counts."""
+    first = rows[0]["internal"]["per_class"]
+    head = " | ".join(f"{c} ({first[c]['n_fit']}/{first[c]['n_test']})" for c in labels)
+    lines = [f"| encoder | {head} |", "|---|" + "---|" * len(labels)]
+    for r in rows:
+        pc = r["internal"]["per_class"]
+        lines.append(f"| {r['name']} | " + " | ".join(f"{pc[c]['f1']:.2f}" for c in labels) + " |")
+    return "\n".join(lines)
 
 
 def _macro_f1_over(y: np.ndarray, pred: np.ndarray, labels: np.ndarray) -> float:
@@ -489,7 +520,9 @@ def main(argv: list[str] | None = None) -> int:
     out.with_suffix(".md").write_text(
         f"# Encoder yardstick\n\n`{report['command']}`\n\n{len(tasks.internal)} internal images "
         f"({', '.join(tasks.internal_labels)}), {len(tasks.sd198)} SD-198 images; 95% CIs by patient/lesion "
-        f"bootstrap. Device: {report['device'].get('cpu_model')}.{inputs}\n\n{md}\n"
+        f"bootstrap. Device: {report['device'].get('cpu_model')}.{inputs}\n\n{md}\n\n"
+        "Internal probe test F1 per class (column header: photos to fit the probe / test photos):\n\n"
+        f"{per_class_table(rows, tasks.internal_labels)}\n"
     )
     print(md)
     return 0

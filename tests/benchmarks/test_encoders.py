@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("sklearn")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from encoders import C_GRID, Tasks, _choose_c, internal_task, sd198_task, table  # noqa: E402
+from encoders import C_GRID, Tasks, _choose_c, internal_task, per_class_table, sd198_task, table  # noqa: E402
 
 from dermedge.datasets import Sample  # noqa: E402
 
@@ -108,3 +108,22 @@ def test_probe_c_is_chosen_on_whole_groups_and_reported() -> None:
     signal[np.arange(len(t.samples)), t.y] += 3.0
     probe = internal_task(signal, t)["probe"]
     assert probe["C"] in C_GRID and probe["C_cv_macro_f1"][str(probe["C"])] > 0.9
+
+
+def test_per_class_f1_names_the_class_the_features_miss() -> None:
+    """Features that single out BCC but cannot tell MEL from NEV: the per-class report must say which classes
+    are weak, with the photo counts the probe was fitted and tested on."""
+    t = _tasks()
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(len(t.samples), 16))
+    x[t.y == 0, 0] += 4.0  # BCC shows; MEL and NEV look alike
+    res = internal_task(x, t)
+    pc = res["per_class"]
+    assert set(pc) == {"BCC", "MEL", "NEV"}
+    assert pc["BCC"]["f1"] > 0.9 and max(pc["MEL"]["f1"], pc["NEV"]["f1"]) < 0.75
+    assert sum(v["n_test"] for v in pc.values()) == res["n_test"]
+    assert sum(v["n_fit"] for v in pc.values()) == res["n_train"]
+    assert np.isclose(np.mean([v["f1"] for v in pc.values()]), res["probe"]["macro_f1"])
+    md = per_class_table([{"name": "enc", "internal": res}], t.internal_labels)
+    assert md.splitlines()[0].startswith(f"| encoder | BCC ({pc['BCC']['n_fit']}/{pc['BCC']['n_test']})")
+    assert md.splitlines()[2] == f"| enc | {pc['BCC']['f1']:.2f} | {pc['MEL']['f1']:.2f} | {pc['NEV']['f1']:.2f} |"
