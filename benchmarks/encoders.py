@@ -48,6 +48,7 @@ C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)  # SSL-only features chose the largest of
 K_GRID = (5, 10, 20, 50)
 PROBE_FOLDS = 5
 BOOTSTRAP = 500
+TEST_KEY = "_test"  # per-photo test predictions, kept in memory for paired deltas, not written to the JSON
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -318,6 +319,15 @@ def internal_task(x: np.ndarray, tasks: Tasks) -> dict[str, Any]:
         return _macro_f1_over(yt[sub], pred[sub], present)
 
     return {
+        TEST_KEY: {
+            "y": yt,
+            "groups": gt,
+            "pred": pred,
+            "mel_score": proba[:, mel],
+            "mel_label": mel,
+            "pad": pad,
+            "present": present,
+        },  # fmt: skip
         "n_train": int(len(tr) + len(va)),
         "n_test": int(len(te)),
         "per_class": per_class(y[fit], yt, pred, tasks.internal_labels),
@@ -410,6 +420,7 @@ def sd198_task(x: np.ndarray, tasks: Tasks, folds: int = 5, inner: int = 3) -> d
         return balanced_accuracy(y[idx], pred[idx], n)
 
     return {
+        TEST_KEY: {"y": y, "groups": g, "pred": pred},
         "n": int(len(rows)),
         "classes": n,
         "probe": {
@@ -419,6 +430,67 @@ def sd198_task(x: np.ndarray, tasks: Tasks, folds: int = 5, inner: int = 3) -> d
         },
         "knn": {"k": 10, "balanced_accuracy": balanced_accuracy(y, oof_knn.argmax(1), n)},
     }
+
+
+def paired_deltas(base: dict[str, Any], row: dict[str, Any], n_int: int, n_sd: int) -> dict[str, Any]:
+    """``row`` minus ``base`` on the same test photos, with a paired 95% CI (one group resample scores both).
+
+    Separate CIs of two encoders overlap long before their difference is uncertain, because both are scored
+    on the same photos; the paired interval says whether the gap is more than the luck of the test draw.
+    """
+    a, b = base["internal"][TEST_KEY], row["internal"][TEST_KEY]
+    y, g = a["y"], a["groups"]
+
+    def internal(idx: np.ndarray) -> dict[str, float]:
+        mel_y = y[idx] == a["mel_label"]
+        return {
+            "macro_f1": macro_f1(y[idx], b["pred"][idx], n_int) - macro_f1(y[idx], a["pred"][idx], n_int),
+            "mel_auroc": roc_auc(mel_y, b["mel_score"][idx]) - roc_auc(mel_y, a["mel_score"][idx]),
+        }
+
+    pad, present = a["pad"], a["present"]
+
+    def phone(idx: np.ndarray) -> float:
+        sub = pad[idx]
+        return _macro_f1_over(y[sub], b["pred"][sub], present) - _macro_f1_over(y[sub], a["pred"][sub], present)
+
+    out: dict[str, Any] = {"vs": base["name"]}
+    point, ci = internal(np.arange(len(y))), _bootstrap(g, internal)
+    for k in point:
+        out[k], out[f"{k}_ci95"] = point[k], ci[k]
+    out["smartphone_macro_f1"], out["smartphone_macro_f1_ci95"] = phone(np.arange(len(pad))), _bootstrap(g[pad], phone)
+    if base["sd198"] and row["sd198"]:
+        sa, sb = base["sd198"][TEST_KEY], row["sd198"][TEST_KEY]
+
+        def sd(idx: np.ndarray) -> float:
+            return balanced_accuracy(sa["y"][idx], sb["pred"][idx], n_sd) - balanced_accuracy(
+                sa["y"][idx], sa["pred"][idx], n_sd
+            )
+
+        out["sd198_balanced_accuracy"] = sd(np.arange(len(sa["y"])))
+        out["sd198_balanced_accuracy_ci95"] = _bootstrap(sa["groups"], sd)
+    return out
+
+
+def delta_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: every later row minus the first, paired 95% CIs (an interval excluding 0 is a real gap)."""
+    lines = [
+        f"| encoder minus {rows[0]['name']} | internal macro-F1 | MEL AUROC | SD-198 bal. acc | smartphone macro-F1 |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows[1:]:
+        d = r["delta"]
+
+        def cell(k: str, d: dict[str, Any] = d) -> str:
+            if k not in d:
+                return "-"
+            return f"{d[k]:+.3f} [{d[k + '_ci95'][0]:+.3f}, {d[k + '_ci95'][1]:+.3f}]"
+
+        lines.append(
+            f"| {r['name']} | {cell('macro_f1')} | {cell('mel_auroc')} | {cell('sd198_balanced_accuracy')} "
+            f"| {cell('smartphone_macro_f1')} |"
+        )
+    return "\n".join(lines)
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -497,6 +569,12 @@ def main(argv: list[str] | None = None) -> int:
                 "sd198": sd198_task(f.x, tasks),
             }
         )
+    for r in rows[1:]:
+        r["delta"] = paired_deltas(rows[0], r, len(tasks.internal_labels), len(tasks.sd198_labels))
+    for r in rows:
+        r["internal"].pop(TEST_KEY)
+        if r["sd198"]:
+            r["sd198"].pop(TEST_KEY)
     from dermedge.bench import device_info
 
     report = {
@@ -521,6 +599,9 @@ def main(argv: list[str] | None = None) -> int:
         f"# Encoder yardstick\n\n`{report['command']}`\n\n{len(tasks.internal)} internal images "
         f"({', '.join(tasks.internal_labels)}), {len(tasks.sd198)} SD-198 images; 95% CIs by patient/lesion "
         f"bootstrap. Device: {report['device'].get('cpu_model')}.{inputs}\n\n{md}\n\n"
+        "Differences from the first row on the same photos, paired 95% CIs (resampling patients/lesions once "
+        "for both rows; an interval that excludes 0 is more than the luck of the test draw):\n\n"
+        f"{delta_table(rows)}\n\n"
         "Internal probe test F1 per class (column header: photos to fit the probe / test photos):\n\n"
         f"{per_class_table(rows, tasks.internal_labels)}\n"
     )

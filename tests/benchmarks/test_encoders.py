@@ -9,7 +9,17 @@ import pytest
 pytest.importorskip("sklearn")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from encoders import C_GRID, Tasks, _choose_c, internal_task, per_class_table, sd198_task, table  # noqa: E402
+from encoders import (  # noqa: E402
+    C_GRID,
+    Tasks,
+    _choose_c,
+    delta_table,
+    internal_task,
+    paired_deltas,
+    per_class_table,
+    sd198_task,
+    table,
+)
 
 from dermedge.datasets import Sample  # noqa: E402
 
@@ -127,3 +137,31 @@ def test_per_class_f1_names_the_class_the_features_miss() -> None:
     md = per_class_table([{"name": "enc", "internal": res}], t.internal_labels)
     assert md.splitlines()[0].startswith(f"| encoder | BCC ({pc['BCC']['n_fit']}/{pc['BCC']['n_test']})")
     assert md.splitlines()[2] == f"| enc | {pc['BCC']['f1']:.2f} | {pc['MEL']['f1']:.2f} | {pc['NEV']['f1']:.2f} |"
+
+
+def test_paired_deltas_are_zero_for_the_same_encoder_and_exclude_zero_for_a_better_one() -> None:
+    t = _tasks()
+    rng = np.random.default_rng(3)
+    noise = rng.normal(size=(len(t.samples), 16))
+    weak, strong = noise.copy(), noise.copy()
+    weak[np.arange(len(t.samples)), t.y] += 0.7
+    strong[np.arange(len(t.samples)), t.y] += 3.0
+
+    def row(name: str, x: np.ndarray) -> dict:
+        return {"name": name, "internal": internal_task(x, t), "sd198": sd198_task(x, t)}
+
+    w, s = row("weak", weak), row("strong", strong)
+    same = paired_deltas(w, row("weak again", weak), 3, 6)
+    assert same["vs"] == "weak"
+    for k in ("macro_f1", "mel_auroc", "sd198_balanced_accuracy", "smartphone_macro_f1"):
+        assert same[k] == 0 and same[f"{k}_ci95"] == [0.0, 0.0]
+    up = paired_deltas(w, s, 3, 6)
+    for k in ("macro_f1", "sd198_balanced_accuracy", "smartphone_macro_f1"):
+        lo, hi = up[f"{k}_ci95"]
+        assert 0 < lo <= up[k] <= hi, k
+    down = paired_deltas(s, w, 3, 6)
+    assert down["macro_f1"] == -up["macro_f1"] and down["macro_f1_ci95"][1] < 0
+    s["delta"] = up
+    md = delta_table([w, s])
+    assert md.splitlines()[0].startswith("| encoder minus weak |")
+    assert md.splitlines()[2].startswith(f"| strong | {up['macro_f1']:+.3f} [")
