@@ -241,6 +241,21 @@ def bundle_features(bundle: str, tasks: Tasks, cache: Path | None, transform: Im
     return Features(name, x, "bundle", seconds, float(np.median(t) * 1000), meta)
 
 
+def with_histogram(f: Features, hist: Features) -> Features:
+    """``f``'s embedding with the colour histogram appended: does the encoder add to colour, or repeat it?
+
+    The probe standardises every feature, so neither part dominates by scale; C is chosen as for any row.
+    """
+    return Features(
+        f"{f.name} + colour histogram",
+        np.hstack([f.x, hist.x]).astype(np.float32),
+        f"{f.kind}+histogram",
+        f.seconds + hist.seconds,
+        f.latency_ms,
+        {**f.meta, "plus": hist.name},
+    )
+
+
 # -- protocols -----------------------------------------------------------------------------------
 def _probe(x: np.ndarray, y: np.ndarray, c: float) -> Any:
     from dermedge.training.eval import fit_probe
@@ -533,6 +548,11 @@ def main(argv: list[str] | None = None) -> int:
         default="none",
         help="apply Shades of Gray (p=6) to every decoded image, for every row",
     )
+    ap.add_argument(
+        "--plus-histogram",
+        action="store_true",
+        help="also score each encoder's embedding concatenated with the colour histogram (a row 'NAME + colour')",
+    )
     args = ap.parse_args(argv)
     from dermedge.preprocess import shades_of_gray
 
@@ -553,7 +573,10 @@ def main(argv: list[str] | None = None) -> int:
         feats.append(f)
         archs[(f.meta["arch"], f.meta["img_size"])] = None
     size = args.histogram_size or (next(iter(archs))[1] if archs else 112)
-    feats.append(histogram_features(size, tasks, cache, transform))
+    hist = histogram_features(size, tasks, cache, transform)
+    if args.plus_histogram:
+        feats += [with_histogram(f, hist) for f in list(feats)]
+    feats.append(hist)
     feats += [random_features(arch, s, tasks, cache, transform) for arch, s in archs]
     rows = []
     for f in feats:

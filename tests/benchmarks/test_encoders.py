@@ -19,6 +19,7 @@ from encoders import (  # noqa: E402
     per_class_table,
     sd198_task,
     table,
+    with_histogram,
 )
 
 from dermedge.datasets import Sample  # noqa: E402
@@ -165,3 +166,20 @@ def test_paired_deltas_are_zero_for_the_same_encoder_and_exclude_zero_for_a_bett
     md = delta_table([w, s])
     assert md.splitlines()[0].startswith("| encoder minus weak |")
     assert md.splitlines()[2].startswith(f"| strong | {up['macro_f1']:+.3f} [")
+
+
+def test_an_embedding_plus_the_histogram_keeps_what_each_knows() -> None:
+    """Encoder features that know BCC and colour features that know MEL: the concatenated row knows both."""
+    from encoders import Features
+
+    t = _tasks()
+    rng = np.random.default_rng(4)
+    enc, hist = rng.normal(size=(2, len(t.samples), 8))
+    enc[t.y == 0, 0] += 4.0
+    hist[t.y == 1, 0] += 4.0
+    both = with_histogram(Features("enc", enc, "trained", 2.0, 1.5), Features("colour", hist, "histogram", 1.0, None))
+    assert both.name == "enc + colour histogram" and both.x.shape == (len(t.samples), 16)
+    assert both.seconds == 3.0 and both.latency_ms == 1.5 and both.meta["plus"] == "colour"
+    rows = (("enc", enc), ("hist", hist), ("both", both.x))
+    f1 = {name: internal_task(x, t)["probe"]["macro_f1"] for name, x in rows}
+    assert f1["both"] > max(f1["enc"], f1["hist"]) + 0.15
