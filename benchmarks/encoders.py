@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -508,6 +509,50 @@ def delta_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _short(name: str) -> str:
+    """A row name without its parenthesised details, keeping what follows them ('... + colour histogram')."""
+    if " (" in name and ")" in name:
+        name = name.split(" (", 1)[0] + name.rsplit(")", 1)[1]
+    return textwrap.shorten(name, 70)
+
+
+def delta_plot(rows: list[dict[str, Any]], path: Path) -> bool:
+    """Forest plot of the paired differences (one panel per measure); False when matplotlib is missing."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    later = rows[1:]
+    measures = (
+        ("macro_f1", "internal macro-F1"),
+        ("mel_auroc", "MEL AUROC"),
+        ("sd198_balanced_accuracy", "SD-198 bal. acc"),
+        ("smartphone_macro_f1", "smartphone macro-F1"),
+    )
+    fig, axes = plt.subplots(1, len(measures), figsize=(15, 0.5 * len(later) + 1.6), sharey=True)
+    ys = np.arange(len(later))[::-1]
+    for ax, (key, title) in zip(axes, measures):
+        for yy, r in zip(ys, later):
+            d = r["delta"]
+            if key not in d:
+                continue
+            lo, hi = d[f"{key}_ci95"]
+            colour = "tab:green" if lo > 0 else "tab:red" if hi < 0 else "tab:grey"
+            ax.errorbar(d[key], yy, xerr=[[d[key] - lo], [hi - d[key]]], fmt="o", color=colour, capsize=3)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(ys, [_short(r["name"]) for r in later], fontsize=8)
+    fig.suptitle(f"minus {_short(rows[0]['name'])} (paired 95% CI; green/red: excludes 0)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 # -- report --------------------------------------------------------------------------------------
 def _ci(v: float, ci: Sequence[float]) -> str:
     return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
@@ -615,6 +660,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     md = table(rows)
+    plot = out.with_suffix(".png")
+    plotted = delta_plot(rows, plot)
     inputs = (
         " Inputs: Shades of Gray (p=6) applied to every decoded image, for every row." if transform is not None else ""
     )
@@ -625,7 +672,8 @@ def main(argv: list[str] | None = None) -> int:
         "Differences from the first row on the same photos, paired 95% CIs (resampling patients/lesions once "
         "for both rows; an interval that excludes 0 is more than the luck of the test draw):\n\n"
         f"{delta_table(rows)}\n\n"
-        "Internal probe test F1 per class (column header: photos to fit the probe / test photos):\n\n"
+        + (f"![paired differences]({plot.name})\n\n" if plotted else "")
+        + "Internal probe test F1 per class (column header: photos to fit the probe / test photos):\n\n"
         f"{per_class_table(rows, tasks.internal_labels)}\n"
     )
     print(md)

@@ -13,6 +13,7 @@ from encoders import (  # noqa: E402
     C_GRID,
     Tasks,
     _choose_c,
+    delta_plot,
     delta_table,
     internal_task,
     paired_deltas,
@@ -166,6 +167,24 @@ def test_paired_deltas_are_zero_for_the_same_encoder_and_exclude_zero_for_a_bett
     md = delta_table([w, s])
     assert md.splitlines()[0].startswith("| encoder minus weak |")
     assert md.splitlines()[2].startswith(f"| strong | {up['macro_f1']:+.3f} [")
+
+
+def test_delta_plot_writes_a_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    t = _tasks()
+    rng = np.random.default_rng(5)
+    rows = []
+    for name, gain in (("base", 0.5), ("better", 3.0)):
+        x = rng.normal(size=(len(t.samples), 16))
+        x[np.arange(len(t.samples)), t.y] += gain
+        rows.append({"name": name, "internal": internal_task(x, t), "sd198": sd198_task(x, t)})
+    rows[1]["delta"] = paired_deltas(rows[0], rows[1], 3, 6)
+    out = tmp_path / "d.png"
+    assert delta_plot(rows, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+    from encoders import _short
+
+    assert _short("ft-x (simclr+finetune convnext_atto 112px, 6 ep) + colour histogram") == "ft-x + colour histogram"
 
 
 def test_an_embedding_plus_the_histogram_keeps_what_each_knows() -> None:
