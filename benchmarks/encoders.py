@@ -13,8 +13,12 @@ random-init encoder of each architecture, it measures frozen features on three t
     pooled out-of-fold predictions; kNN (k=10) likewise.
 (c) smartphone photos: the internal probe's macro-F1 on the PAD-UFES-20 part of the internal test split.
 
-95% CIs are bootstrap percentiles over patients/lesions (500 resamples). Wall time of embedding every
+95% CIs are bootstrap percentiles over patients/lesions (500 resamples). Every row after the first also
+gets its difference from the first on the same photos with a paired CI (one resample scores both rows; a
+forest plot OUT.png shows them), and the internal probe's test F1 per class. Wall time of embedding every
 image and batch-1 encoder latency (2 threads) are reported per encoder.
+
+``--plus-histogram`` adds, for each encoder, a row with the colour histogram appended to its embedding.
 
 ``--colour-constancy shades_of_gray`` applies Shades of Gray (p=6) to every decoded image, for every row
 (encoders, bundles, colour histogram and random-init alike), before the usual preprocessing.
