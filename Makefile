@@ -11,7 +11,8 @@ PHOTO ?= $(firstword $(wildcard ../shared/data/pad_ufes_20/images/PAT_1006_53_71
 # Regenerates the built-in model from ../shared/data (about 2.6 h on a 2-core CPU with native BF16):
 # stage 1 skin-aware SimCLR (labels unused) for 16 epochs, continued for 16 more from its weights with a
 # fresh schedule (init_from), stage 2 fine-tuning on the labelled training split, then export + INT8 +
-# gate + head + evaluation + model card into dermedge/models/default.
+# gate + head + evaluation + model card into dermedge/models/default. Since 0.4.0 the embedding appends an 8x8x8
+# colour histogram of the crop, computed inside the encoder file (dermedge/export/colour.py).
 SSL_RUN := runs/ssl-skin-simclr-atto112
 SSL32_RUN := runs/ssl-skin-simclr-atto112-32ep
 DEFAULT_RUN := runs/ft-skin-simclr-atto112-32ep
@@ -25,7 +26,7 @@ default-model: $(DEV_VENV)/.done
 	$(DEV_VENV)/bin/dermedge finetune --checkpoint $(SSL32_RUN) --data ../shared/data --out $(DEFAULT_RUN) \
 	    --epochs 12 --patience 4 --batch-size 64 --num-workers 1 --head-warmup-epochs 0
 	$(DEV_VENV)/bin/python -m dermedge.export.default_model --run $(DEFAULT_RUN) --data ../shared/data --out dermedge/models/default --baselines \
-	    --version 0.3.0 --yardstick benchmarks/results/amd-epyc-2cpu/encoders_ssl_length.json
+	    --version 0.4.0 --colour-histogram 8 --yardstick benchmarks/results/amd-epyc-2cpu/encoders_ft_long_32.json
 
 # The whole model as one ONNX graph for apps in any language, the offline web page and the C++ app.
 pipeline: $(DEV_VENV)/.done

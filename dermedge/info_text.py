@@ -18,7 +18,14 @@ def _model_lines(info: dict[str, Any]) -> list[str]:
     if info["description"]:
         lines.append(f"  {info['description']}")
     lines += [
-        f"  encoder   {enc['arch']}, {enc['embed_dim']}-d embedding, params {enc.get('params')}, "
+        f"  encoder   {enc['arch']}, {enc['embed_dim']}-d embedding"
+        + (
+            f" ({enc['embed_dim'] - enc['colour_histogram_bins'] ** 3} network + "
+            f"{enc['colour_histogram_bins'] ** 3} colour histogram)"
+            if enc.get("colour_histogram_bins")
+            else ""
+        )
+        + f", params {enc.get('params')}, "
         f"FLOPs {enc.get('flops')}, trained by: {enc.get('trained_by') or 'unknown'}",
         f"  input     {inp['size'][0]}x{inp['size'][1]}, resize {inp['resize']} {inp['resize_size']}, "
         f"mean {inp['mean']}, std {inp['std']}"

@@ -109,6 +109,22 @@ class EncoderInfo:
     flops: int | None = None
     pooling: str = "default"
     trained_by: str = ""
+    # > 0: the encoder file's output ends with a bins^3 colour histogram of its input crop, computed inside the
+    # graph (``dermedge.export.colour``); ``embed_dim`` includes it. Recorded so a head fitted on one kind of
+    # embedding is refused on the other (the dimensions differ) and so tools can tell the two parts apart.
+    colour_histogram_bins: int = 0
+
+    @property
+    def colour_histogram_dim(self) -> int:
+        """Dimensions of the embedding that are the colour histogram (the last ones); 0 if none."""
+        return self.colour_histogram_bins**3 if self.colour_histogram_bins else 0
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The manifest's ``encoder`` object (``colour_histogram_bins`` only where it is used)."""
+        d = asdict(self)
+        if not self.colour_histogram_bins:
+            del d["colour_histogram_bins"]
+        return d
 
 
 @dataclass(frozen=True)
@@ -244,6 +260,14 @@ def _parse_encoder(data: dict[str, Any]) -> EncoderInfo:
     embed_dim = _require(enc, "embed_dim", int, "encoder")
     if embed_dim < 1:
         raise BundleError(f"manifest: encoder.embed_dim must be >= 1, found {embed_dim}")
+    bins = _optional(enc, "colour_histogram_bins", int, "encoder", 0)
+    if bins and not 2 <= bins <= 16:
+        raise BundleError(f"manifest: encoder.colour_histogram_bins must be 0 or 2-16, found {bins}")
+    if bins and embed_dim <= bins**3:
+        raise BundleError(
+            f"manifest: encoder.embed_dim {embed_dim} must exceed the colour histogram's {bins**3} dimensions "
+            f"(encoder.colour_histogram_bins {bins})"
+        )
     return EncoderInfo(
         arch=_require(enc, "arch", str, "encoder"),
         embed_dim=embed_dim,
@@ -251,6 +275,7 @@ def _parse_encoder(data: dict[str, Any]) -> EncoderInfo:
         flops=_optional(enc, "flops", int, "encoder", None),
         pooling=_optional(enc, "pooling", str, "encoder", "default"),
         trained_by=_optional(enc, "trained_by", str, "encoder", ""),
+        colour_histogram_bins=bins,
     )
 
 

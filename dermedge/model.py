@@ -138,7 +138,7 @@ class Model:
             "created": m.created,
             "description": m.description,
             "model_id": self.model_id,
-            "encoder": asdict(m.encoder),
+            "encoder": m.encoder.to_manifest(),
             "input": asdict(m.input),
             "backend": {**self._backend.describe(), "selected_because": self.selection_reason},
             "precision": self.precision,
@@ -405,6 +405,19 @@ class Model:
         data = images_or_embeddings
         if isinstance(data, np.ndarray) and data.ndim == 2 and np.issubdtype(data.dtype, np.floating):
             embeddings = data.astype(np.float32)
+            if embeddings.shape[1] != self.embed_dim:
+                enc = self.manifest.encoder
+                parts = (
+                    f" ({self.embed_dim - enc.colour_histogram_dim} network + {enc.colour_histogram_dim} colour "
+                    "histogram)"
+                    if enc.colour_histogram_bins
+                    else ""
+                )
+                raise DermedgeError(
+                    f"fit_head: the embeddings are {embeddings.shape[1]}-d but {self.manifest.name} "
+                    f"{self.manifest.version} makes {self.embed_dim}-d ones{parts}; embed the photos with this "
+                    "model (embeddings from another model or version cannot train its head)"
+                )
         else:
             embeddings = self.embed(list(data), batch_size=batch_size)
         head = fit_linear_head(embeddings, labels, groups=groups, l2=l2, folds=folds, calibrate=calibrate)

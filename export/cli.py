@@ -59,6 +59,14 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--img-size", type=int, help="input size of the exported model (default: the training size; convnets only)"
     )
+    p.add_argument(
+        "--colour-histogram",
+        type=int,
+        default=0,
+        metavar="BINS",
+        help="append a BINS^3 RGB colour histogram of the crop to the embedding, computed inside the encoder file "
+        "(8: +512 dimensions; 0: off, the default)",
+    )
     p.add_argument("--name")
     p.add_argument("--version", default="0.1.0")
     p.add_argument("--description", default="")
@@ -101,6 +109,7 @@ def run_export(args: argparse.Namespace) -> int:
         card_notes=Path(args.card_notes).read_text() if args.card_notes else "",
         overwrite=args.overwrite,
         head_l2=args.gate_head_l2,
+        colour_histogram=args.colour_histogram,
     )
     out, rows = export_bundle(req)
     failed = [r for r in rows if r["gate"]["status"] != "pass"]

@@ -134,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="benchmarks/encoders.py JSON with a row for --run: its SD-198 transfer and smartphone figures "
         "(beside the colour histogram of the same run) go into the report, the card and `dermedge info`",
     )
+    p.add_argument(
+        "--colour-histogram",
+        type=int,
+        default=0,
+        metavar="BINS",
+        help="append a BINS^3 colour histogram of the crop to the embedding inside the encoder file (the built-in "
+        "model uses 8; the yardstick row for --run is then its '+ colour histogram' one)",
+    )
     p.add_argument("--limit", type=int, default=0, help="use a balanced subset of N labelled photos (dry runs)")
     return p
 
@@ -173,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             args.run, parts["train"].samples, parts["test"].samples, head.labels, args.img_size
         )
     if args.yardstick:
-        report["sd198_probe"] = yardstick_transfer(Path(args.yardstick), args.run)
+        report["sd198_probe"] = yardstick_transfer(Path(args.yardstick), args.run, bool(args.colour_histogram))
     report["gate_table"] = _gate_table(bundle)
     report["wall_time_s"] = time.time() - t_start
     (work / "report.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
@@ -223,6 +231,7 @@ def _export(
         version=args.version,
         overwrite=True,
         head_l2=l2,
+        colour_histogram=args.colour_histogram,
     )
     return export_bundle(req)
 
@@ -340,15 +349,18 @@ def fit_shipped_head(
     return heads[l2], {"rule": rule, "l2": l2, "val_macro_f1_per_l2": {str(k): v for k, v in f1.items()}}
 
 
-def yardstick_transfer(path: Path, run: str) -> dict[str, Any]:
+def yardstick_transfer(path: Path, run: str, plus_histogram: bool = False) -> dict[str, Any]:
     """SD-198 frozen-probe balanced accuracy of ``run`` and of the colour histogram, from one yardstick run; when
     that run also holds ``run``'s stage-1 SSL checkpoint and a supervised-from-scratch run of the same architecture
-    and size, their figures too (what fine-tuning bought and what it cost in transfer)."""
+    and size, their figures too (what fine-tuning bought and what it cost in transfer).
+
+    With ``plus_histogram`` (a bundle whose embedding appends the colour histogram) "this encoder" is the run's
+    ``--plus-histogram`` row, and the run's encoder-only row is reported beside it."""
     data = json.loads(path.read_text())
     rows = data["rows"]
 
-    def trained(pred: Any) -> dict[str, Any] | None:
-        return next((r for r in rows if r["kind"] == "trained" and r["sd198"] and pred(r["meta"])), None)
+    def trained(pred: Any, kind: str = "trained") -> dict[str, Any] | None:
+        return next((r for r in rows if r["kind"] == kind and r["sd198"] and pred(r["meta"])), None)
 
     def same_run(a: str | None) -> Any:
         # the same folder, or one of the same name (a yardstick run elsewhere, e.g. another clone)
@@ -356,10 +368,11 @@ def yardstick_transfer(path: Path, run: str) -> dict[str, Any]:
             a is not None and (Path(m["run"]).resolve() == Path(a).resolve() or Path(m["run"]).name == Path(a).name)
         )
 
-    enc = trained(same_run(run))
+    enc = trained(same_run(run), "trained+histogram" if plus_histogram else "trained")
     colour = next((r for r in rows if r["kind"] == "histogram"), None)
     if enc is None or colour is None:
-        raise SystemExit(f"{path}: no yardstick row with SD-198 results for {run} (and a colour histogram)")
+        what = "a --plus-histogram row" if plus_histogram else "a row"
+        raise SystemExit(f"{path}: no yardstick {what} with SD-198 results for {run} (and a colour histogram)")
     out = {
         "encoder": enc["sd198"]["probe"]["balanced_accuracy"],
         "encoder_ci95": enc["sd198"]["probe"]["balanced_accuracy_ci95"],
@@ -373,6 +386,7 @@ def yardstick_transfer(path: Path, run: str) -> dict[str, Any]:
     stage1 = json.loads(sidecar.read_text()).get("pretrained_from") if sidecar.is_file() else None
     arch, size = enc["meta"]["arch"], enc["meta"]["img_size"]
     others = {
+        **({"encoder alone (no colour histogram)": trained(same_run(run))} if plus_histogram else {}),
         "SSL only (stage 1)": trained(same_run(stage1)),
         "supervised from scratch": trained(
             lambda m: m.get("method") == "supervised" and m["arch"] == arch and m["img_size"] == size

@@ -56,6 +56,9 @@ class ExportRequest:
     seed: int = 0
     overwrite: bool = False
     head_l2: float | None = None  # the gate head's L2 (None: grouped CV over dermedge.heads.L2_GRID)
+    # > 0: append a bins^3 RGB colour histogram of the crop to the embedding, inside the encoder file
+    # (dermedge.export.colour); kept in FP32 by the quantisers
+    colour_histogram: int = 0
 
 
 def _labelled(roots: Sequence[str], mapping: dict[str, str] | None) -> list[Sample]:
@@ -94,9 +97,16 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
     work = Path(tempfile.mkdtemp(prefix="dermedge-export-"))
     try:
         encoder = build_encoder(ckpt)
+        params = int(sum(p.numel() for p in encoder.parameters()))
+        embed_dim = ckpt.embed_dim
+        if req.colour_histogram:
+            from dermedge.export.colour import WithColourHistogram
+
+            encoder = WithColourHistogram(encoder, spec.mean, spec.std, req.colour_histogram).eval()
+            embed_dim += req.colour_histogram**3
+            req = replace(req, advanced=replace(req.advanced, colour_histogram=True))
         fp32 = work / "encoder_fp32.onnx"
         parity = export_onnx(encoder, size, fp32)
-        params = int(sum(p.numel() for p in encoder.parameters()))
         del encoder
 
         evalset = _evaluation_set(req, spec)
@@ -122,11 +132,12 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
             version=req.version,
             encoder=EncoderInfo(
                 arch=ckpt.arch,
-                embed_dim=ckpt.embed_dim,
+                embed_dim=embed_dim,
                 params=params,
                 flops=ckpt.sidecar.get("flops"),
                 trained_by=f"dermedge {ckpt.sidecar.get('trained_by', 'train').removeprefix('dermedge ')} "
                 f"({ckpt.sidecar.get('method')}, {ckpt.sidecar.get('epoch')} epochs)",
+                colour_histogram_bins=req.colour_histogram,
             ),
             input_spec=spec,
             artifacts=artifacts,
@@ -168,6 +179,8 @@ def _provenance(
 
 def _check_request(req: ExportRequest) -> None:
     """Refuse unknown or repeated names and precisions no requested backend runs (nothing is guessed)."""
+    if req.colour_histogram and not 2 <= req.colour_histogram <= 16:
+        raise ExportError(f"colour histogram bins must be 0 (off) or 2-16 per channel, got {req.colour_histogram}")
     for kind, names, known in (("format", req.formats, tuple(BACKENDS)), ("precision", req.precisions, PRECISIONS)):
         for name in names:
             if name not in known:

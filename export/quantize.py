@@ -44,6 +44,9 @@ class AdvancedQuantization:
     # 0.935 -> 0.966.
     keep_stem_fp32: bool = True
     extra_exclude: tuple[str, ...] = ()
+    # The encoder file ends with the in-graph colour histogram (``dermedge.export.colour``): keep that branch in
+    # FP32 in ORT and NNCF (quantised input pixels would move between bins). Set by the export pipeline.
+    colour_histogram: bool = False
     nncf_ignored_types: tuple[str, ...] = ()
     nncf_fast_bias_correction: bool = True
     # SmoothQuant (NNCF's default in transformer mode) targets LLM activation outliers; on the distilled
@@ -52,9 +55,15 @@ class AdvancedQuantization:
     nncf_options: dict[str, Any] = field(default_factory=dict)
 
 
-def is_attention_model(onnx_path: Path) -> bool:
-    """True if the graph has a MatMul between two activations (attention)."""
-    return bool(activation_matmuls(onnx_path))
+def is_attention_model(onnx_path: Path, colour_histogram: bool = False) -> bool:
+    """True if the graph has a MatMul between two activations (attention); with ``colour_histogram``, the
+    histogram branch's one-hot MatMul does not count."""
+    found = set(activation_matmuls(onnx_path))
+    if colour_histogram:
+        from dermedge.export.colour import histogram_nodes
+
+        found -= set(histogram_nodes(onnx_path))
+    return bool(found)
 
 
 def activation_matmuls(onnx_path: Path) -> list[str]:
@@ -100,12 +109,18 @@ def quantize_onnxruntime(
         raise QuantizationError(f"recipe must be one of {RECIPES} and method one of {CALIBRATION_METHODS}")
     if not calibration:
         raise QuantizationError("no calibration images")
-    chosen = recipe if recipe != "auto" else ("matmul_weights" if is_attention_model(fp32) else "all")
+    attention = is_attention_model(fp32, advanced.colour_histogram)
+    chosen = recipe if recipe != "auto" else ("matmul_weights" if attention else "all")
     pre = _pre_process(fp32, out.with_name(out.stem + ".pre.onnx"))
     import onnx
 
     input_name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
     exclude, stem, op_types = _exclusions(fp32, pre, chosen, advanced)
+    hist: set[str] = set()
+    if advanced.colour_histogram:
+        from dermedge.export.colour import histogram_nodes
+
+        hist = set(histogram_nodes(pre))
     act = QuantType.QUInt8 if advanced.activation_type == "uint8" else QuantType.QInt8
     try:
         quantize_static(
@@ -130,6 +145,10 @@ def quantize_onnxruntime(
     finally:
         if pre != fp32 and pre.exists():
             pre.unlink()
+    if hist:
+        # nodes_to_exclude keeps the branch's own ops in FP32, but a tensor it shares with a quantised node
+        # (the input image, when the stem is quantised) reaches it through that node's Q/DQ pair
+        _bypass_qdq(out, hist)
     return {
         "tool": "onnxruntime.quantize_static",
         "format": "QDQ",
@@ -142,6 +161,28 @@ def quantize_onnxruntime(
         "stem_fp32": bool(stem),
         "calibration_images": len(calibration),
     }
+
+
+def _bypass_qdq(path: Path, nodes: set[str]) -> int:
+    """Rewire inputs of ``nodes`` that come through a QuantizeLinear -> DequantizeLinear pair to the float tensor
+    before it; returns how many inputs were rewired (the file is rewritten only if any were)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    changed = 0
+    for node in model.graph.node:
+        if node.name not in nodes:
+            continue
+        for i, name in enumerate(node.input):
+            dq = producers.get(name)
+            q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[i] = q.input[0]
+                changed += 1
+    if changed:
+        onnx.save(model, str(path))
+    return changed
 
 
 def _pre_process(fp32: Path, pre: Path) -> Path:
@@ -163,6 +204,10 @@ def _exclusions(
     """Nodes kept in FP32 (the stem conv, the caller's list, activation MatMuls for ``matmul_weights``), the
     stem's name, and the op types to quantise (None: all)."""
     exclude = list(advanced.extra_exclude)
+    if advanced.colour_histogram:
+        from dermedge.export.colour import histogram_nodes
+
+        exclude += histogram_nodes(pre)
     stem = first_conv(pre) if advanced.keep_stem_fp32 else None
     if stem:
         exclude.append(stem)
@@ -211,7 +256,7 @@ def quantize_openvino(
     if not calibration:
         raise QuantizationError("no calibration images")
     if transformer is None:
-        transformer = is_attention_model(fp32_onnx)
+        transformer = is_attention_model(fp32_onnx, advanced.colour_histogram)
     model = ov.convert_model(str(fp32_onnx))
     kwargs: dict[str, Any] = dict(advanced.nncf_options)
     if transformer:
@@ -220,9 +265,14 @@ def quantize_openvino(
     if advanced.keep_stem_fp32:
         convs = (op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "Convolution")
         stem = next(convs, None)
-    if advanced.nncf_ignored_types or stem:
+    ignored = [stem] if stem else []
+    if advanced.colour_histogram:
+        from dermedge.export.colour import histogram_ops
+
+        ignored += histogram_ops(model)
+    if advanced.nncf_ignored_types or ignored:
         kwargs["ignored_scope"] = nncf.IgnoredScope(
-            names=[stem] if stem else [], types=list(advanced.nncf_ignored_types), validate=False
+            names=ignored, types=list(advanced.nncf_ignored_types), validate=False
         )
     if transformer and not advanced.nncf_smooth_quant and "advanced_parameters" not in kwargs:
         kwargs["advanced_parameters"] = nncf.AdvancedQuantizationParameters(smooth_quant_alpha=-1)

@@ -73,10 +73,23 @@ def _card_intro(manifest: dict[str, Any]) -> list[str]:
 
 def _card_method(report: dict[str, Any], manifest: dict[str, Any], training: dict[str, Any]) -> list[str]:
     enc = manifest["encoder"]
+    bins = enc.get("colour_histogram_bins") or 0
+    colour = (
+        [
+            f"- Embedding: the network's {enc['embed_dim'] - bins**3} features, then a {bins}x{bins}x{bins} RGB colour "
+            f"histogram of the same {manifest['input']['size'][0]}-px crop ({bins**3} square-rooted bin fractions), "
+            "computed inside the encoder file so every runtime gets it, and kept in FP32 in the INT8 artifacts. "
+            "The yardstick found the network weaker on colour statistics than a plain histogram and the two "
+            "complementary (`benchmarks/results/amd-epyc-2cpu/README.md`, `encoders_plus_colour`)."
+        ]
+        if bins
+        else []
+    )
     return [
         "## How it was made (reproduce with `make default-model`)",
         f"- Encoder: `{enc['arch']}`, {enc['params']:,} parameters, {enc['embed_dim']}-d embedding, input "
         f"{manifest['input']['size'][0]} px (trained at {training.get('img_size', '?')} px), on a 2-core CPU.",
+        *colour,
         *_training_lines(training),
         "- Head: class-balanced multinomial logistic regression (numpy, L2 by grouped 5-fold CV) on the training split "
         "over the common vocabulary (MEL, NEV, BCC, AK/IEC, SCC, BKL, DF, VASC); softmax temperature "
@@ -268,7 +281,18 @@ def _stage_lines(stages: dict[str, dict[str, Any]]) -> list[str]:
             f"| {name} | {f['internal_macro_f1']:.3f} | {f['mel_auroc']:.3f} | {f['sd198_balanced_accuracy']:.3f} "
             f"[{ci[0]:.3f}, {ci[1]:.3f}] | {f['smartphone_macro_f1']:.3f} |"
         )
-    mine, ssl = stages.get("this encoder"), stages.get("SSL only (stage 1)")
+    alone = stages.get("encoder alone (no colour histogram)")
+    mine, ssl = alone or stages.get("this encoder"), stages.get("SSL only (stage 1)")
+    if alone and stages.get("this encoder"):
+        both = stages["this encoder"]
+        lines += [
+            "",
+            "The colour histogram appended to the embedding changed internal macro-F1 by "
+            f"{both['internal_macro_f1'] - alone['internal_macro_f1']:+.3f}, melanoma AUROC by "
+            f"{both['mel_auroc'] - alone['mel_auroc']:+.3f} and SD-198 transfer by "
+            f"{both['sd198_balanced_accuracy'] - alone['sd198_balanced_accuracy']:+.3f}: the targets above are met "
+            "or missed by the pair, not by the network alone.",
+        ]
     if mine and ssl:
         d_int = mine["internal_macro_f1"] - ssl["internal_macro_f1"]
         d_sd = mine["sd198_balanced_accuracy"] - ssl["sd198_balanced_accuracy"]
@@ -368,11 +392,17 @@ def write_default(
         ]
         training, commands = training_provenance(m.provenance.get("training", {}), Path(args.run))
         description = DESCRIPTION_TWO_STAGE if training.get("pretrained_from") else DESCRIPTION_SSL
+        bins = m.encoder.colour_histogram_bins
+        if bins:
+            description += (
+                f" Its embedding is the encoder's features followed by a {bins}x{bins}x{bins} colour histogram of "
+                "the same crop, computed inside the encoder file."
+            )
         manifest_preview = {
             "name": "dermedge-default",
             "version": args.version,
             "description": description,
-            "encoder": {"arch": m.encoder.arch, "params": m.encoder.params, "embed_dim": m.encoder.embed_dim},
+            "encoder": m.encoder.to_manifest(),
             "input": {"size": list(m.input.size)},
             "head": {"temperature": head.temperature},
         }

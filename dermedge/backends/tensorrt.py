@@ -111,6 +111,32 @@ def prebuilt_matches(
     )
 
 
+def colour_histogram_layers(network: Any, concat_type: Any) -> list[Any]:
+    """The layers of an in-graph colour histogram (``dermedge.export.colour``): every ancestor of the second input
+    of the two-input Concat that makes the network's output, and that Concat. ``[]`` for any other network.
+
+    In FP16/INT8 engines they are pinned to FP32: FP16 cannot count 12,544 pixels exactly, and the pixel values
+    recovered from the normalised input must land in the same bins as the export gate's.
+    """
+    producers = {}
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        for j in range(layer.num_outputs):
+            producers[layer.get_output(j).name] = layer
+    final = producers.get(network.get_output(0).name) if network.num_outputs else None
+    if final is None or final.type != concat_type or final.num_inputs != 2:
+        return []
+    found, seen, todo = [final], {final.name}, [final.get_input(1).name]
+    while todo:
+        layer = producers.get(todo.pop())
+        if layer is None or layer.name in seen:
+            continue
+        seen.add(layer.name)
+        found.append(layer)
+        todo.extend(layer.get_input(k).name for k in range(layer.num_inputs) if layer.get_input(k) is not None)
+    return found
+
+
 def build_engine(
     trt: Any, onnx_path: Path, precision: str, max_batch: int, workspace_mb: int, timing_cache: Path | None
 ) -> bytes:
@@ -129,6 +155,14 @@ def build_engine(
         config.set_flag(getattr(trt.BuilderFlag, flag))
     for flag in to_clear:
         config.clear_flag(getattr(trt.BuilderFlag, flag))
+    pinned = colour_histogram_layers(network, trt.LayerType.CONCATENATION) if precision != "fp32" else []
+    for layer in pinned:
+        layer.precision = trt.float32
+        for j in range(layer.num_outputs):
+            if layer.get_output(j).dtype in (trt.float32, trt.float16):
+                layer.set_output_type(j, trt.float32)
+    if pinned:
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
     inp = network.get_input(0)
     _, c, h, w = inp.shape
     profile = builder.create_optimization_profile()

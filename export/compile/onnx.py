@@ -42,7 +42,7 @@ def export_onnx(model: Any, img_size: int, out: Path, *, opset: int = 18, parity
                 output_names=["embedding"],
                 opset_version=opset,
                 dynamo=True,
-                dynamic_shapes={"x": {0: batch}},
+                dynamic_shapes=({0: batch},),  # by position: any forward argument name
                 external_data=False,
             )
     except Exception as exc:  # the exporter raises many types

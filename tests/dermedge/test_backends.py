@@ -178,6 +178,50 @@ def test_tensorrt_fp32_engines_are_built_without_tf32() -> None:
         builder_flags("bf16")
 
 
+class _T:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class _L:
+    def __init__(self, name: str, kind: str, ins: list[str], outs: list[str]) -> None:
+        self.name, self.type, self._ins, self._outs = name, kind, [_T(n) for n in ins], [_T(n) for n in outs]
+        self.num_inputs, self.num_outputs = len(ins), len(outs)
+
+    def get_input(self, i: int) -> _T:
+        return self._ins[i]
+
+    def get_output(self, i: int) -> _T:
+        return self._outs[i]
+
+
+class _Net:
+    """The part of TensorRT's INetworkDefinition that colour_histogram_layers reads."""
+
+    def __init__(self, layers: list[_L], output: str) -> None:
+        self._layers, self._out = layers, _T(output)
+        self.num_layers, self.num_outputs = len(layers), 1
+
+    def get_layer(self, i: int) -> _L:
+        return self._layers[i]
+
+    def get_output(self, i: int) -> _T:
+        return self._out
+
+
+def test_tensorrt_pins_exactly_the_colour_histogram_branch_to_fp32() -> None:
+    """Walked on a stand-in network (TensorRT cannot be installed here): the histogram branch and its Concat are
+    found, the encoder's layers are not, and a network without the histogram pins nothing."""
+    from dermedge.backends.tensorrt import colour_histogram_layers
+
+    encoder = [_L("conv", "CONV", ["image"], ["c"]), _L("pool", "POOL", ["c"], ["feat"])]
+    branch = [_L("mul", "EW", ["image"], ["m"]), _L("eq", "EW", ["m"], ["e"]), _L("mm", "MM", ["e", "e"], ["h"])]
+    concat = _L("cat", "CONCAT", ["feat", "h"], ["embedding"])
+    found = colour_histogram_layers(_Net([*encoder, *branch, concat], "embedding"), "CONCAT")
+    assert {layer.name for layer in found} == {"cat", "mul", "eq", "mm"}
+    assert colour_histogram_layers(_Net(encoder, "feat"), "CONCAT") == []
+
+
 def test_bf16_is_refused_where_the_cpu_lacks_it(monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path) -> None:
     """The branch a CPU without AVX-512 BF16/AMX takes, exercised on any CPU."""
     _need("openvino")

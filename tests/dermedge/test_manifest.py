@@ -117,3 +117,20 @@ def test_colour_constancy_is_schema_2_and_an_older_schema_cannot_claim_it(tiny_b
     data["schema_version"] = 3
     with pytest.raises(BundleError, match="schema_version 3 is not supported"):
         parse_manifest(data)
+
+
+def test_colour_histogram_bins_are_recorded_checked_and_omitted_when_off(tiny_bundle: Path) -> None:
+    """The field changes no preprocessing (the histogram is inside the encoder file), so it needs no new schema;
+    it must agree with embed_dim, and bundles without it are written exactly as before."""
+    data = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert "colour_histogram_bins" not in data["encoder"]
+    m = parse_manifest(data)
+    assert m.encoder.colour_histogram_bins == 0 and m.encoder.colour_histogram_dim == 0
+    assert "colour_histogram_bins" not in m.encoder.to_manifest()
+    data["encoder"].update(embed_dim=16 + 64, colour_histogram_bins=4)
+    enc = parse_manifest(data).encoder
+    assert enc.colour_histogram_dim == 64 and enc.to_manifest()["colour_histogram_bins"] == 4
+    for bins, dim, match in ((4, 64, "must exceed"), (1, 80, "0 or 2-16"), (17, 80, "0 or 2-16")):
+        data["encoder"].update(embed_dim=dim, colour_histogram_bins=bins)
+        with pytest.raises(BundleError, match=match):
+            parse_manifest(data)
