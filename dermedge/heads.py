@@ -56,10 +56,13 @@ class LinearHead:
 
     def ood_scores(self, embeddings: np.ndarray) -> np.ndarray | None:
         """Mahalanobis distance of each embedding to the training embeddings; above ``ood_threshold``
-        the photo does not look like the skin-lesion photos the head was fitted on (``None`` if no detector)."""
+        the photo does not look like the skin-lesion photos the head was fitted on (``None`` if no detector).
+
+        The detector may cover only the leading dimensions (``len(ood_mean)``): the network's features, when the
+        embedding ends with a colour histogram (``fit_abstain(dims=...)``)."""
         if self.ood_mean is None or self.ood_precision is None:
             return None
-        return mahalanobis(embeddings, self.ood_mean, self.ood_precision)
+        return mahalanobis(embeddings[:, : len(self.ood_mean)], self.ood_mean, self.ood_precision)
 
     def logits(self, embeddings: np.ndarray) -> np.ndarray:
         """Uncalibrated class scores, (N, C)."""
@@ -103,11 +106,8 @@ class LinearHead:
             raise BundleError(
                 f"head {path}: weight {weight.shape} / bias {bias.shape} do not match {len(labels)} labels"
             )
-        if ood and (
-            len(ood) != 3
-            or ood["ood_mean"].shape != (weight.shape[0],)
-            or ood["ood_precision"].shape != (weight.shape[0], weight.shape[0])
-        ):
+        k = ood["ood_mean"].shape[0] if ood and ood["ood_mean"].ndim == 1 else -1
+        if ood and (len(ood) != 3 or not 1 <= k <= weight.shape[0] or ood["ood_precision"].shape != (k, k)):
             raise BundleError(f"head {path}: incomplete or mis-shaped abstain detector arrays")
         return cls(
             weight.astype(np.float32),
@@ -225,12 +225,21 @@ def mahalanobis(x: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.nd
 
 
 def fit_abstain(
-    head: LinearHead, train_embeddings: np.ndarray, held_out: np.ndarray | None = None, keep: float = 0.95
+    head: LinearHead,
+    train_embeddings: np.ndarray,
+    held_out: np.ndarray | None = None,
+    keep: float = 0.95,
+    dims: int | None = None,
 ) -> LinearHead:
     """Return ``head`` with an out-of-distribution detector: Mahalanobis distance to the training
     embeddings (covariance shrunk 10% towards its mean variance); the threshold keeps ``keep`` of
-    ``held_out`` embeddings (or of the training ones when none are given) as in-distribution."""
-    x = np.asarray(train_embeddings, dtype=np.float64)
+    ``held_out`` embeddings (or of the training ones when none are given) as in-distribution.
+
+    ``dims``: use only the leading ``dims`` dimensions (the network's features of an embedding that ends with a
+    colour histogram: a 512-bin histogram would add a 2.8 MB precision matrix of mostly empty bins)."""
+    x = np.asarray(train_embeddings, dtype=np.float64)[:, :dims]
+    if held_out is not None:
+        held_out = np.asarray(held_out)[:, :dims]
     mu = x.mean(0)
     cov = np.cov(x - mu, rowvar=False)
     cov = 0.9 * cov + 0.1 * np.eye(len(mu)) * np.trace(cov) / len(mu)

@@ -421,8 +421,9 @@ class Model:
         else:
             embeddings = self.embed(list(data), batch_size=batch_size)
         head = fit_linear_head(embeddings, labels, groups=groups, l2=l2, folds=folds, calibrate=calibrate)
-        if len(embeddings) > embeddings.shape[1]:  # enough photos for a covariance estimate
-            head = fit_abstain(head, embeddings, keep=0.975)
+        network_dims = self.embed_dim - self.manifest.encoder.colour_histogram_dim  # the detector's input
+        if len(embeddings) > network_dims:  # enough photos for a covariance estimate
+            head = fit_abstain(head, embeddings, keep=0.975, dims=network_dims)
         return Model(
             self._bundle,
             self._backend,

@@ -230,6 +230,13 @@ def head_nodes(head: LinearHead, emb: str) -> tuple[list[Any], list[Any], list[s
             _const("head/zero", np.array(0.0, np.float32)),
             _const("head/threshold", np.array(head.ood_threshold, np.float32)),
         ]
+        if len(head.ood_mean) < head.weight.shape[0]:  # the detector covers the leading dimensions only
+            inits += [
+                _const("head/ood_start", np.array([0], np.int64)),
+                _const("head/ood_end", np.array([len(head.ood_mean)], np.int64)),
+            ]
+            n.append(helper.make_node("Slice", [emb, "head/ood_start", "head/ood_end", "head/axis1"], ["head/ood_in"]))
+            emb = "head/ood_in"
         n += [
             helper.make_node("Sub", [emb, "head/ood_mean"], ["head/d"]),
             helper.make_node("MatMul", ["head/d", "head/ood_precision"], ["head/dp"]),

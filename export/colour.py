@@ -7,12 +7,22 @@ weaker on colour statistics than the histogram. Computing the histogram inside t
 runtime (ONNX Runtime, OpenVINO, TensorRT, the browser page, the C++ app) gets the same embedding from one
 definition, with no preprocessing code to keep in step.
 
-The graph recovers the crop's 0-255 pixel values from the normalised input (``x * std * 255 + mean * 255``,
-rounded), so it equals ``training.eval.color_histogram`` of the rounded crop: quantise each channel to ``bins``
-levels (``v * bins // 256``), bin index ``r * bins^2 + g * bins + b``, normalise to sum 1, square root. One-hot
-rows for (r, g) and for b, multiplied (a batched MatMul), avoid a scatter op that not every runtime has.
+The graph recovers the crop's 0-255 pixel values from the normalised input (``x * std * 255 + mean * 255``) and
+bins them **linearly** (soft binning): a value between two bin centres is shared between those two bins in
+proportion to its distance, per channel, and a pixel adds the product of its three channel weights to each of the
+(up to 8) joint bins around it. The counts are normalised to sum 1 and square-rooted. Hard binning (the
+yardstick's ``training.eval.color_histogram``) is a step function of the pixel values: two runtimes whose resize
+differs by 1e-5 of a level disagree on a pixel that lies on a bin edge, and on 200 real photos that moved a
+class probability of the pipeline graph (``dermedge export-pipeline``) by up to 0.005 from ``Model.classify``.
+The linear histogram is continuous, so they agree to float precision, and a camera's noise or JPEG re-encoding
+moves it a little instead of flipping pixels between bins. With ``bins`` 8 the centres are at 15.5, 47.5, ...,
+239.5; values below the first or above the last centre go wholly to the end bin. Per-channel weights are one-hot
+rows over the bins with at most two non-zero weights, and the joint histogram is their (r, g) outer product times b
+(a batched MatMul): no scatter
+op, which not every runtime has.
 
-Quantisers must leave this branch in FP32 (an INT8 input would move pixels between bins): ``histogram_nodes``
+Quantisers must leave this branch in FP32 (an INT8 input would shift every pixel by up to a quantisation step):
+``histogram_nodes``
 names its ONNX nodes for ONNX Runtime's ``nodes_to_exclude``; ``histogram_ops`` does the same for NNCF.
 """
 
@@ -22,12 +32,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 
 class ColourHistogram(nn.Module):
-    """``(N, 3, H, W)`` normalised input -> ``(N, bins**3)`` square-rooted, normalised joint RGB histogram."""
+    """``(N, 3, H, W)`` normalised input -> ``(N, bins**3)`` square-rooted, normalised, linearly binned joint RGB
+    histogram (see the module docstring; ``soft_histogram_reference`` is the same in numpy)."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], bins: int = 8) -> None:
         super().__init__()
@@ -36,17 +48,34 @@ class ColourHistogram(nn.Module):
         self.bins = bins
         self.register_buffer("scale", torch.tensor([s * 255.0 for s in std]).view(1, 3, 1, 1))
         self.register_buffer("offset", torch.tensor([m * 255.0 for m in mean]).view(1, 3, 1, 1))
-        self.register_buffer("levels_rg", torch.arange(bins * bins, dtype=torch.float32).view(1, -1, 1))
-        self.register_buffer("levels_b", torch.arange(bins, dtype=torch.float32).view(1, -1, 1))
+        self.register_buffer("levels", torch.arange(bins, dtype=torch.float32).view(1, 1, bins, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pixels = torch.clamp(torch.round(x * self.scale + self.offset), 0.0, 255.0)
-        q = torch.floor(pixels * (self.bins / 256.0)).flatten(2)  # (N, 3, HW), exact: bins/256 is a power of 2
-        rg = (q[:, 0] * self.bins + q[:, 1]).unsqueeze(1)  # (N, 1, HW)
-        onehot_rg = (rg == self.levels_rg).to(x.dtype)  # (N, bins^2, HW)
-        onehot_b = (q[:, 2].unsqueeze(1) == self.levels_b).to(x.dtype)  # (N, bins, HW)
-        counts = torch.matmul(onehot_rg, onehot_b.transpose(1, 2)).flatten(1)  # (N, bins^3), index rg * bins + b
+        pixels = torch.clamp(x * self.scale + self.offset, 0.0, 255.0)
+        pos = torch.clamp((pixels + 0.5) * (self.bins / 256.0) - 0.5, 0.0, self.bins - 1.0).flatten(2)  # (N, 3, HW)
+        weights = torch.relu(1.0 - torch.abs(pos.unsqueeze(2) - self.levels))  # (N, 3, bins, HW), sum 1 per pixel
+        rg = (weights[:, 0].unsqueeze(2) * weights[:, 1].unsqueeze(1)).flatten(1, 2)  # (N, bins^2, HW)
+        counts = torch.matmul(rg, weights[:, 2].transpose(1, 2)).flatten(1)  # (N, bins^3), index (r*bins + g)*bins + b
         return torch.sqrt(counts / counts.sum(dim=1, keepdim=True))
+
+
+def soft_histogram_reference(pixels: np.ndarray, bins: int = 8) -> np.ndarray:
+    """The same feature in plain numpy, from an (H, W, 3) float array of 0-255 RGB values (tests, analysis)."""
+    pos = np.clip((np.clip(pixels.reshape(-1, 3).astype(np.float64), 0, 255) + 0.5) * bins / 256 - 0.5, 0, bins - 1)
+    low = np.minimum(np.floor(pos).astype(int), bins - 2)
+    frac = pos - low
+    counts = np.zeros((bins, bins, bins))
+    for dr in (0, 1):
+        for dg in (0, 1):
+            for db in (0, 1):
+                w = (
+                    np.where(dr, frac[:, 0], 1 - frac[:, 0])
+                    * np.where(dg, frac[:, 1], 1 - frac[:, 1])
+                    * np.where(db, frac[:, 2], 1 - frac[:, 2])
+                )
+                np.add.at(counts, (low[:, 0] + dr, low[:, 1] + dg, low[:, 2] + db), w)
+    flat = counts.reshape(-1)
+    return np.sqrt(flat / flat.sum())  # type: ignore[no-any-return]
 
 
 class WithColourHistogram(nn.Module):

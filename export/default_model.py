@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         parts["train"].x, parts["train"].samples, parts["val"].x, parts["val"].samples, args.head_l2
     )
     _relabel(head, parts)
-    head = _calibrate(head, parts)
+    enc = json.loads((bundle / "manifest.json").read_text())["encoder"]
+    head = _calibrate(head, parts, enc["embed_dim"] - (enc.get("colour_histogram_bins") or 0) ** 3)
     report = _evaluate(head, parts)
     report.update(head_l2=l2_choice, abstain=_abstain_report(bundle, head, parts["test"], Path(args.data), args.limit))
     report["per_artifact"] = _final_gates(bundle, rows, head, parts)
@@ -243,12 +244,13 @@ def _embed_split(bundle: Path, part: list[Sample], backend: str = REFERENCE_BACK
     return Split(samples, emb, np.array([labels.index(s.label) for s in samples]), np.array([s.group for s in samples]))
 
 
-def _calibrate(head: LinearHead, parts: dict[str, Split]) -> LinearHead:
-    """Temperature on validation, then the abstain detector (keeps 95 % of validation photos)."""
+def _calibrate(head: LinearHead, parts: dict[str, Split], network_dims: int | None = None) -> LinearHead:
+    """Temperature on validation, then the abstain detector (keeps 95 % of validation photos) on the network's
+    features (``network_dims``: the leading dimensions, when the embedding ends with a colour histogram)."""
     val = parts["val"]
     temperature = fit_temperature(head.logits(val.x), val.y)
     calibrated = LinearHead(head.weight, head.bias, head.labels, temperature, head.metrics)
-    return fit_abstain(calibrated, parts["train"].x, val.x, keep=0.95)
+    return fit_abstain(calibrated, parts["train"].x, val.x, keep=0.95, dims=network_dims)
 
 
 def _relabel(head: LinearHead, parts: dict[str, Split]) -> None:
@@ -290,7 +292,8 @@ def _abstain_report(bundle: Path, head: LinearHead, test: Split, data: Path, lim
         x_non_skin = m.embed(non_skin_images())
     x_sd, _ = embed_all(bundle, REFERENCE_BACKEND, "fp32", discover([data / "sd198"])[: (limit or 10**9)])
     return {
-        "method": "Mahalanobis distance to training embeddings (shrunk covariance)",
+        "method": "Mahalanobis distance to training embeddings (shrunk covariance)"
+        + (f", on the network's {len(head.ood_mean)} features" if len(head.ood_mean) < head.weight.shape[0] else ""),
         "threshold": head.ood_threshold,
         "operating_point": "keeps 95% of validation photos",
         "flagged_test_in_distribution": flagged(test.x),
@@ -349,13 +352,14 @@ def fit_shipped_head(
     return heads[l2], {"rule": rule, "l2": l2, "val_macro_f1_per_l2": {str(k): v for k, v in f1.items()}}
 
 
-def yardstick_transfer(path: Path, run: str, plus_histogram: bool = False) -> dict[str, Any]:
+def yardstick_transfer(path: Path, run: str, plus_histogram: bool = False, bundle: str | None = None) -> dict[str, Any]:
     """SD-198 frozen-probe balanced accuracy of ``run`` and of the colour histogram, from one yardstick run; when
     that run also holds ``run``'s stage-1 SSL checkpoint and a supervised-from-scratch run of the same architecture
     and size, their figures too (what fine-tuning bought and what it cost in transfer).
 
     With ``plus_histogram`` (a bundle whose embedding appends the colour histogram) "this encoder" is the run's
-    ``--plus-histogram`` row, and the run's encoder-only row is reported beside it."""
+    ``--plus-histogram`` row, and the run's encoder-only row is reported beside it. With ``bundle``, a ``--bundle``
+    row of that bundle is preferred for "this encoder": the shipped files themselves, through the runtime."""
     data = json.loads(path.read_text())
     rows = data["rows"]
 
@@ -368,7 +372,17 @@ def yardstick_transfer(path: Path, run: str, plus_histogram: bool = False) -> di
             a is not None and (Path(m["run"]).resolve() == Path(a).resolve() or Path(m["run"]).name == Path(a).name)
         )
 
-    enc = trained(same_run(run), "trained+histogram" if plus_histogram else "trained")
+    enc = next(
+        (
+            r
+            for r in rows
+            if bundle
+            and r["kind"] == "bundle"
+            and r["sd198"]
+            and Path(r["meta"]["bundle"]).resolve() == Path(bundle).resolve()
+        ),
+        None,
+    ) or trained(same_run(run), "trained+histogram" if plus_histogram else "trained")
     colour = next((r for r in rows if r["kind"] == "histogram"), None)
     if enc is None or colour is None:
         what = "a --plus-histogram row" if plus_histogram else "a row"
@@ -379,7 +393,7 @@ def yardstick_transfer(path: Path, run: str, plus_histogram: bool = False) -> di
         "colour_histogram": colour["sd198"]["probe"]["balanced_accuracy"],
         "smartphone_macro_f1": enc["internal"]["smartphone"]["macro_f1"],
         "smartphone_macro_f1_colour": colour["internal"]["smartphone"]["macro_f1"],
-        "source": f"{path.as_posix()} ({data['command']})",
+        "source": f"{path.as_posix()}, row '{enc['name']}' ({data['command']})",
         "stages": {"this encoder": _stage_figures(enc)},
     }
     sidecar = Path(run) / "encoder.json"

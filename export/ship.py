@@ -254,8 +254,9 @@ def _target_lines(report: dict[str, Any]) -> list[str]:
         f"- INT8 artifact passing the gate: {_verdict(bool(int8))}"
         + (f" ({', '.join(int8)})" if int8 else "; see the FP32-vs-INT8 table above for the measured reason")
         + (
-            f"; {', '.join(left_out)} is not in this 15 MB bundle beside the FP32 reference (it is in the full "
-            "export, `build/default-full`, and `dermedge export` ships it in any bundle without that limit)."
+            f"; {' and '.join(left_out)} {'is' if len(left_out) == 1 else 'are'} not in this 15 MB bundle beside the "
+            f"FP32 reference ({'it is' if len(left_out) == 1 else 'they are'} in the full export, "
+            "`build/default-full`, and `dermedge export` ships INT8 in any bundle without that limit)."
             if left_out
             else "."
         )
@@ -471,7 +472,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.yardstick:
         from dermedge.export.default_model import yardstick_transfer
 
-        report["sd198_probe"] = yardstick_transfer(Path(args.yardstick), args.run)
+        with open_bundle(out) as b:
+            colour = bool(b.manifest.encoder.colour_histogram_bins)
+        report["sd198_probe"] = yardstick_transfer(Path(args.yardstick), args.run, colour, bundle=str(out))
     with open_bundle(out) as b:
         info = b.manifest.head
         if info is None:

@@ -47,6 +47,7 @@ def write_tiny_bundle(
     backends: tuple[str, ...] = ("onnxruntime", "openvino"),
     input_spec: object | None = None,
     abstain: bool = False,
+    abstain_dims: int | None = None,
 ) -> Path:
     from dermedge.bundle import EncoderInfo, InputSpec
     from dermedge.bundle_writer import ArtifactSource, write_bundle
@@ -63,8 +64,8 @@ def write_tiny_bundle(
             np.zeros(3, np.float32),
             ("MEL", "NEV", "BCC"),
             temperature=1.5,
-            ood_mean=rng.normal(size=embed_dim).astype(np.float32) if abstain else None,
-            ood_precision=(np.eye(embed_dim) * 0.5).astype(np.float32) if abstain else None,
+            ood_mean=rng.normal(size=abstain_dims or embed_dim).astype(np.float32) if abstain else None,
+            ood_precision=(np.eye(abstain_dims or embed_dim) * 0.5).astype(np.float32) if abstain else None,
             ood_threshold=2.0 if abstain else None,
         )
     return write_bundle(

@@ -120,3 +120,30 @@ def test_abstain_detector_flags_far_away_embeddings(tmp_path) -> None:
     head.save(tmp_path / "h.npz")
     again = LinearHead.load(tmp_path / "h.npz", head.labels, head.temperature, {})
     np.testing.assert_allclose(again.ood_scores(x), inside, rtol=1e-4)
+
+
+def test_abstain_detector_on_the_leading_dimensions_only(tmp_path) -> None:
+    """An embedding that ends with a colour histogram: the detector covers the network's features (``dims``), is
+    blind to the rest, survives a save/load, and a file claiming more dimensions than the head has is refused."""
+    from dermedge.heads import fit_abstain, mahalanobis
+
+    x, y = _blobs(n_per=100)
+    rng = np.random.default_rng(3)
+    x = np.hstack([x, rng.normal(size=(len(x), 4))]).astype(np.float32)
+    k = x.shape[1] - 4
+    head = fit_abstain(fit_linear_head(x, np.array(["a", "b", "c"])[y]), x, keep=0.95, dims=k)
+    assert head.ood_mean is not None and head.ood_precision is not None
+    assert head.ood_mean.shape == (k,) and head.ood_precision.shape == (k, k)
+    np.testing.assert_allclose(head.ood_scores(x), mahalanobis(x[:, :k], head.ood_mean, head.ood_precision))
+    moved = x.copy()
+    moved[:, k:] += 50.0  # far away in the trailing dimensions only
+    np.testing.assert_allclose(head.ood_scores(moved), head.ood_scores(x))
+    head.save(tmp_path / "h.npz")
+    again = LinearHead.load(tmp_path / "h.npz", head.labels, head.temperature, {})
+    np.testing.assert_allclose(again.ood_scores(x), head.ood_scores(x), rtol=1e-4)
+    arrays = dict(np.load(tmp_path / "h.npz"))
+    arrays["ood_mean"] = np.zeros(x.shape[1] + 1, np.float32)
+    arrays["ood_precision"] = np.eye(x.shape[1] + 1, dtype=np.float32)
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(BundleError, match="abstain"):
+        LinearHead.load(tmp_path / "bad.npz", head.labels, head.temperature, {})

@@ -60,6 +60,20 @@ def test_pipeline_equals_model_classify(tmp_path: Path, spec: InputSpec) -> None
     model.close()
 
 
+def test_abstain_on_the_leading_dimensions_matches_the_runtime(tmp_path: Path) -> None:
+    """A detector over the first 6 of 16 dimensions (as the built-in model's, which leaves out the colour
+    histogram): the graph slices the embedding the way LinearHead.ood_scores does."""
+    bundle = write_tiny_bundle(tmp_path / "b", abstain=True, abstain_dims=6)
+    info = export_pipeline(bundle, tmp_path / "p.onnx")
+    with load_model(bundle, backend="onnxruntime", precision="fp32") as model:
+        for i, (h, w) in enumerate(SHAPES[:3]):
+            img = skin_image(h, w, seed=i)
+            out = _run(info.onnx_path, img[None])
+            ref = model.classify([img])[0]
+            assert out["ood_score"][0] == pytest.approx(ref.ood_score, rel=1e-4, abs=1e-4)
+            assert bool(out["abstain"][0]) == ref.abstain
+
+
 def test_batches_and_metadata(tmp_path: Path, tiny_bundle: Path) -> None:
     info = export_pipeline(tiny_bundle, tmp_path / "p.onnx")
     imgs = np.stack([skin_image(50, 70, seed=s) for s in range(3)])

@@ -171,3 +171,46 @@ def test_nothing_fitting_the_budget_is_a_clear_error() -> None:
     big = [A("onnxruntime", "fp32", "onnx", (F(44_000_000),))]
     with pytest.raises(ExportError, match=r"onnxruntime/fp32 44.0 MB"):
         choose_or_explain(big, ["onnxruntime/fp32"])
+
+
+def _row(kind: str, name: str, f1: float, sd: float, meta: dict) -> dict:
+    return {
+        "kind": kind,
+        "name": name,
+        "meta": meta,
+        "internal": {"probe": {"macro_f1": f1, "mel_auroc": 0.8}, "smartphone": {"macro_f1": f1 - 0.1}},
+        "sd198": {"probe": {"balanced_accuracy": sd, "balanced_accuracy_ci95": [sd - 0.03, sd + 0.03]}},
+    }
+
+
+def test_yardstick_transfer_picks_the_row_that_matches_the_shipped_embedding(tmp_path) -> None:
+    """Encoder-only bundle: the run's row. Encoder + colour histogram: the run's --plus-histogram row, or better
+    the --bundle row of the shipped bundle itself; the encoder-only row is reported beside it."""
+    import json
+    from pathlib import Path
+
+    from dermedge.export.default_model import yardstick_transfer
+
+    run, bundle = tmp_path / "ft", tmp_path / "bundle"
+    meta = {"run": str(run), "arch": "convnext_atto", "img_size": 112}
+    rows = [
+        _row("trained", "ft", 0.44, 0.25, meta),
+        _row("trained+histogram", "ft + colour histogram", 0.46, 0.31, meta),
+        _row(
+            "bundle", "bundle dermedge-default 0.4.0", 0.47, 0.32, {"bundle": str(bundle), "arch": "a", "img_size": 1}
+        ),
+        _row("histogram", "colour histogram", 0.35, 0.21, {}),
+    ]
+    path = tmp_path / "y.json"
+    path.write_text(json.dumps({"command": "python benchmarks/encoders.py ...", "rows": rows}))
+    plain = yardstick_transfer(path, str(run))
+    assert plain["encoder"] == 0.25 and "encoder alone (no colour histogram)" not in plain["stages"]
+    proxy = yardstick_transfer(path, str(run), plus_histogram=True)
+    assert (
+        proxy["encoder"] == 0.31 and proxy["stages"]["encoder alone (no colour histogram)"]["internal_macro_f1"] == 0.44
+    )
+    shipped = yardstick_transfer(path, str(run), plus_histogram=True, bundle=str(bundle))
+    assert shipped["encoder"] == 0.32 and "row 'bundle dermedge-default 0.4.0'" in shipped["source"]
+    assert shipped["colour_histogram"] == 0.21
+    elsewhere = yardstick_transfer(path, str(run), plus_histogram=True, bundle=str(Path(tmp_path / "other")))
+    assert elsewhere["encoder"] == 0.31  # no row for that bundle: the run's --plus-histogram row
