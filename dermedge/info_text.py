@@ -12,6 +12,11 @@ def format_info(info: dict[str, Any]) -> str:
     return "\n".join([*_model_lines(info), *_quality_lines(info), *_provenance_lines(info)])
 
 
+def _dims_note(enc: dict[str, Any]) -> str:
+    hist = (enc.get("colour_histogram_bins") or 0) ** 3
+    return f" ({enc['embed_dim'] - hist} network + {hist} colour histogram)" if hist else ""
+
+
 def _model_lines(info: dict[str, Any]) -> list[str]:
     enc, inp, be = info["encoder"], info["input"], info["backend"]
     lines = [f"{info['name']} {info['version']}  ({info['bundle']})"]
@@ -19,12 +24,7 @@ def _model_lines(info: dict[str, Any]) -> list[str]:
         lines.append(f"  {info['description']}")
     lines += [
         f"  encoder   {enc['arch']}, {enc['embed_dim']}-d embedding"
-        + (
-            f" ({enc['embed_dim'] - enc['colour_histogram_bins'] ** 3} network + "
-            f"{enc['colour_histogram_bins'] ** 3} colour histogram)"
-            if enc.get("colour_histogram_bins")
-            else ""
-        )
+        + _dims_note(enc)
         + f", params {enc.get('params')}, "
         f"FLOPs {enc.get('flops')}, trained by: {enc.get('trained_by') or 'unknown'}",
         f"  input     {inp['size'][0]}x{inp['size'][1]}, resize {inp['resize']} {inp['resize_size']}, "

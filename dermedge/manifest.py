@@ -119,6 +119,11 @@ class EncoderInfo:
         """Dimensions of the embedding that are the colour histogram (the last ones); 0 if none."""
         return self.colour_histogram_bins**3 if self.colour_histogram_bins else 0
 
+    def dims_note(self) -> str:
+        """`` (320 network + 512 colour histogram)`` for an embedding with a colour histogram, else ``""``."""
+        hist = self.colour_histogram_dim
+        return f" ({self.embed_dim - hist} network + {hist} colour histogram)" if hist else ""
+
     def to_manifest(self) -> dict[str, Any]:
         """The manifest's ``encoder`` object (``colour_histogram_bins`` only where it is used)."""
         d = asdict(self)

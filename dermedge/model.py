@@ -405,18 +405,10 @@ class Model:
         data = images_or_embeddings
         if isinstance(data, np.ndarray) and data.ndim == 2 and np.issubdtype(data.dtype, np.floating):
             embeddings = data.astype(np.float32)
-            if embeddings.shape[1] != self.embed_dim:
-                enc = self.manifest.encoder
-                parts = (
-                    f" ({self.embed_dim - enc.colour_histogram_dim} network + {enc.colour_histogram_dim} colour "
-                    "histogram)"
-                    if enc.colour_histogram_bins
-                    else ""
-                )
+            if embeddings.shape[1] != self.embed_dim:  # from another model or version: cannot train this head
                 raise DermedgeError(
-                    f"fit_head: the embeddings are {embeddings.shape[1]}-d but {self.manifest.name} "
-                    f"{self.manifest.version} makes {self.embed_dim}-d ones{parts}; embed the photos with this "
-                    "model (embeddings from another model or version cannot train its head)"
+                    f"fit_head: the embeddings are {embeddings.shape[1]}-d but {self.manifest.name} makes "
+                    f"{self.embed_dim}-d ones{self.manifest.encoder.dims_note()}; embed the photos with this model"
                 )
         else:
             embeddings = self.embed(list(data), batch_size=batch_size)

@@ -11,6 +11,28 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _add_int8_arguments(p: argparse.ArgumentParser) -> None:
+    """The INT8 recipe's knobs (ONNX Runtime QDQ and NNCF)."""
+    p.add_argument("--ort-recipe", default="auto", choices=["auto", "all", "matmul_weights"])
+    p.add_argument("--calibration-method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    p.add_argument(
+        "--reduce-range",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ONNX Runtime INT8 with 7-bit weights (default): avoids 16-bit saturation of the U8S8 kernels on "
+        "CPUs without AVX-512 VNNI (most older laptops); --no-reduce-range for full 8-bit weights",
+    )
+    p.add_argument(
+        "--fp32-stem",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep the first Conv (ResNet stem, ViT patch embedding) in FP32 in INT8 artifacts (default)",
+    )
+    p.add_argument(
+        "--activations", default="uint8", choices=["uint8", "int8"], help="ONNX Runtime INT8 activation type"
+    )
+
+
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoint", required=True, help="`dermedge train` run directory (encoder.safetensors + encoder.json)"
@@ -37,24 +59,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
         help="L2 of the gate's head (default: grouped CV); match the head you will ship: a weakly regularised "
         "head flips borderline photos under INT8 (benchmarks/int8_head.py)",
     )
-    p.add_argument("--ort-recipe", default="auto", choices=["auto", "all", "matmul_weights"])
-    p.add_argument("--calibration-method", default="minmax", choices=["minmax", "entropy", "percentile"])
-    p.add_argument(
-        "--reduce-range",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="ONNX Runtime INT8 with 7-bit weights (default): avoids 16-bit saturation of the U8S8 kernels on "
-        "CPUs without AVX-512 VNNI (most older laptops); --no-reduce-range for full 8-bit weights",
-    )
-    p.add_argument(
-        "--fp32-stem",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="keep the first Conv (ResNet stem, ViT patch embedding) in FP32 in INT8 artifacts (default)",
-    )
-    p.add_argument(
-        "--activations", default="uint8", choices=["uint8", "int8"], help="ONNX Runtime INT8 activation type"
-    )
+    _add_int8_arguments(p)
     p.add_argument("--resize-size", type=int, help="shorter side before the centre crop (default: 8/7 of the input)")
     p.add_argument(
         "--img-size", type=int, help="input size of the exported model (default: the training size; convnets only)"
@@ -64,8 +69,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         metavar="BINS",
-        help="append a BINS^3 RGB colour histogram of the crop to the embedding, computed inside the encoder file "
-        "(8: +512 dimensions; 0: off, the default)",
+        help="append a BINS^3 RGB colour histogram of the crop to the embedding, inside the encoder file (8: +512-d)",
     )
     p.add_argument("--name")
     p.add_argument("--version", default="0.1.0")

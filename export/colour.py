@@ -8,18 +8,19 @@ runtime (ONNX Runtime, OpenVINO, TensorRT, the browser page, the C++ app) gets t
 definition, with no preprocessing code to keep in step.
 
 The graph recovers the crop's 0-255 pixel values from the normalised input (``x * std * 255 + mean * 255``) and
-bins them **linearly** (soft binning): a value between two bin centres is shared between those two bins in
-proportion to its distance, per channel, and a pixel adds the product of its three channel weights to each of the
-(up to 8) joint bins around it. The counts are normalised to sum 1 and square-rooted. Hard binning (the
-yardstick's ``training.eval.color_histogram``) is a step function of the pixel values: two runtimes whose resize
-differs by 1e-5 of a level disagree on a pixel that lies on a bin edge, and on 200 real photos that moved a
-class probability of the pipeline graph (``dermedge export-pipeline``) by up to 0.005 from ``Model.classify``.
-The linear histogram is continuous, so they agree to float precision, and a camera's noise or JPEG re-encoding
-moves it a little instead of flipping pixels between bins. With ``bins`` 8 the centres are at 15.5, 47.5, ...,
-239.5; values below the first or above the last centre go wholly to the end bin. Per-channel weights are one-hot
-rows over the bins with at most two non-zero weights, and the joint histogram is their (r, g) outer product times b
-(a batched MatMul): no scatter
-op, which not every runtime has.
+bins each channel into ``bins`` levels with edges at multiples of ``256 / bins``. Plain hard binning (the
+yardstick's ``training.eval.color_histogram`` of the rounded crop) is a step function of the pixel values: two
+runtimes whose resize differs by 1e-5 of a level disagree on a pixel that lies on a rounding edge, and on 200 real
+photos that moved a class probability of the pipeline graph (``dermedge export-pipeline``) by up to 0.005 from
+``Model.classify``. So each edge is a one-level ramp instead of a step: a value in ``[32 j - 1, 32 j]`` (for 8
+bins) is shared between bins ``j - 1`` and ``j`` in proportion to where it lies. On integer pixel values this is
+exactly the hard histogram (what the yardstick measured); on float values it is what rounding to the nearest
+level does on average, and it is continuous, so runtimes agree to float precision. Fully linear binning between
+bin centres, also continuous, blurred the colour too much (SD-198 transfer 0.306 vs 0.317 for hard bins,
+``benchmarks/results/amd-epyc-2cpu/encoders_040_linear.md``). A pixel adds the product of its three channel weights to
+the (up to 8) joint bins around it; counts are normalised to sum 1 and square-rooted. The joint histogram is the
+(r, g) outer product of the channel weights times b (a batched MatMul): no scatter op, which not every runtime
+has.
 
 Quantisers must leave this branch in FP32 (an INT8 input would shift every pixel by up to a quantisation step):
 ``histogram_nodes``
@@ -38,8 +39,8 @@ from torch import nn
 
 
 class ColourHistogram(nn.Module):
-    """``(N, 3, H, W)`` normalised input -> ``(N, bins**3)`` square-rooted, normalised, linearly binned joint RGB
-    histogram (see the module docstring; ``soft_histogram_reference`` is the same in numpy)."""
+    """``(N, 3, H, W)`` normalised input -> ``(N, bins**3)`` square-rooted, normalised joint RGB histogram with
+    one-level ramps at the bin edges (see the module docstring; ``histogram_reference`` is the same in numpy)."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], bins: int = 8) -> None:
         super().__init__()
@@ -48,30 +49,34 @@ class ColourHistogram(nn.Module):
         self.bins = bins
         self.register_buffer("scale", torch.tensor([s * 255.0 for s in std]).view(1, 3, 1, 1))
         self.register_buffer("offset", torch.tensor([m * 255.0 for m in mean]).view(1, 3, 1, 1))
-        self.register_buffer("levels", torch.arange(bins, dtype=torch.float32).view(1, 1, bins, 1))
+        # the ramp into bin j runs from edge - 1 to edge (hard bins of the rounded value switch at edge - 0.5)
+        edges = torch.arange(1, bins, dtype=torch.float32) * (256.0 / bins)
+        self.register_buffer("ramp_start", (edges - 1.0).view(1, 1, bins - 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pixels = torch.clamp(x * self.scale + self.offset, 0.0, 255.0)
-        pos = torch.clamp((pixels + 0.5) * (self.bins / 256.0) - 0.5, 0.0, self.bins - 1.0).flatten(2)  # (N, 3, HW)
-        weights = torch.relu(1.0 - torch.abs(pos.unsqueeze(2) - self.levels))  # (N, 3, bins, HW), sum 1 per pixel
+        pixels = torch.clamp(x * self.scale + self.offset, 0.0, 255.0).flatten(2)  # (N, 3, HW)
+        above = torch.clamp(pixels.unsqueeze(2) - self.ramp_start, 0.0, 1.0)  # (N, 3, bins-1, HW): past edge j
+        weights = torch.cat([1.0 - above[:, :, :1], above[:, :, :-1] - above[:, :, 1:], above[:, :, -1:]], dim=2)
         rg = (weights[:, 0].unsqueeze(2) * weights[:, 1].unsqueeze(1)).flatten(1, 2)  # (N, bins^2, HW)
         counts = torch.matmul(rg, weights[:, 2].transpose(1, 2)).flatten(1)  # (N, bins^3), index (r*bins + g)*bins + b
         return torch.sqrt(counts / counts.sum(dim=1, keepdim=True))
 
 
-def soft_histogram_reference(pixels: np.ndarray, bins: int = 8) -> np.ndarray:
-    """The same feature in plain numpy, from an (H, W, 3) float array of 0-255 RGB values (tests, analysis)."""
-    pos = np.clip((np.clip(pixels.reshape(-1, 3).astype(np.float64), 0, 255) + 0.5) * bins / 256 - 0.5, 0, bins - 1)
-    low = np.minimum(np.floor(pos).astype(int), bins - 2)
-    frac = pos - low
+def histogram_reference(pixels: np.ndarray, bins: int = 8) -> np.ndarray:
+    """The same feature in plain numpy, from an (H, W, 3) array of 0-255 RGB values (tests, analysis)."""
+    v = np.clip(pixels.reshape(-1, 3).astype(np.float64), 0, 255)
+    width = 256 / bins
+    low = np.clip(np.floor((v + 1) / width).astype(int) - 1, 0, bins - 2)  # the ramp's lower bin, or 0
+    # share of the upper bin (low + 1): 1 past its edge, ramping over the level below it, 0 before
+    up = np.clip(v - ((low + 1) * width - 1), 0, 1)
     counts = np.zeros((bins, bins, bins))
     for dr in (0, 1):
         for dg in (0, 1):
             for db in (0, 1):
                 w = (
-                    np.where(dr, frac[:, 0], 1 - frac[:, 0])
-                    * np.where(dg, frac[:, 1], 1 - frac[:, 1])
-                    * np.where(db, frac[:, 2], 1 - frac[:, 2])
+                    np.where(dr, up[:, 0], 1 - up[:, 0])
+                    * np.where(dg, up[:, 1], 1 - up[:, 1])
+                    * np.where(db, up[:, 2], 1 - up[:, 2])
                 )
                 np.add.at(counts, (low[:, 0] + dr, low[:, 1] + dg, low[:, 2] + db), w)
     flat = counts.reshape(-1)

@@ -96,15 +96,7 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
     )
     work = Path(tempfile.mkdtemp(prefix="dermedge-export-"))
     try:
-        encoder = build_encoder(ckpt)
-        params = int(sum(p.numel() for p in encoder.parameters()))
-        embed_dim = ckpt.embed_dim
-        if req.colour_histogram:
-            from dermedge.export.colour import WithColourHistogram
-
-            encoder = WithColourHistogram(encoder, spec.mean, spec.std, req.colour_histogram).eval()
-            embed_dim += req.colour_histogram**3
-            req = replace(req, advanced=replace(req.advanced, colour_histogram=True))
+        encoder, params, embed_dim, req = _encoder_module(req, ckpt, spec)
         fp32 = work / "encoder_fp32.onnx"
         parity = export_onnx(encoder, size, fp32)
         del encoder
@@ -151,6 +143,20 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
         return out, rows
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _encoder_module(req: ExportRequest, ckpt: Any, spec: InputSpec) -> tuple[Any, int, int, ExportRequest]:
+    """The torch module to export, the network's parameter count, the embedding dimension, and the request with
+    the quantisers told about an in-graph colour histogram (``req.colour_histogram``)."""
+    encoder = build_encoder(ckpt)
+    params = int(sum(p.numel() for p in encoder.parameters()))
+    if not req.colour_histogram:
+        return encoder, params, ckpt.embed_dim, req
+    from dermedge.export.colour import WithColourHistogram
+
+    encoder = WithColourHistogram(encoder, spec.mean, spec.std, req.colour_histogram).eval()
+    req = replace(req, advanced=replace(req.advanced, colour_histogram=True))
+    return encoder, params, ckpt.embed_dim + req.colour_histogram**3, req
 
 
 def _provenance(
