@@ -25,8 +25,12 @@ class PaperPath:
     load_s: float
 
     @classmethod
-    def load(cls, run_dir: str | Path, spec: InputSpec, threads: int | None = None) -> PaperPath:
-        """Build the encoder from ``run_dir`` and the transform from the bundle's input ``spec``."""
+    def load(
+        cls, run_dir: str | Path, spec: InputSpec, threads: int | None = None, colour_histogram_bins: int = 0
+    ) -> PaperPath:
+        """Build the encoder from ``run_dir`` and the transform from the bundle's input ``spec``; with
+        ``colour_histogram_bins`` (the bundle's ``encoder.colour_histogram_bins``) the encoder also appends the
+        colour histogram, as the bundle's encoder file does, so both paths make the same embedding."""
         import torch
         from dermedge.training.checkpoint import build_encoder, read_checkpoint
         from torchvision import transforms
@@ -35,6 +39,10 @@ class PaperPath:
             torch.set_num_threads(threads)
         t0 = time.perf_counter()
         encoder = build_encoder(read_checkpoint(run_dir))
+        if colour_histogram_bins:
+            from dermedge.export.colour import WithColourHistogram
+
+            encoder = WithColourHistogram(encoder, spec.mean, spec.std, colour_histogram_bins).eval()
         load_s = time.perf_counter() - t0
         tf = transforms.Compose(
             [

@@ -47,6 +47,11 @@ def test_paper_path_embeds_a_file_like_the_encoder_on_its_transform(run32: Path)
     with torch.no_grad():
         ref = build_encoder(read_checkpoint(run32))(x).numpy()
     np.testing.assert_allclose(emb, ref, rtol=1e-5, atol=1e-5)
+    # a bundle whose embedding ends with a colour histogram: the paper path appends the same one
+    both, _ = PaperPath.load(run32, spec, threads=1, colour_histogram_bins=4).embed_file(data)
+    assert both.shape == (1, 512 + 64)
+    np.testing.assert_allclose(both[:, :512], emb, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.square(both[:, 512:]).sum(), 1.0, rtol=1e-5)
 
 
 def test_bench_torch_case_reports_the_paper_path(run32: Path, tiny_bundle: Path) -> None:
