@@ -69,16 +69,6 @@ def _copy(src: Path, dst: Path) -> None:
     shutil.copyfile(src, dst)
 
 
-def _histogram_note(enc: dict[str, Any]) -> str:
-    bins = enc.get("colour_histogram_bins") or 0
-    if not bins:
-        return ""
-    return (
-        f" ({enc['embed_dim'] - bins**3} from the network, then a {bins}x{bins}x{bins} RGB colour histogram of "
-        f"the same crop, {bins**3} square-rooted bin fractions, computed inside the encoder file)"
-    )
-
-
 def render_model_card(manifest: dict[str, Any]) -> str:
     """A markdown model card generated from the manifest's facts."""
     enc, inp, prov = manifest["encoder"], manifest["input"], manifest.get("provenance", {})
@@ -91,7 +81,7 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         "for diagnosis or treatment decisions.",
         "",
         "## Encoder",
-        f"- architecture: `{enc['arch']}`, embedding dimension {enc['embed_dim']}" + _histogram_note(enc),
+        f"- architecture: `{enc['arch']}`, embedding dimension {enc['embed_dim']}" + EncoderInfo(**enc).dims_note(),
         f"- parameters: {enc.get('params') or 'unknown'}, FLOPs per image: {enc.get('flops') or 'unknown'}",
         f"- trained by: {enc.get('trained_by') or 'unknown'}",
         f"- input: {inp['size'][0]}x{inp['size'][1]} {inp['channel_order']}, resize {inp['resize']} to "

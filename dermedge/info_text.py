@@ -6,15 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dermedge.manifest import EncoderInfo
+
 
 def format_info(info: dict[str, Any]) -> str:
     """The text ``dermedge info`` prints for ``Model.info()`` (plus ``installed_backends``)."""
     return "\n".join([*_model_lines(info), *_quality_lines(info), *_provenance_lines(info)])
-
-
-def _dims_note(enc: dict[str, Any]) -> str:
-    hist = (enc.get("colour_histogram_bins") or 0) ** 3
-    return f" ({enc['embed_dim'] - hist} network + {hist} colour histogram)" if hist else ""
 
 
 def _model_lines(info: dict[str, Any]) -> list[str]:
@@ -24,7 +21,7 @@ def _model_lines(info: dict[str, Any]) -> list[str]:
         lines.append(f"  {info['description']}")
     lines += [
         f"  encoder   {enc['arch']}, {enc['embed_dim']}-d embedding"
-        + _dims_note(enc)
+        + EncoderInfo(**enc).dims_note()
         + f", params {enc.get('params')}, "
         f"FLOPs {enc.get('flops')}, trained by: {enc.get('trained_by') or 'unknown'}",
         f"  input     {inp['size'][0]}x{inp['size'][1]}, resize {inp['resize']} {inp['resize_size']}, "

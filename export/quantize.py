@@ -115,12 +115,12 @@ def quantize_onnxruntime(
     import onnx
 
     input_name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
-    exclude, stem, op_types = _exclusions(fp32, pre, chosen, advanced)
-    hist: set[str] = set()
+    hist: list[str] = []
     if advanced.colour_histogram:
         from dermedge.export.colour import histogram_nodes
 
-        hist = set(histogram_nodes(pre))
+        hist = histogram_nodes(pre)
+    exclude, stem, op_types = _exclusions(fp32, pre, chosen, advanced, hist)
     act = QuantType.QUInt8 if advanced.activation_type == "uint8" else QuantType.QInt8
     try:
         quantize_static(
@@ -148,7 +148,7 @@ def quantize_onnxruntime(
     if hist:
         # nodes_to_exclude keeps the branch's own ops in FP32, but a tensor it shares with a quantised node
         # (the input image, when the stem is quantised) reaches it through that node's Q/DQ pair
-        _bypass_qdq(out, hist)
+        _bypass_qdq(out, set(hist))
     return {
         "tool": "onnxruntime.quantize_static",
         "format": "QDQ",
@@ -199,15 +199,11 @@ def _pre_process(fp32: Path, pre: Path) -> Path:
 
 
 def _exclusions(
-    fp32: Path, pre: Path, recipe: str, advanced: AdvancedQuantization
+    fp32: Path, pre: Path, recipe: str, advanced: AdvancedQuantization, colour_nodes: Sequence[str] = ()
 ) -> tuple[list[str], str | None, list[str] | None]:
-    """Nodes kept in FP32 (the stem conv, the caller's list, activation MatMuls for ``matmul_weights``), the
-    stem's name, and the op types to quantise (None: all)."""
-    exclude = list(advanced.extra_exclude)
-    if advanced.colour_histogram:
-        from dermedge.export.colour import histogram_nodes
-
-        exclude += histogram_nodes(pre)
+    """Nodes kept in FP32 (the stem conv, the caller's list, the colour histogram's ``colour_nodes``, activation
+    MatMuls for ``matmul_weights``), the stem's name, and the op types to quantise (None: all)."""
+    exclude = [*advanced.extra_exclude, *colour_nodes]
     stem = first_conv(pre) if advanced.keep_stem_fp32 else None
     if stem:
         exclude.append(stem)

@@ -20,6 +20,7 @@ from dermedge.bundle import InputSpec  # noqa: E402
 from dermedge.errors import BundleError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "build" / "test-artifacts"
 
 
 def _run(path: Path, pixels: np.ndarray) -> dict[str, np.ndarray]:
@@ -141,5 +142,8 @@ def test_default_model_pipeline_parity_on_200_real_photos(tmp_path: Path, shared
         worst = max(worst, float(np.abs(probs[0] - ref_p).max()))
         abstain_same += int(bool(abstain[0]) == ref.abstain)
     model.close()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)  # the figures, for notes and reviews
+    figures = {"photos": 200, "top1_same": same, "worst_probability_difference": worst, "abstain_same": abstain_same}
+    (ARTIFACTS / "pipeline_parity.json").write_text(json.dumps(figures, indent=1) + "\n")
     assert same / 200 >= 0.995 and worst <= 1e-3, (same, worst)
     assert abstain_same >= 199
