@@ -8,14 +8,16 @@ PHOTO ?= $(firstword $(wildcard ../shared/data/pad_ufes_20/images/PAT_1006_53_71
 
 .PHONY: demo test lint clean default-model pipeline web cpp
 
-# Regenerates the built-in model from ../shared/data (about 2.6 h on a 2-core CPU with native BF16):
+# Regenerates the built-in model from ../shared/data (about 4.5 h on a 2-core CPU with native BF16):
 # stage 1 skin-aware SimCLR (labels unused) for 16 epochs, continued for 16 more from its weights with a
-# fresh schedule (init_from), stage 2 fine-tuning on the labelled training split, then export + INT8 +
-# gate + head + evaluation + model card into dermedge/models/default. Since 0.4.0 the embedding appends an 8x8x8
-# colour histogram of the crop, computed inside the encoder file (dermedge/export/colour.py).
+# fresh schedule (init_from), stage 2 fine-tuning on the labelled training split (up to 36 epochs, early
+# stopping on validation macro-F1), then export + INT8 + gate + head + evaluation + model card into
+# dermedge/models/default. Since 0.4.0 the embedding appends an 8x8x8 colour histogram of the crop, since 0.5.0
+# also the pooled outputs of stages 2 and 1, all computed inside the encoder file (dermedge/export/colour.py,
+# dermedge/training/encoders.py WithStagePools).
 SSL_RUN := runs/ssl-skin-simclr-atto112
 SSL32_RUN := runs/ssl-skin-simclr-atto112-32ep
-DEFAULT_RUN := runs/ft-skin-simclr-atto112-32ep
+DEFAULT_RUN := runs/ft-skin-simclr-atto112-32ep-long
 default-model: $(DEV_VENV)/.done
 	$(DEV_VENV)/bin/dermedge train --method simclr --arch convnext_atto --data ../shared/data --img-size 112 \
 	    --epochs 16 --batch-size 128 --lr 0.002 --num-workers 1 --out $(SSL_RUN) warmup_epochs=1 \
@@ -24,9 +26,10 @@ default-model: $(DEV_VENV)/.done
 	    --epochs 16 --batch-size 128 --lr 0.001 --num-workers 1 --out $(SSL32_RUN) warmup_epochs=1 \
 	    "method_kwargs={temperature: 0.2}" augment=skin cache=true init_from=$(SSL_RUN)
 	$(DEV_VENV)/bin/dermedge finetune --checkpoint $(SSL32_RUN) --data ../shared/data --out $(DEFAULT_RUN) \
-	    --epochs 12 --patience 4 --batch-size 64 --num-workers 1 --head-warmup-epochs 0
+	    --epochs 36 --patience 10 --batch-size 64 --num-workers 1 --head-warmup-epochs 0 --lr-encoder 5e-4 --ema 0.998
 	$(DEV_VENV)/bin/python -m dermedge.export.default_model --run $(DEFAULT_RUN) --data ../shared/data --out dermedge/models/default --baselines \
-	    --version 0.4.0 --colour-histogram 8 --yardstick benchmarks/results/amd-epyc-2cpu/encoders_ft_long_32.json
+	    --version 0.5.0 --colour-histogram 8 --pooled-stages 2,1 \
+	    --yardstick benchmarks/results/amd-epyc-2cpu/encoders_stage_pools.json
 
 # The whole model as one ONNX graph for apps in any language, the offline web page and the C++ app.
 pipeline: $(DEV_VENV)/.done

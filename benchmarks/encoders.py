@@ -142,15 +142,20 @@ def _tag(transform: ImageTransform) -> str:
 
 
 def checkpoint_features(
-    run: str, tasks: Tasks, cache: Path | None, transform: ImageTransform = None
+    run: str, tasks: Tasks, cache: Path | None, transform: ImageTransform = None, stages: tuple[int, ...] = ()
 ) -> tuple[Features, Any]:
+    """``run``'s embeddings; with ``stages``, those stages' pooled outputs appended (``WithStagePools``)."""
     from dermedge.training.checkpoint import build_encoder, read_checkpoint
+    from dermedge.training.encoders import WithStagePools
     from dermedge.training.eval import extract
 
     ckpt = read_checkpoint(run)
     weights = ckpt.root / "encoder.safetensors"
-    key = _cache_key("ckpt", weights.resolve(), weights.stat().st_mtime_ns, len(tasks.samples), _tag(transform))
+    parts = ["ckpt", weights.resolve(), weights.stat().st_mtime_ns, len(tasks.samples), _tag(transform)]
+    key = _cache_key(*parts, *(["stages", *stages] if stages else []))
     encoder = build_encoder(ckpt)
+    if stages:
+        encoder = WithStagePools(encoder, stages).eval()
 
     def make() -> np.ndarray:
         x, kept, _ = extract(
@@ -167,7 +172,10 @@ def checkpoint_features(
     before = sum(run_epochs(r) for r in continued_from(Path(run)))  # SSL continued with init_from
     epochs = f"{side.get('epoch')} ep" + (f" after {before} (init_from)" if before else "")
     name = f"{Path(run).name} ({side.get('method')} {ckpt.arch} {ckpt.img_size}px, {epochs})"
+    if stages:
+        name += f" + pooled stages {','.join(map(str, stages))}"
     meta = {
+        "pooled_stages": list(stages),
         "run": str(run),
         "arch": ckpt.arch,
         "img_size": ckpt.img_size,
@@ -602,6 +610,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also score each encoder's embedding concatenated with the colour histogram (a row 'NAME + colour')",
     )
+    ap.add_argument(
+        "--pooled-stages",
+        default="",
+        metavar="K,K",
+        help="also score each checkpoint with these stages' pooled outputs appended (e.g. 2,1: a row 'NAME + "
+        "pooled stages 2,1'; dermedge export --pooled-stages ships the same)",
+    )
     args = ap.parse_args(argv)
     from dermedge.preprocess import shades_of_gray
 
@@ -613,9 +628,11 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("%d images: internal %d, SD-198 %d", len(tasks.samples), len(tasks.internal), len(tasks.sd198))
     feats: list[Features] = []
     archs: dict[tuple[str, int], None] = {}
+    stages = tuple(int(s) for s in args.pooled_stages.split(",")) if args.pooled_stages else ()
     for run in args.checkpoint:
-        f, ckpt = checkpoint_features(run, tasks, cache, transform)
-        feats.append(f)
+        for with_stages in ((), stages) if stages else ((),):
+            f, ckpt = checkpoint_features(run, tasks, cache, transform, with_stages)
+            feats.append(f)
         archs[(ckpt.arch, ckpt.img_size)] = None
     for b in args.bundle:
         f = bundle_features(b, tasks, cache, transform)

@@ -88,13 +88,14 @@ def make_phone_jpeg(source: Path | None, out: Path) -> Path:
     return out
 
 
-def paper_path(run: Path, photo: Path, spec: Any, head: Any, threads: int, bins: int = 0) -> float | None:
+def paper_path(run: Path, photo: Path, spec: Any, head: Any, threads: int, encoder: Any = None) -> float | None:
     """The paper's path (dermedge.training.baseline.PaperPath) + the head, median ms; None without torch."""
     try:
         from dermedge.training.baseline import PaperPath
     except ImportError:
         return None
-    path = PaperPath.load(run, spec, threads, bins)
+    bins, stages = (encoder.colour_histogram_bins, encoder.pooled_stages) if encoder is not None else (0, ())
+    path = PaperPath.load(run, spec, threads, bins, stages)
     data = photo.read_bytes()
     return median_ms(lambda: head.probabilities(path.embed_file(data)[0]), 10, 2)
 
@@ -197,9 +198,7 @@ def main() -> int:
         f"file {len(data) / 1e6:.1f} MB",
     )
     if args.run:
-        paper = paper_path(
-            Path(args.run), photo, spec, model.head, args.threads, model.manifest.encoder.colour_histogram_bins
-        )
+        paper = paper_path(Path(args.run), photo, spec, model.head, args.threads, model.manifest.encoder)
         if paper is not None:
             row(
                 "speed-up over the paper's path (PIL + torchvision + torch eager FP32)",

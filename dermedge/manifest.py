@@ -113,6 +113,19 @@ class EncoderInfo:
     # graph (``dermedge.export.colour``); ``embed_dim`` includes it. Recorded so a head fitted on one kind of
     # embedding is refused on the other (the dimensions differ) and so tools can tell the two parts apart.
     colour_histogram_bins: int = 0
+    # ((stage, channels), ...): after the final pooled features come these stages' globally average-pooled
+    # outputs, in this order (``dermedge.training.encoders.WithStagePools``); ``embed_dim`` includes them.
+    pooled_stages: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def pooled_stages_dim(self) -> int:
+        """Dimensions of the embedding that are earlier stages' pooled outputs; 0 if none."""
+        return sum(c for _, c in self.pooled_stages)
+
+    @property
+    def final_dim(self) -> int:
+        """The leading dimensions: the network's final pooled features (what the abstain detector looks at)."""
+        return self.embed_dim - self.pooled_stages_dim - self.colour_histogram_dim
 
     @property
     def colour_histogram_dim(self) -> int:
@@ -120,15 +133,24 @@ class EncoderInfo:
         return self.colour_histogram_bins**3 if self.colour_histogram_bins else 0
 
     def dims_note(self) -> str:
-        """`` (320 network + 512 colour histogram)`` for an embedding with a colour histogram, else ``""``."""
-        hist = self.colour_histogram_dim
-        return f" ({self.embed_dim - hist} network + {hist} colour histogram)" if hist else ""
+        """`` (320 network + 240 pooled stages 2, 1 + 512 colour histogram)`` for an embedding with appended
+        parts, else ``""``."""
+        parts = [f"{self.final_dim} network"]
+        if self.pooled_stages:
+            parts.append(f"{self.pooled_stages_dim} pooled stages {', '.join(str(s) for s, _ in self.pooled_stages)}")
+        if self.colour_histogram_dim:
+            parts.append(f"{self.colour_histogram_dim} colour histogram")
+        return f" ({' + '.join(parts)})" if len(parts) > 1 else ""
 
     def to_manifest(self) -> dict[str, Any]:
-        """The manifest's ``encoder`` object (``colour_histogram_bins`` only where it is used)."""
+        """The manifest's ``encoder`` object (``colour_histogram_bins``, ``pooled_stages`` only where used)."""
         d = asdict(self)
         if not self.colour_histogram_bins:
             del d["colour_histogram_bins"]
+        if self.pooled_stages:
+            d["pooled_stages"] = [[int(s), int(c)] for s, c in self.pooled_stages]
+        else:
+            del d["pooled_stages"]
         return d
 
 
@@ -273,6 +295,7 @@ def _parse_encoder(data: dict[str, Any]) -> EncoderInfo:
             f"manifest: encoder.embed_dim {embed_dim} must exceed the colour histogram's {bins**3} dimensions "
             f"(encoder.colour_histogram_bins {bins})"
         )
+    stages = _parse_pooled_stages(enc, embed_dim - (bins**3 if bins else 0))
     return EncoderInfo(
         arch=_require(enc, "arch", str, "encoder"),
         embed_dim=embed_dim,
@@ -281,7 +304,29 @@ def _parse_encoder(data: dict[str, Any]) -> EncoderInfo:
         pooling=_optional(enc, "pooling", str, "encoder", "default"),
         trained_by=_optional(enc, "trained_by", str, "encoder", ""),
         colour_histogram_bins=bins,
+        pooled_stages=stages,
     )
+
+
+def _parse_pooled_stages(enc: dict[str, Any], room: int) -> tuple[tuple[int, int], ...]:
+    """``encoder.pooled_stages``: a list of distinct ``[stage, channels]`` pairs of non-negative ints, whose
+    channels leave at least one final-feature dimension in ``room`` (the embedding less any histogram)."""
+    raw = _optional(enc, "pooled_stages", list, "encoder", [])
+    ok = all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in p)
+        for p in raw
+    )
+    if not ok or any(s < 0 or c < 1 for s, c in raw) or len({s for s, _ in raw}) != len(raw):
+        raise BundleError(
+            f"manifest: encoder.pooled_stages must be a list of distinct [stage, channels] pairs, found {raw!r}"
+        )
+    stages = tuple((s, c) for s, c in raw)
+    if sum(c for _, c in stages) >= room:
+        raise BundleError(
+            f"manifest: encoder.pooled_stages' {sum(c for _, c in stages)} dimensions leave no final features in "
+            f"the {room}-d embedding (less any colour histogram)"
+        )
+    return stages
 
 
 def _parse_input(data: dict[str, Any], schema_version: int = SCHEMA_VERSION) -> InputSpec:

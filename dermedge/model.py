@@ -413,7 +413,7 @@ class Model:
         else:
             embeddings = self.embed(list(data), batch_size=batch_size)
         head = fit_linear_head(embeddings, labels, groups=groups, l2=l2, folds=folds, calibrate=calibrate)
-        network_dims = self.embed_dim - self.manifest.encoder.colour_histogram_dim  # the detector's input
+        network_dims = self.manifest.encoder.final_dim  # the detector's input: the final pooled features
         if len(embeddings) > network_dims:  # enough photos for a covariance estimate
             head = fit_abstain(head, embeddings, keep=0.975, dims=network_dims)
         return Model(

@@ -71,6 +71,14 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
         metavar="BINS",
         help="append a BINS^3 RGB colour histogram of the crop to the embedding, inside the encoder file (8: +512-d)",
     )
+    p.add_argument(
+        "--pooled-stages",
+        type=stage_list,
+        default=(),
+        metavar="K,K",
+        help="append these stages' globally average-pooled outputs after the final features, in this order (timm "
+        "feature indices; the built-in model uses 2,1: +240-d for ConvNeXt-atto)",
+    )
     p.add_argument("--name")
     p.add_argument("--version", default="0.1.0")
     p.add_argument("--description", default="")
@@ -114,6 +122,7 @@ def run_export(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         head_l2=args.gate_head_l2,
         colour_histogram=args.colour_histogram,
+        pooled_stages=args.pooled_stages,
     )
     out, rows = export_bundle(req)
     failed = [r for r in rows if r["gate"]["status"] != "pass"]
@@ -155,3 +164,14 @@ def run_distill(args: argparse.Namespace) -> int:
     from dermedge.export.distill import run_distill_cli
 
     return run_distill_cli(args)
+
+
+def stage_list(text: str) -> tuple[int, ...]:
+    """``"2,1"`` -> ``(2, 1)``: distinct non-negative stage indices."""
+    try:
+        stages = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected stage indices like 2,1, got {text!r}") from None
+    if any(s < 0 for s in stages) or len(set(stages)) != len(stages):
+        raise argparse.ArgumentTypeError(f"stage indices must be distinct and >= 0, got {text!r}")
+    return stages

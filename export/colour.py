@@ -96,30 +96,31 @@ class WithColourHistogram(nn.Module):
 
 
 def _final_concat(graph: Any) -> Any:
-    """The two-input Concat that makes the graph's output (through Identity nodes)."""
+    """The Concat that makes the graph's output (through Identity nodes); the histogram is its last input (a
+    converter may merge the encoder's own Concat of pooled stages into it)."""
     out = graph.output[0].name
     producers = {o: n for n in graph.node for o in n.output}
     node = producers.get(out)
     while node is not None and node.op_type in ("Identity",):
         node = producers.get(node.input[0])
-    if node is None or node.op_type != "Concat" or len(node.input) != 2:
+    if node is None or node.op_type != "Concat" or len(node.input) < 2:
         raise ValueError("the graph's output is not a Concat of [encoder, colour histogram]")
     return node
 
 
 def histogram_nodes(onnx_path: Path) -> list[str]:
-    """Names of the ONNX nodes that compute the colour histogram (every ancestor of the final Concat's second
+    """Names of the ONNX nodes that compute the colour histogram (every ancestor of the final Concat's last
     input) and of that Concat (quantising it would round the histogram to 8 bits).
 
     Raises:
-        ValueError: the graph does not end in the two-input Concat that ``WithColourHistogram`` exports.
+        ValueError: the graph does not end in the Concat that ``WithColourHistogram`` exports.
     """
     import onnx
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
     producers = {o: n for n in graph.node for o in n.output}
     concat = _final_concat(graph)
-    todo, seen, names = [str(concat.input[1])], set(), [concat.name]
+    todo, seen, names = [str(concat.input[-1])], set(), [concat.name]
     while todo:
         node = producers.get(todo.pop())
         if node is None or id(node) in seen:
@@ -137,9 +138,10 @@ def histogram_ops(model: Any) -> list[str]:
     concat = result.input_value(0).get_node()
     while concat.get_type_name() != "Concat" and concat.get_input_size() == 1:
         concat = concat.input_value(0).get_node()
-    if concat.get_type_name() != "Concat" or concat.get_input_size() != 2:
+    if concat.get_type_name() != "Concat" or concat.get_input_size() < 2:
         raise ValueError("the model's output is not a Concat of [encoder, colour histogram]")
-    todo, seen, names = [concat.input_value(1).get_node()], set(), [concat.get_friendly_name()]
+    last = concat.get_input_size() - 1  # OpenVINO may merge the encoder's own Concat (pooled stages) into it
+    todo, seen, names = [concat.input_value(last).get_node()], set(), [concat.get_friendly_name()]
     while todo:
         op = todo.pop()
         name = op.get_friendly_name()

@@ -21,15 +21,18 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from dermedge.export.cli import stage_list
 
 from dermedge.backends import REFERENCE_BACKEND
 from dermedge.datasets import COMMON_LABEL_MAP, Sample, discover, group_split, map_labels
 from dermedge.heads import L2_GRID, LinearHead, fit_abstain, fit_linear_head, fit_temperature, softmax
+from dermedge.manifest import EncoderInfo
 from dermedge.metrics import bootstrap_ci, expected_calibration_error, macro_f1, summarize
 
 logger = logging.getLogger("dermedge.default_model")
@@ -142,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="append a BINS^3 colour histogram of the crop to the embedding inside the encoder file (the built-in "
         "model uses 8; the yardstick row for --run is then its '+ colour histogram' one)",
     )
+    p.add_argument(
+        "--pooled-stages",
+        type=stage_list,
+        default=(),
+        metavar="K,K",
+        help="append these stages' pooled outputs after the final features (the built-in model uses 2,1; the "
+        "yardstick row for --run is then its '+ pooled stages' one)",
+    )
     p.add_argument("--limit", type=int, default=0, help="use a balanced subset of N labelled photos (dry runs)")
     return p
 
@@ -172,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     _relabel(head, parts)
     enc = json.loads((bundle / "manifest.json").read_text())["encoder"]
-    head = _calibrate(head, parts, enc["embed_dim"] - (enc.get("colour_histogram_bins") or 0) ** 3)
+    head = _calibrate(head, parts, EncoderInfo(**enc).final_dim)
     report = _evaluate(head, parts)
     report.update(head_l2=l2_choice, abstain=_abstain_report(bundle, head, parts["test"], Path(args.data), args.limit))
     report["per_artifact"] = _final_gates(bundle, rows, head, parts)
@@ -182,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
             args.run, parts["train"].samples, parts["test"].samples, head.labels, args.img_size
         )
     if args.yardstick:
-        report["sd198_probe"] = yardstick_transfer(Path(args.yardstick), args.run, bool(args.colour_histogram))
+        report["sd198_probe"] = yardstick_transfer(
+            Path(args.yardstick), args.run, bool(args.colour_histogram), stages=args.pooled_stages
+        )
     report["gate_table"] = _gate_table(bundle)
     report["wall_time_s"] = time.time() - t_start
     (work / "report.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
@@ -233,6 +246,7 @@ def _export(
         overwrite=True,
         head_l2=l2,
         colour_histogram=args.colour_histogram,
+        pooled_stages=args.pooled_stages,
     )
     return export_bundle(req)
 
@@ -352,14 +366,17 @@ def fit_shipped_head(
     return heads[l2], {"rule": rule, "l2": l2, "val_macro_f1_per_l2": {str(k): v for k, v in f1.items()}}
 
 
-def yardstick_transfer(path: Path, run: str, plus_histogram: bool = False, bundle: str | None = None) -> dict[str, Any]:
+def yardstick_transfer(
+    path: Path, run: str, plus_histogram: bool = False, bundle: str | None = None, stages: Sequence[int] = ()
+) -> dict[str, Any]:
     """SD-198 frozen-probe balanced accuracy of ``run`` and of the colour histogram, from one yardstick run; when
     that run also holds ``run``'s stage-1 SSL checkpoint and a supervised-from-scratch run of the same architecture
     and size, their figures too (what fine-tuning bought and what it cost in transfer).
 
     With ``plus_histogram`` (a bundle whose embedding appends the colour histogram) "this encoder" is the run's
     ``--plus-histogram`` row, and the run's encoder-only row is reported beside it. With ``bundle``, a ``--bundle``
-    row of that bundle is preferred for "this encoder": the shipped files themselves, through the runtime."""
+    row of that bundle is preferred for "this encoder": the shipped files themselves, through the runtime.
+    ``stages``: the run's row with those stages' pooled outputs appended (``--pooled-stages``)."""
     data = json.loads(path.read_text())
     rows = data["rows"]
 
@@ -382,7 +399,10 @@ def yardstick_transfer(path: Path, run: str, plus_histogram: bool = False, bundl
             and Path(r["meta"]["bundle"]).resolve() == Path(bundle).resolve()
         ),
         None,
-    ) or trained(same_run(run), "trained+histogram" if plus_histogram else "trained")
+    ) or trained(
+        lambda m: same_run(run)(m) and list(m.get("pooled_stages") or []) == list(stages),
+        "trained+histogram" if plus_histogram else "trained",
+    )
     colour = next((r for r in rows if r["kind"] == "histogram"), None)
     if enc is None or colour is None:
         what = "a --plus-histogram row" if plus_histogram else "a row"

@@ -59,6 +59,9 @@ class ExportRequest:
     # > 0: append a bins^3 RGB colour histogram of the crop to the embedding, inside the encoder file
     # (dermedge.export.colour); kept in FP32 by the quantisers
     colour_histogram: int = 0
+    # timm feature indices whose globally average-pooled outputs follow the final features, in this order
+    # (dermedge.training.encoders.WithStagePools; the manifest's encoder.pooled_stages)
+    pooled_stages: tuple[int, ...] = ()
 
 
 def _labelled(roots: Sequence[str], mapping: dict[str, str] | None) -> list[Sample]:
@@ -96,7 +99,7 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
     )
     work = Path(tempfile.mkdtemp(prefix="dermedge-export-"))
     try:
-        encoder, params, embed_dim, req = _encoder_module(req, ckpt, spec)
+        encoder, params, embed_dim, stages, req = _encoder_module(req, ckpt, spec)
         fp32 = work / "encoder_fp32.onnx"
         parity = export_onnx(encoder, size, fp32)
         del encoder
@@ -130,6 +133,7 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
                 trained_by=f"dermedge {ckpt.sidecar.get('trained_by', 'train').removeprefix('dermedge ')} "
                 f"({ckpt.sidecar.get('method')}, {ckpt.sidecar.get('epoch')} epochs)",
                 colour_histogram_bins=req.colour_histogram,
+                pooled_stages=stages,
             ),
             input_spec=spec,
             artifacts=artifacts,
@@ -145,18 +149,31 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _encoder_module(req: ExportRequest, ckpt: Any, spec: InputSpec) -> tuple[Any, int, int, ExportRequest]:
-    """The torch module to export, the network's parameter count, the embedding dimension, and the request with
-    the quantisers told about an in-graph colour histogram (``req.colour_histogram``)."""
+def _encoder_module(
+    req: ExportRequest, ckpt: Any, spec: InputSpec
+) -> tuple[Any, int, int, tuple[tuple[int, int], ...], ExportRequest]:
+    """The torch module to export, the network's parameter count, the embedding dimension, the pooled stages'
+    ``(stage, channels)`` and the request with the quantisers told about an in-graph colour histogram
+    (``req.colour_histogram``)."""
+    from dermedge.training.encoders import WithStagePools, stage_channels
+
     encoder = build_encoder(ckpt)
     params = int(sum(p.numel() for p in encoder.parameters()))
+    dim, stages = ckpt.embed_dim, ()
+    if req.pooled_stages:
+        try:
+            stages = stage_channels(encoder, req.pooled_stages, spec.size[0])
+            encoder = WithStagePools(encoder, req.pooled_stages).eval()
+        except ValueError as exc:
+            raise ExportError(f"--pooled-stages {','.join(map(str, req.pooled_stages))}: {exc}") from exc
+        dim += sum(c for _, c in stages)
     if not req.colour_histogram:
-        return encoder, params, ckpt.embed_dim, req
+        return encoder, params, dim, stages, req
     from dermedge.export.colour import WithColourHistogram
 
     encoder = WithColourHistogram(encoder, spec.mean, spec.std, req.colour_histogram).eval()
     req = replace(req, advanced=replace(req.advanced, colour_histogram=True))
-    return encoder, params, ckpt.embed_dim + req.colour_histogram**3, req
+    return encoder, params, dim + req.colour_histogram**3, stages, req
 
 
 def _provenance(

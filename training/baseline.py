@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,17 @@ class PaperPath:
 
     @classmethod
     def load(
-        cls, run_dir: str | Path, spec: InputSpec, threads: int | None = None, colour_histogram_bins: int = 0
+        cls,
+        run_dir: str | Path,
+        spec: InputSpec,
+        threads: int | None = None,
+        colour_histogram_bins: int = 0,
+        pooled_stages: Sequence[Sequence[int]] = (),
     ) -> PaperPath:
         """Build the encoder from ``run_dir`` and the transform from the bundle's input ``spec``; with
         ``colour_histogram_bins`` (the bundle's ``encoder.colour_histogram_bins``) the encoder also appends the
-        colour histogram, as the bundle's encoder file does, so both paths make the same embedding."""
+        colour histogram, as the bundle's encoder file does, so both paths make the same embedding; likewise the
+        ``(stage, channels)`` of ``pooled_stages`` (the bundle's ``encoder.pooled_stages``)."""
         import torch
         from dermedge.training.checkpoint import build_encoder, read_checkpoint
         from torchvision import transforms
@@ -39,6 +46,10 @@ class PaperPath:
             torch.set_num_threads(threads)
         t0 = time.perf_counter()
         encoder = build_encoder(read_checkpoint(run_dir))
+        if pooled_stages:
+            from dermedge.training.encoders import WithStagePools
+
+            encoder = WithStagePools(encoder, tuple(s for s, _ in pooled_stages)).eval()
         if colour_histogram_bins:
             from dermedge.export.colour import WithColourHistogram
 

@@ -47,3 +47,46 @@ def count_flops(model: nn.Module, img_size: int) -> int:
         model(torch.zeros(1, 3, img_size, img_size))
     model.train(was_training)
     return int(counter.get_total_flops())
+
+
+class WithStagePools(nn.Module):
+    """``[encoder(x), mean over H, W of stage k's output for k in stages]``: earlier stages' pooled features
+    appended to the embedding.
+
+    Fine-tuning end to end specialises the last stage to its training labels most; earlier stages keep more
+    general texture features. On the yardstick, the long stage-2 encoder's SD-198 transfer (labels never trained
+    on) rose from 0.290 to 0.325 with stages 2 and 1 appended (``benchmarks/results/amd-epyc-2cpu/README.md``).
+    ``stages`` are timm feature indices (``forward_intermediates``), appended in the order given.
+    """
+
+    def __init__(self, encoder: nn.Module, stages: tuple[int, ...]) -> None:
+        super().__init__()
+        if not stages or len(set(stages)) != len(stages):
+            raise ValueError(f"pooled stages must be distinct feature indices, got {stages}")
+        if not hasattr(encoder, "forward_intermediates"):
+            raise ValueError(f"{type(encoder).__name__} has no forward_intermediates: cannot pool its stages")
+        self.encoder = encoder
+        self.stages = tuple(int(s) for s in stages)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        order = sorted(self.stages)
+        final, inter = self.encoder.forward_intermediates(x, indices=order)  # type: ignore[operator]
+        pooled = {s: t.mean(dim=(2, 3)) for s, t in zip(order, inter)}
+        return torch.cat([self.encoder.forward_head(final), *[pooled[s] for s in self.stages]], dim=1)  # type: ignore[operator]
+
+
+def stage_channels(encoder: nn.Module, stages: tuple[int, ...], img_size: int) -> tuple[tuple[int, int], ...]:
+    """``((stage, channels), ...)`` of ``WithStagePools(encoder, stages)``'s appended parts (one dummy pass)."""
+    order = sorted(stages)
+    was_training = encoder.training
+    encoder.eval()
+    with torch.no_grad():
+        try:
+            _, inter = encoder.forward_intermediates(  # type: ignore[operator]
+                torch.zeros(1, 3, img_size, img_size), indices=order, intermediates_only=False
+            )
+        except (IndexError, AssertionError, ValueError) as exc:
+            raise ValueError(f"cannot pool stages {stages} of this encoder: {exc}") from exc
+    encoder.train(was_training)
+    dims = {s: int(t.shape[1]) for s, t in zip(order, inter)}
+    return tuple((s, dims[s]) for s in stages)

@@ -134,3 +134,28 @@ def test_colour_histogram_bins_are_recorded_checked_and_omitted_when_off(tiny_bu
         data["encoder"].update(embed_dim=dim, colour_histogram_bins=bins)
         with pytest.raises(BundleError, match=match):
             parse_manifest(data)
+
+
+def test_pooled_stages_are_recorded_checked_and_omitted_when_off(tiny_bundle: Path) -> None:
+    """``encoder.pooled_stages`` says which dimensions are the final features (the abstain detector's input);
+    malformed or impossible values are refused with the field named, and bundles without it are unchanged."""
+    data = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert "pooled_stages" not in data["encoder"]
+    enc = parse_manifest(data).encoder
+    assert enc.pooled_stages == () and enc.final_dim == enc.embed_dim and "pooled_stages" not in enc.to_manifest()
+    data["encoder"].update(embed_dim=16 + 12 + 64, colour_histogram_bins=4, pooled_stages=[[2, 8], [1, 4]])
+    enc = parse_manifest(data).encoder
+    assert enc.pooled_stages == ((2, 8), (1, 4)) and enc.pooled_stages_dim == 12 and enc.final_dim == 16
+    assert enc.to_manifest()["pooled_stages"] == [[2, 8], [1, 4]]
+    assert enc.dims_note() == " (16 network + 12 pooled stages 2, 1 + 64 colour histogram)"
+    assert parse_manifest({**data, "encoder": enc.to_manifest()}).encoder == enc  # round trip
+    for stages, match in (
+        ([[2, 8], [2, 4]], "distinct"),
+        ([[2]], "pairs"),
+        ([[2, 0]], "pairs"),
+        ([["2", 8]], "pairs"),
+        ([[2, 16], [1, 12]], "leave no final features"),
+    ):
+        data["encoder"]["pooled_stages"] = stages
+        with pytest.raises(BundleError, match=f"encoder.pooled_stages.*{match}|{match}.*embedding"):
+            parse_manifest(data)

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from dermedge.export.card import _target_lines, _training_lines
 from dermedge.export.provenance import args_command
-from dermedge.export.ship import _target_lines, _training_lines
 
 
 def _report(f1: float, auroc: float, colour_f1: float, sd: float | None, int8: bool) -> dict:
@@ -138,7 +138,7 @@ def test_choose_artifacts_follows_the_preference_within_the_budget_and_shares_fi
 
 
 def test_the_card_says_when_fine_tuning_costs_transfer() -> None:
-    from dermedge.export.ship import _stage_lines
+    from dermedge.export.card import _stage_lines
 
     def fig(internal: float, sd: float, ci: tuple[float, float]) -> dict:
         return {
@@ -214,3 +214,39 @@ def test_yardstick_transfer_picks_the_row_that_matches_the_shipped_embedding(tmp
     assert shipped["colour_histogram"] == 0.21
     elsewhere = yardstick_transfer(path, str(run), plus_histogram=True, bundle=str(Path(tmp_path / "other")))
     assert elsewhere["encoder"] == 0.31  # no row for that bundle: the run's --plus-histogram row
+    staged = {**meta, "pooled_stages": [2, 1]}
+    path.write_text(
+        json.dumps(
+            {
+                "command": "python benchmarks/encoders.py ...",
+                "rows": [
+                    *rows,
+                    _row("trained+histogram", "ft + pooled stages 2,1 + colour histogram", 0.49, 0.33, staged),
+                ],
+            }
+        )
+    )
+    pooled = yardstick_transfer(path, str(run), plus_histogram=True, stages=(2, 1))
+    assert pooled["encoder"] == 0.33  # the row with the same stages appended, not the plain + histogram one
+    assert yardstick_transfer(path, str(run), plus_histogram=True)["encoder"] == 0.31
+
+
+def test_the_card_compares_with_the_previous_bundle_and_says_where_it_is_worse() -> None:
+    from dermedge.export.card import _card_previous
+
+    def sub(old: float, new: float) -> dict:
+        return {
+            "n": 100,
+            "old_macro_f1": old,
+            "new_macro_f1": new,
+            "diff_macro_f1": new - old,
+            "diff_ci95": [-0.1, 0.1],
+        }
+
+    cmp = {"old": "dermedge-default 0.4.0", "command": "python benchmarks/compare_bundles.py ..."}
+    assert _card_previous({}) == []
+    better = _card_previous({"previous_bundle": {**cmp, "subsets": {"all": sub(0.4, 0.5)}}})
+    assert "| all | 100 | 0.400 | 0.500 | +0.100 [-0.100, +0.100] |" in better
+    assert not any("Worse than before" in line for line in better)
+    mixed = _card_previous({"previous_bundle": {**cmp, "subsets": {"all": sub(0.4, 0.5), "phone": sub(0.5, 0.4)}}})
+    assert any("Worse than before on: phone." in line for line in mixed)
