@@ -8,7 +8,7 @@ PHOTO ?= $(firstword $(wildcard ../shared/data/pad_ufes_20/images/PAT_1006_53_71
 
 .PHONY: demo test lint clean default-model pipeline web cpp
 
-# Regenerates the built-in model from ../shared/data (about 4.5 h on a 2-core CPU with native BF16):
+# Regenerates the built-in model from ../shared/data (about 3.7 h on a 2-core CPU with native BF16):
 # stage 1 skin-aware SimCLR (labels unused) for 16 epochs, continued for 16 more from its weights with a
 # fresh schedule (init_from), stage 2 fine-tuning on the labelled training split (up to 36 epochs, early
 # stopping on validation macro-F1), then export + INT8 + gate + head + evaluation + model card into

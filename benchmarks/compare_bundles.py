@@ -31,17 +31,19 @@ SUBSETS = {
 
 
 def compare(old: str, new: str, samples: list[Any]) -> dict[str, Any]:
-    """Per subset: n, each bundle's macro-F1 and MEL AUROC, and the paired macro-F1 difference (new - old)."""
+    """Per subset: n, each bundle's macro-F1, MEL AUROC and share of photos it abstains on, and the paired
+    macro-F1 difference (new - old)."""
     import dermedge
     from dermedge.metrics import bootstrap_ci, roc_auc
 
-    probs, names = {}, {}
+    probs, names, abstain = {}, {}, {}
     for key, path in (("old", old), ("new", new)):
         with dermedge.load_model(path) as m:
             preds = m.classify([s.path for s in samples], batch_size=64)
             names[key] = f"{m.manifest.name} {m.manifest.version}"
             labels = list(m.labels)
             probs[key] = np.array([[p.scores[c] for c in labels] for p in preds])
+            abstain[key] = np.array([p.abstain for p in preds])
     y_all = np.array([labels.index(s.label) for s in samples])
     out: dict[str, Any] = {"old": names["old"], "new": names["new"], "subsets": {}}
     for subset, keep in SUBSETS.items():
@@ -60,6 +62,7 @@ def compare(old: str, new: str, samples: list[Any]) -> dict[str, Any]:
         for k in ("old", "new"):
             row[f"{k}_macro_f1"] = f1(k, every)
             row[f"{k}_mel_auroc"] = roc_auc(y == mel, probs[k][idx, mel]) if (y == mel).any() else None
+            row[f"{k}_abstain_rate"] = float(abstain[k][idx].mean())
         row["diff_macro_f1"] = row["new_macro_f1"] - row["old_macro_f1"]
         row["diff_ci95"] = bootstrap_ci(groups, lambda s: f1("new", s) - f1("old", s), reps=1000, seed=0)
         out["subsets"][subset] = row
@@ -90,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in report["subsets"].items():
         print(
             f"{name:26s} n={r['n']:5d}  macro-F1 {r['old_macro_f1']:.3f} -> {r['new_macro_f1']:.3f}  "
-            f"diff {r['diff_macro_f1']:+.3f} [{r['diff_ci95'][0]:+.3f}, {r['diff_ci95'][1]:+.3f}]"
+            f"diff {r['diff_macro_f1']:+.3f} [{r['diff_ci95'][0]:+.3f}, {r['diff_ci95'][1]:+.3f}]  "
+            f"abstains {r['old_abstain_rate']:.1%} -> {r['new_abstain_rate']:.1%}"
         )
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")

@@ -315,14 +315,15 @@ def _card_previous(report: dict[str, Any]) -> list[str]:
         return []
     lines = [
         f"## Against {cmp['old']} (both as shipped, heads included; same test photos; paired 95% CIs)",
-        "| photos | n | macro-F1 before | macro-F1 now | difference |",
-        "|---|---|---|---|---|",
+        "| photos | n | macro-F1 before | macro-F1 now | difference | abstains before | abstains now |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, r in cmp["subsets"].items():
         lo, hi = r["diff_ci95"]
         lines.append(
             f"| {name} | {r['n']} | {r['old_macro_f1']:.3f} | {r['new_macro_f1']:.3f} | "
-            f"{r['diff_macro_f1']:+.3f} [{lo:+.3f}, {hi:+.3f}] |"
+            f"{r['diff_macro_f1']:+.3f} [{lo:+.3f}, {hi:+.3f}] | {_pct(r.get('old_abstain_rate'))} | "
+            f"{_pct(r.get('new_abstain_rate'))} |"
         )
     worse = [n for n, r in cmp["subsets"].items() if r["diff_macro_f1"] < 0]
     if worse:
@@ -331,3 +332,7 @@ def _card_previous(report: dict[str, Any]) -> list[str]:
             "your own labelled photos before upgrading (`fit_head` on each, same photos)."
         )
     return [*lines, f"\nSource: `{cmp['command']}`.", ""]
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1%}"

@@ -246,7 +246,7 @@ def test_the_card_compares_with_the_previous_bundle_and_says_where_it_is_worse()
     cmp = {"old": "dermedge-default 0.4.0", "command": "python benchmarks/compare_bundles.py ..."}
     assert _card_previous({}) == []
     better = _card_previous({"previous_bundle": {**cmp, "subsets": {"all": sub(0.4, 0.5)}}})
-    assert "| all | 100 | 0.400 | 0.500 | +0.100 [-0.100, +0.100] |" in better
+    assert "| all | 100 | 0.400 | 0.500 | +0.100 [-0.100, +0.100] | - | - |" in better
     assert not any("Worse than before" in line for line in better)
     mixed = _card_previous({"previous_bundle": {**cmp, "subsets": {"all": sub(0.4, 0.5), "phone": sub(0.5, 0.4)}}})
     assert any("Worse than before on: phone." in line for line in mixed)
