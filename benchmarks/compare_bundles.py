@@ -23,6 +23,9 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from encoders import _macro_f1_over  # noqa: E402  (the yardstick's macro-F1 over the labels present)
+
 SUBSETS = {
     "all": lambda s: True,
     "dermoscopy (HAM10000)": lambda s: "pad_ufes" not in s.path,
@@ -54,7 +57,7 @@ def compare(old: str, new: str, samples: list[Any]) -> dict[str, Any]:
 
         def f1(k: str, sel: np.ndarray, y: np.ndarray = y, pred: dict = pred, present: np.ndarray = present) -> float:
             # macro-F1 over the labels present in the subset; predicting an absent label is simply wrong
-            return float(np.mean([_f1_one(y[sel], pred[k][sel], c) for c in present]))
+            return _macro_f1_over(y[sel], pred[k][sel], present)
 
         every = np.arange(len(idx))
         mel = labels.index("MEL")
@@ -67,12 +70,6 @@ def compare(old: str, new: str, samples: list[Any]) -> dict[str, Any]:
         row["diff_ci95"] = bootstrap_ci(groups, lambda s: f1("new", s) - f1("old", s), reps=1000, seed=0)
         out["subsets"][subset] = row
     return out
-
-
-def _f1_one(y: np.ndarray, p: np.ndarray, c: int) -> float:
-    tp = float(np.sum((p == c) & (y == c)))
-    denom = float(np.sum(p == c) + np.sum(y == c))
-    return 2 * tp / denom if denom else 0.0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,8 +58,8 @@ class LinearHead:
         """Mahalanobis distance of each embedding to the training embeddings; above ``ood_threshold``
         the photo does not look like the skin-lesion photos the head was fitted on (``None`` if no detector).
 
-        The detector may cover only the leading dimensions (``len(ood_mean)``): the network's features, when the
-        embedding ends with a colour histogram (``fit_abstain(dims=...)``)."""
+        The detector may cover only the leading dimensions (``len(ood_mean)``): the network's final features, when
+        pooled stages or a colour histogram follow them (``fit_abstain(dims=...)``)."""
         if self.ood_mean is None or self.ood_precision is None:
             return None
         return mahalanobis(embeddings[:, : len(self.ood_mean)], self.ood_mean, self.ood_precision)
@@ -235,8 +235,9 @@ def fit_abstain(
     embeddings (covariance shrunk 10% towards its mean variance); the threshold keeps ``keep`` of
     ``held_out`` embeddings (or of the training ones when none are given) as in-distribution.
 
-    ``dims``: use only the leading ``dims`` dimensions (the network's features of an embedding that ends with a
-    colour histogram: a 512-bin histogram would add a 2.8 MB precision matrix of mostly empty bins)."""
+    ``dims``: use only the leading ``dims`` dimensions (``EncoderInfo.final_dim``: the network's final features,
+    when pooled stages or a colour histogram follow; a 512-bin histogram would add a 2.8 MB precision matrix of
+    mostly empty bins)."""
     x = np.asarray(train_embeddings, dtype=np.float64)[:, :dims]
     if held_out is not None:
         held_out = np.asarray(held_out)[:, :dims]

@@ -111,9 +111,11 @@ def prebuilt_matches(
     )
 
 
-def colour_histogram_layers(network: Any, concat_type: Any) -> list[Any]:
+def colour_histogram_layers(network: Any, concat_type: Any, conv_type: Any) -> list[Any]:
     """The layers of an in-graph colour histogram (``dermedge.export.colour``): every ancestor of the second input
-    of the two-input Concat that makes the network's output, and that Concat. ``[]`` for any other network.
+    of the two-input Concat that makes the network's output, and that Concat. ``[]`` for any other network,
+    including one whose final Concat joins network features (pooled stages, ``WithStagePools``): a branch with a
+    convolution is the network, not the histogram, which has none.
 
     In FP16/INT8 engines they are pinned to FP32: FP16 cannot count 12,544 pixels exactly, and the pixel values
     recovered from the normalised input must land in the same bins as the export gate's.
@@ -134,7 +136,7 @@ def colour_histogram_layers(network: Any, concat_type: Any) -> list[Any]:
         seen.add(layer.name)
         found.append(layer)
         todo.extend(layer.get_input(k).name for k in range(layer.num_inputs) if layer.get_input(k) is not None)
-    return found
+    return [] if any(layer.type == conv_type for layer in found) else found
 
 
 def build_engine(
@@ -155,7 +157,8 @@ def build_engine(
         config.set_flag(getattr(trt.BuilderFlag, flag))
     for flag in to_clear:
         config.clear_flag(getattr(trt.BuilderFlag, flag))
-    pinned = colour_histogram_layers(network, trt.LayerType.CONCATENATION) if precision != "fp32" else []
+    types = (trt.LayerType.CONCATENATION, trt.LayerType.CONVOLUTION)
+    pinned = colour_histogram_layers(network, *types) if precision != "fp32" else []
     for layer in pinned:
         layer.precision = trt.float32
         for j in range(layer.num_outputs):

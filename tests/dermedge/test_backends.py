@@ -211,15 +211,18 @@ class _Net:
 
 def test_tensorrt_pins_exactly_the_colour_histogram_branch_to_fp32() -> None:
     """Walked on a stand-in network (TensorRT cannot be installed here): the histogram branch and its Concat are
-    found, the encoder's layers are not, and a network without the histogram pins nothing."""
+    found, the encoder's layers are not, and a network without the histogram pins nothing, even when its output
+    is a Concat of final features and a pooled stage."""
     from dermedge.backends.tensorrt import colour_histogram_layers
 
     encoder = [_L("conv", "CONV", ["image"], ["c"]), _L("pool", "POOL", ["c"], ["feat"])]
     branch = [_L("mul", "EW", ["image"], ["m"]), _L("eq", "EW", ["m"], ["e"]), _L("mm", "MM", ["e", "e"], ["h"])]
     concat = _L("cat", "CONCAT", ["feat", "h"], ["embedding"])
-    found = colour_histogram_layers(_Net([*encoder, *branch, concat], "embedding"), "CONCAT")
+    found = colour_histogram_layers(_Net([*encoder, *branch, concat], "embedding"), "CONCAT", "CONV")
     assert {layer.name for layer in found} == {"cat", "mul", "eq", "mm"}
-    assert colour_histogram_layers(_Net(encoder, "feat"), "CONCAT") == []
+    assert colour_histogram_layers(_Net(encoder, "feat"), "CONCAT", "CONV") == []
+    stage = [_L("stage_pool", "REDUCE", ["c"], ["s"]), _L("cat2", "CONCAT", ["feat", "s"], ["emb2"])]
+    assert colour_histogram_layers(_Net([*encoder, *stage], "emb2"), "CONCAT", "CONV") == []
 
 
 def test_bf16_is_refused_where_the_cpu_lacks_it(monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path) -> None:
