@@ -28,7 +28,7 @@ default-model: $(DEV_VENV)/.done
 	$(DEV_VENV)/bin/dermedge finetune --checkpoint $(SSL32_RUN) --data ../shared/data --out $(DEFAULT_RUN) \
 	    --epochs 36 --patience 10 --batch-size 64 --num-workers 1 --head-warmup-epochs 0 --lr-encoder 5e-4 --ema 0.998
 	$(DEV_VENV)/bin/python -m dermedge.export.default_model --run $(DEFAULT_RUN) --data ../shared/data --out dermedge/models/default --baselines \
-	    --version 0.5.0 --colour-histogram 8 --pooled-stages 2,1 \
+	    --version 0.5.1 --colour-histogram 8 --pooled-stages 2,1 \
 	    --yardstick benchmarks/results/amd-epyc-2cpu/encoders_stage_pools.json
 
 # The whole model as one ONNX graph for apps in any language, the offline web page and the C++ app.

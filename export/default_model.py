@@ -5,8 +5,9 @@
 
 Steps: split HAM10000 (both folders, by lesion) + PAD-UFES-20 (by patient) 60/20/20 over the common
 label vocabulary; export + INT8 + gate (through ``export.pipeline``); embed every image with the
-runtime; fit the class-balanced linear head on train, calibrate its temperature on validation, fit the
-out-of-distribution (abstain) detector; evaluate on test with 95% bootstrap CIs (by patient/lesion),
+runtime; fit the class-balanced linear head on train + validation (L2 and softmax temperature by grouped
+5-fold CV; ``--head-data train``: on train, temperature on validation), fit the out-of-distribution (abstain)
+detector; evaluate on test with 95% bootstrap CIs (by patient/lesion),
 per source and per Fitzpatrick type, FP32 vs INT8 per backend, and against a random-init encoder and a
 colour histogram; write the bundle, its model card and ``report.json``.
 """
@@ -27,22 +28,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from dermedge.export.baselines import baselines, non_skin_images, test_metrics
 from dermedge.export.cli import stage_list
 
 from dermedge.backends import REFERENCE_BACKEND
 from dermedge.datasets import COMMON_LABEL_MAP, Sample, discover, group_split, map_labels
 from dermedge.heads import L2_GRID, LinearHead, fit_abstain, fit_linear_head, fit_temperature, softmax
 from dermedge.manifest import EncoderInfo
-from dermedge.metrics import bootstrap_ci, expected_calibration_error, macro_f1, summarize
+from dermedge.metrics import bootstrap_ci, expected_calibration_error, macro_f1
 
 logger = logging.getLogger("dermedge.default_model")
 SOURCES = ("ham10000", "ham10000_rest", "pad_ufes_20")
 SOURCE_NAMES = {"ham": "dermoscopy (HAM10000)", "pad": "smartphone (PAD-UFES-20)"}
-
-
-def test_metrics(y: np.ndarray, probs: np.ndarray, labels: tuple[str, ...]) -> dict[str, float]:
-    """``dermedge.metrics.summarize`` with melanoma as the focus class (``mel_auroc``, ``mel_sens_at_80_spec``)."""
-    return summarize(y, probs, focus=labels.index("MEL"), focus_name="mel")
 
 
 def bootstrap(
@@ -86,31 +83,6 @@ def embed_all(bundle: Path, backend: str, precision: str, samples: list[Sample])
     return np.stack(emb), kept
 
 
-def non_skin_images(n: int = 60, seed: int = 0) -> list[np.ndarray]:
-    """Synthetic non-skin pictures: noise, flat colours, stripes, gradients, checkerboards."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        kind = i % 5
-        if kind == 0:
-            img = rng.integers(0, 256, (160, 160, 3), dtype=np.uint8)
-        elif kind == 1:
-            img = np.full((160, 160, 3), rng.integers(0, 256, 3), np.uint8)
-        elif kind == 2:
-            img = np.zeros((160, 160, 3), np.uint8)
-            img[:, :: 2 + i % 7] = rng.integers(0, 256, 3)
-        elif kind == 3:
-            g = np.linspace(0, 255, 160, dtype=np.float32)
-            img = np.stack(
-                [np.tile(g, (160, 1)), np.tile(g[:, None], (1, 160)), np.full((160, 160), 128.0)], -1
-            ).astype(np.uint8)
-        else:
-            c = (np.indices((160, 160)).sum(0) // (8 + i % 16)) % 2
-            img = (np.stack([c] * 3, -1) * 255).astype(np.uint8)
-        out.append(img)
-    return out
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True)
@@ -126,11 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baselines", action="store_true", help="also evaluate random-init and colour-histogram features")
     p.add_argument("--img-size", type=int, help="deployment input size (default: the training size)")
     p.add_argument(
+        "--head-data",
+        default="train+val",
+        choices=["train+val", "train"],
+        help="photos the shipped head is fitted on (default train+val: temperature from grouped out-of-fold "
+        "logits; train: temperature on validation). The test split is never used.",
+    )
+    p.add_argument(
         "--head-l2",
-        default="stable",
-        help="shipped head's L2: a number, 'cv' (best grouped-CV macro-F1), or 'stable' (default: the strongest "
-        "L2 of the grid within 0.5 points of the best validation macro-F1; flatter logits flip fewer borderline "
-        "photos under INT8, benchmarks/int8_head.py). The export gate's head then uses 0.1.",
+        default="auto",
+        help="shipped head's L2: a number, 'cv' (best grouped-CV macro-F1), 'stable' (--head-data train only: the "
+        "strongest L2 of the grid within 0.5 points of the best validation macro-F1; flatter logits flip fewer "
+        "borderline photos under INT8, benchmarks/int8_head.py), or 'auto' (default: cv with train+val, stable "
+        "with train). The export gate's head uses the number given, else 0.1.",
     )
     p.add_argument(
         "--yardstick",
@@ -168,7 +148,12 @@ class Split:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.head_l2 == "auto":
+        args.head_l2 = "cv" if args.head_data == "train+val" else "stable"
+    if args.head_l2 == "stable" and args.head_data != "train":
+        parser.error("--head-l2 stable chooses on the validation split, so it needs --head-data train")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     t_start = time.time()
     train, val, test = _split(Path(args.data), args.limit)
@@ -178,20 +163,17 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("no artifact passed the gate")
         return 1
     parts = {name: _embed_split(bundle, part) for name, part in (("train", train), ("val", val), ("test", test))}
-    head, l2_choice = fit_shipped_head(
-        parts["train"].x, parts["train"].samples, parts["val"].x, parts["val"].samples, args.head_l2
-    )
+    head, l2_choice, gate_head = fit_shipped_head(parts, args.head_l2, args.head_data)
     _relabel(head, parts)
     enc = json.loads((bundle / "manifest.json").read_text())["encoder"]
-    head = _calibrate(head, parts, EncoderInfo(**enc).final_dim)
+    head = _calibrate(head, parts, EncoderInfo(**enc).final_dim, temperature_on_val=args.head_data == "train")
     report = _evaluate(head, parts)
     report.update(head_l2=l2_choice, abstain=_abstain_report(bundle, head, parts["test"], Path(args.data), args.limit))
-    report["per_artifact"] = _final_gates(bundle, rows, head, parts)
+    report["per_artifact"] = _final_gates(bundle, rows, head, parts, gate_head)
     report["final_gate_passing"] = [k for k, r in report["per_artifact"].items() if r["final_gate"]["status"] == "pass"]
     if args.baselines:
-        report["baselines"] = baselines(
-            args.run, parts["train"].samples, parts["test"].samples, head.labels, args.img_size
-        )
+        fit_on = parts["train"].samples + (parts["val"].samples if args.head_data == "train+val" else [])
+        report["baselines"] = baselines(args.run, fit_on, parts["test"].samples, head.labels, args.img_size)
     if args.yardstick:
         report["sd198_probe"] = yardstick_transfer(
             Path(args.yardstick), args.run, bool(args.colour_histogram), stages=args.pooled_stages
@@ -229,7 +211,7 @@ def _export(
 
     write_csv(val, work / "val.csv")
     write_csv(train, work / "train.csv")
-    l2 = None if args.head_l2 == "cv" else 0.1 if args.head_l2 == "stable" else float(args.head_l2)
+    l2 = 0.1 if args.head_l2 in ("cv", "stable") else float(args.head_l2)
     req = ExportRequest(
         checkpoint=args.run,
         out=str(Path(args.full_out)),
@@ -258,13 +240,16 @@ def _embed_split(bundle: Path, part: list[Sample], backend: str = REFERENCE_BACK
     return Split(samples, emb, np.array([labels.index(s.label) for s in samples]), np.array([s.group for s in samples]))
 
 
-def _calibrate(head: LinearHead, parts: dict[str, Split], network_dims: int | None = None) -> LinearHead:
-    """Temperature on validation, then the abstain detector (keeps 95 % of validation photos) on the network's
-    features (``network_dims``: the leading dimensions, when the embedding ends with a colour histogram)."""
+def _calibrate(
+    head: LinearHead, parts: dict[str, Split], network_dims: int | None = None, temperature_on_val: bool = True
+) -> LinearHead:
+    """Temperature on validation (unless the head already has one from out-of-fold logits), then the abstain
+    detector (fitted on train, keeps 95 % of validation photos; it uses no labels) on the network's features
+    (``network_dims``: the leading dimensions, when pooled stages or a colour histogram follow)."""
     val = parts["val"]
-    temperature = fit_temperature(head.logits(val.x), val.y)
-    calibrated = LinearHead(head.weight, head.bias, head.labels, temperature, head.metrics)
-    return fit_abstain(calibrated, parts["train"].x, val.x, keep=0.95, dims=network_dims)
+    if temperature_on_val:
+        head = LinearHead(head.weight, head.bias, head.labels, fit_temperature(head.logits(val.x), val.y), head.metrics)
+    return fit_abstain(head, parts["train"].x, val.x, keep=0.95, dims=network_dims)
 
 
 def _relabel(head: LinearHead, parts: dict[str, Split]) -> None:
@@ -317,12 +302,13 @@ def _abstain_report(bundle: Path, head: LinearHead, test: Split, data: Path, lim
 
 
 def _final_gates(
-    bundle: Path, rows: list[dict[str, Any]], head: LinearHead, parts: dict[str, Split]
+    bundle: Path, rows: list[dict[str, Any]], head: LinearHead, parts: dict[str, Split], gate_head: LinearHead
 ) -> dict[str, dict[str, Any]]:
-    """Re-gate every export-passing artifact with the shipped head on validation, through the same
-    ``dermedge.export.verify.gate`` and thresholds as the export: a head fitted on 7k photos is far more
-    sensitive to INT8 noise than the export gate's small transient head (measured: cosine 0.999, yet only
-    66-74 % top-1 agreement). Only artifacts passing this final gate are shipped; each is also scored on test."""
+    """Re-gate every export-passing artifact on validation with the shipped head's recipe fitted on train only
+    (``gate_head``; validation must be unseen by it), through the same ``dermedge.export.verify.gate`` and
+    thresholds as the export: a head fitted on 7k photos is far more sensitive to INT8 noise than the export
+    gate's small transient head (measured: cosine 0.999, yet only 66-74 % top-1 agreement). Only artifacts
+    passing this final gate are shipped; each is also scored on test with the shipped head."""
     from dermedge.export.verify import GateThresholds, gate
 
     val, test = parts["val"], parts["test"]
@@ -331,7 +317,7 @@ def _final_gates(
         if row["gate"]["status"] != "pass":
             continue
         ev = _embed_split(bundle, val.samples, row["backend"], row["precision"]).x
-        result = gate(val.x, ev, head, np.arange(len(val.y)), val.y, GateThresholds())
+        result = gate(val.x, ev, gate_head, np.arange(len(val.y)), val.y, GateThresholds())
         et = _embed_split(bundle, test.samples, row["backend"], row["precision"]).x
         out[f"{row['backend']}/{row['precision']}"] = {
             **test_metrics(test.y, head.probabilities(et), head.labels),
@@ -349,21 +335,39 @@ def _final_gates(
 
 
 def fit_shipped_head(
-    xtr: np.ndarray, str_: list[Sample], xva: np.ndarray, sva: list[Sample], how: str
-) -> tuple[LinearHead, dict[str, Any]]:
-    """The shipped head and how its L2 was chosen (``how``: a number, ``cv`` or ``stable``; see --head-l2)."""
-    labels, groups = [s.label for s in str_], [s.group for s in str_]
+    parts: dict[str, Split], how: str, data: str = "train"
+) -> tuple[LinearHead, dict[str, Any], LinearHead]:
+    """The shipped head, how its L2 was chosen (``how``: a number, ``cv`` or ``stable``; see --head-l2), and the
+    same recipe fitted on train only, which the final INT8 gate uses on validation. ``data``: ``train+val``
+    fits the shipped head on both, with its temperature from grouped out-of-fold logits."""
+    tr, va = parts["train"], parts["val"]
+    if data == "train+val":
+        x = np.concatenate([tr.x, va.x])
+        samples = tr.samples + va.samples
+        head = fit_linear_head(
+            x, [s.label for s in samples], groups=[s.group for s in samples], l2=None if how == "cv" else float(how)
+        )
+        l2 = head.metrics["l2"]
+        rule = "grouped 5-fold CV macro-F1 on train + validation" if how == "cv" else how
+        info = {"rule": rule, "l2": l2, "data": data, "temperature": "grouped out-of-fold logits"}
+        return head, info, _fit(tr, l2)
     if how != "stable":
-        head = fit_linear_head(xtr, labels, groups=groups, calibrate=False, l2=None if how == "cv" else float(how))
-        return head, {"rule": how, "l2": head.metrics["l2"]}
-    heads = {l2: fit_linear_head(xtr, labels, groups=groups, calibrate=False, l2=l2) for l2 in L2_GRID}
+        l2 = None if how == "cv" else float(how)
+        head = fit_linear_head(tr.x, [s.label for s in tr.samples], groups=list(tr.groups), calibrate=False, l2=l2)
+        return head, {"rule": how, "l2": head.metrics["l2"], "data": data}, head
+    heads = {l2: _fit(tr, l2) for l2 in L2_GRID}
     some = next(iter(heads.values()))
-    yva = np.array([some.labels.index(s.label) for s in sva])
-    f1 = {l2: macro_f1(yva, h.probabilities(xva).argmax(1), len(h.labels)) for l2, h in heads.items()}
+    yva = np.array([some.labels.index(s.label) for s in va.samples])
+    f1 = {l2: macro_f1(yva, h.probabilities(va.x).argmax(1), len(h.labels)) for l2, h in heads.items()}
     best = max(f1.values())
     l2 = max(k for k, v in f1.items() if v >= best - 0.005)
     rule = "strongest L2 within 0.5 points of the best validation macro-F1"
-    return heads[l2], {"rule": rule, "l2": l2, "val_macro_f1_per_l2": {str(k): v for k, v in f1.items()}}
+    info = {"rule": rule, "l2": l2, "data": data, "val_macro_f1_per_l2": {str(k): v for k, v in f1.items()}}
+    return heads[l2], info, heads[l2]
+
+
+def _fit(part: Split, l2: float) -> LinearHead:
+    return fit_linear_head(part.x, [s.label for s in part.samples], groups=list(part.groups), calibrate=False, l2=l2)
 
 
 def yardstick_transfer(
@@ -444,33 +448,6 @@ def _stage_figures(row: dict[str, Any]) -> dict[str, float]:
 
 def _gate_table(bundle: Path) -> str:
     return str(json.loads((bundle / "manifest.json").read_text())["provenance"].get("gate_table", ""))
-
-
-def baselines(
-    run: str, train: list[Sample], test: list[Sample], labels: tuple[str, ...], size: int | None = None
-) -> dict[str, Any]:
-    """Random-init encoder of the same architecture and a colour histogram, same head recipe, same test split."""
-    import torch
-    from dermedge.training.checkpoint import read_checkpoint
-    from dermedge.training.encoders import create_encoder
-    from dermedge.training.eval import color_histogram, extract
-
-    ck = read_checkpoint(run)
-    torch.manual_seed(0)
-    rand = create_encoder(ck.arch, size or ck.img_size).eval()
-    out = {}
-    idx = {lab: i for i, lab in enumerate(labels)}
-    feats = {}
-    for name, part in (("train", train), ("test", test)):
-        f, kept, pix = extract(rand, part, size or ck.img_size, want_pixels=True)
-        feats[name] = (f, color_histogram(pix), [part[i] for i in kept])
-    for j, name in ((0, f"random-init {ck.arch}"), (1, "colour histogram (8^3 RGB)")):
-        xtr, xte = feats["train"][j], feats["test"][j]
-        head = fit_linear_head(xtr, [s.label for s in feats["train"][2]], groups=[s.group for s in feats["train"][2]])
-        y = np.array([idx[s.label] for s in feats["test"][2]])
-        probs = head.probabilities(xte.astype(np.float32))
-        out[name] = test_metrics(y, probs, labels)
-    return out
 
 
 if __name__ == "__main__":

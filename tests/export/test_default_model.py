@@ -57,7 +57,10 @@ def test_default_model_builds_a_bundle_with_report_and_card(tmp_path: Path) -> N
     argv = ["--run", str(run), "--data", str(data), "--out", str(out), "--full-out", str(tmp_path / "full")]
     assert main([*argv, "--head-l2", "1.0", "--version", "9.9.9"]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["labels"] == ["BCC", "MEL", "NEV"] and report["head_l2"] == {"rule": "1.0", "l2": 1.0}
+    assert report["labels"] == ["BCC", "MEL", "NEV"]
+    # by default the head is fitted on train + validation, its temperature from grouped out-of-fold logits
+    assert report["head_l2"]["l2"] == 1.0 and report["head_l2"]["data"] == "train+val"
+    assert report["head_l2"]["temperature"] == "grouped out-of-fold logits"
     assert set(report["test"]) >= {"macro_f1", "mel_auroc", "mel_sens_at_80_spec", "ece", "n"}
     assert report["split_sizes"]["test"] == report["test"]["n"] > 0
     # the final gate (export.verify.gate with the shipped head) decides what ships; ORT FP32 passes exactly
@@ -70,3 +73,35 @@ def test_default_model_builds_a_bundle_with_report_and_card(tmp_path: Path) -> N
         assert model.classify([skin_image(48, 48, seed=3)])[0].label in model.labels
     card = (out / "MODEL_CARD.md").read_text()
     assert f"{report['test']['macro_f1']:.3f}" in card  # figures come from the report
+    assert "on the training and validation splits" in card and "out-of-fold logits" in card
+    # 'stable' chooses L2 on validation, so it cannot be combined with a head fitted on validation
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--head-l2", "stable"])
+    assert exc.value.code == 2
+
+
+def _part(n: int, seed: int):  # type: ignore[no-untyped-def]
+    from dermedge.export.default_model import Split
+
+    from dermedge.datasets import Sample
+
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    x = rng.normal(size=(n, 8)) + 2.0 * np.eye(3, 8)[y]
+    names = ["BCC", "MEL", "NEV"]
+    samples = [Sample(f"{seed}_{i}.jpg", names[k], {"patient_id": f"{seed}_{i // 2}"}) for i, k in enumerate(y)]
+    return Split(samples, x.astype(np.float32), y, np.array([s.group for s in samples]))
+
+
+def test_fit_shipped_head_on_train_and_validation_gates_with_a_train_only_head() -> None:
+    from dermedge.export.default_model import fit_shipped_head
+
+    parts = {"train": _part(90, 1), "val": _part(30, 2)}
+    head, info, gate_head = fit_shipped_head(parts, "cv", "train+val")
+    assert sum(head.metrics["class_counts"].values()) == 120  # fitted on both splits
+    assert sum(gate_head.metrics["class_counts"].values()) == 90  # the gate's head never saw validation
+    assert gate_head.metrics["l2"] == head.metrics["l2"] == info["l2"] and info["data"] == "train+val"
+    assert head.temperature != 1.0  # calibrated on out-of-fold logits
+    head, info, gate_head = fit_shipped_head(parts, "stable", "train")
+    assert gate_head is head and sum(head.metrics["class_counts"].values()) == 90
+    assert set(info["val_macro_f1_per_l2"]) and info["data"] == "train"
