@@ -341,6 +341,8 @@ def fit_shipped_head(
     same recipe fitted on train only, which the final INT8 gate uses on validation. ``data``: ``train+val``
     fits the shipped head on both, with its temperature from grouped out-of-fold logits."""
     tr, va = parts["train"], parts["val"]
+    if how == "stable" and data != "train":
+        raise ValueError("the 'stable' L2 rule chooses on validation photos, so it needs data='train'")
     if data == "train+val":
         x = np.concatenate([tr.x, va.x])
         samples = tr.samples + va.samples
@@ -348,13 +350,13 @@ def fit_shipped_head(
             x, [s.label for s in samples], groups=[s.group for s in samples], l2=None if how == "cv" else float(how)
         )
         l2 = head.metrics["l2"]
-        rule = "grouped 5-fold CV macro-F1 on train + validation" if how == "cv" else how
+        rule = "grouped 5-fold CV macro-F1 on train + validation" if how == "cv" else f"--head-l2 {how}"
         info = {"rule": rule, "l2": l2, "data": data, "temperature": "grouped out-of-fold logits"}
         return head, info, _fit(tr, l2)
     if how != "stable":
-        l2 = None if how == "cv" else float(how)
-        head = fit_linear_head(tr.x, [s.label for s in tr.samples], groups=list(tr.groups), calibrate=False, l2=l2)
-        return head, {"rule": how, "l2": head.metrics["l2"], "data": data}, head
+        head = _fit(tr, None if how == "cv" else float(how))
+        rule = "grouped 5-fold CV macro-F1 on train" if how == "cv" else f"--head-l2 {how}"
+        return head, {"rule": rule, "l2": head.metrics["l2"], "data": data}, head
     heads = {l2: _fit(tr, l2) for l2 in L2_GRID}
     some = next(iter(heads.values()))
     yva = np.array([some.labels.index(s.label) for s in va.samples])
@@ -366,7 +368,7 @@ def fit_shipped_head(
     return heads[l2], info, heads[l2]
 
 
-def _fit(part: Split, l2: float) -> LinearHead:
+def _fit(part: Split, l2: float | None) -> LinearHead:
     return fit_linear_head(part.x, [s.label for s in part.samples], groups=list(part.groups), calibrate=False, l2=l2)
 
 

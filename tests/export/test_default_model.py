@@ -59,8 +59,12 @@ def test_default_model_builds_a_bundle_with_report_and_card(tmp_path: Path) -> N
     report = json.loads((out / "report.json").read_text())
     assert report["labels"] == ["BCC", "MEL", "NEV"]
     # by default the head is fitted on train + validation, its temperature from grouped out-of-fold logits
-    assert report["head_l2"]["l2"] == 1.0 and report["head_l2"]["data"] == "train+val"
-    assert report["head_l2"]["temperature"] == "grouped out-of-fold logits"
+    assert report["head_l2"] == {
+        "rule": "--head-l2 1.0",
+        "l2": 1.0,
+        "data": "train+val",
+        "temperature": "grouped out-of-fold logits",
+    }
     assert set(report["test"]) >= {"macro_f1", "mel_auroc", "mel_sens_at_80_spec", "ece", "n"}
     assert report["split_sizes"]["test"] == report["test"]["n"] > 0
     # the final gate (export.verify.gate with the shipped head) decides what ships; ORT FP32 passes exactly
@@ -73,7 +77,7 @@ def test_default_model_builds_a_bundle_with_report_and_card(tmp_path: Path) -> N
         assert model.classify([skin_image(48, 48, seed=3)])[0].label in model.labels
     card = (out / "MODEL_CARD.md").read_text()
     assert f"{report['test']['macro_f1']:.3f}" in card  # figures come from the report
-    assert "on the training and validation splits" in card and "out-of-fold logits" in card
+    assert "L2 1, --head-l2 1.0) on the training and validation splits" in card and "out-of-fold logits" in card
     # 'stable' chooses L2 on validation, so it cannot be combined with a head fitted on validation
     with pytest.raises(SystemExit) as exc:
         main([*argv, "--head-l2", "stable"])
@@ -105,3 +109,5 @@ def test_fit_shipped_head_on_train_and_validation_gates_with_a_train_only_head()
     head, info, gate_head = fit_shipped_head(parts, "stable", "train")
     assert gate_head is head and sum(head.metrics["class_counts"].values()) == 90
     assert set(info["val_macro_f1_per_l2"]) and info["data"] == "train"
+    with pytest.raises(ValueError, match="stable"):
+        fit_shipped_head(parts, "stable", "train+val")
