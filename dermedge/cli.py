@@ -65,7 +65,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "finetune": Command(
         "stage 2: fine-tune an SSL encoder end to end on the labelled training split (HAM10000 + PAD-UFES-20)",
-        "dermedge.training.finetune",
+        "dermedge.training.finetune_cli",
         "add_finetune_arguments",
         "run_finetune",
         "dermedge[train]",

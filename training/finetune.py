@@ -11,7 +11,6 @@ Resumable: the same ``--out`` continues from the last finished epoch.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -31,6 +30,7 @@ from dermedge.metrics import macro_f1
 
 logger = logging.getLogger("dermedge.finetune")
 INTERNAL_FOLDERS = ("ham10000", "ham10000_rest", "pad_ufes_20")
+TRAIN_ON = ("train", "train+val")
 
 
 def internal_samples(data: Path) -> list[Sample]:
@@ -64,6 +64,7 @@ class FinetuneConfig:
     init: str = "checkpoint"  # "random": the checkpoint's architecture from random init (supervised from scratch)
     colour_constancy: str = "inherit"  # "inherit": what the checkpoint was trained with; or none / shades_of_gray
     ema: float = 0.0  # > 0: validate and keep an exponential moving average of the weights with this decay
+    train_on: str = "train"  # "train+val": the validation split joins training; fixed epochs, the last one is kept
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -83,6 +84,8 @@ class FinetuneConfig:
             raise ValueError(f"class_weight_power must be in [0, 1], got {self.class_weight_power}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.train_on not in TRAIN_ON:
+            raise ValueError(f"train_on must be one of {', '.join(TRAIN_ON)}, got {self.train_on!r}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema must be in [0, 1) (0 = off), got {self.ema}")
 
@@ -151,11 +154,12 @@ def _predict(model: Any, dataset: Any, batch: int, bf16: bool) -> np.ndarray:
 
 @dataclass
 class _Data:
-    """The decoded training and validation splits, the label order and the training loader."""
+    """The decoded training and validation splits, the label order and the training loader (``val_ds`` is None
+    when the validation split was trained on)."""
 
     labels: list[str]
     train_ds: Any
-    val_ds: Any
+    val_ds: Any | None
     y_train: np.ndarray
     y_val: np.ndarray
     loader: Any
@@ -195,8 +199,10 @@ def finetune(cfg: FinetuneConfig) -> Path:
     kept = ema.module if ema else model  # what is validated and saved
     counts = ", ".join(f"{lab} {int((data.y_train == i).sum())}" for i, lab in enumerate(data.labels))
     logger.info(
-        "fine-tuning %s on %d training images (%s), validating on %d, %d steps/epoch, bf16=%s",
-        ckpt.root, len(data.train_ds), counts, len(data.val_ds), len(data.loader), bf16,
+        "fine-tuning %s on %d %s images (%s), %s, %d steps/epoch, bf16=%s",
+        ckpt.root, len(data.train_ds), cfg.train_on, counts,
+        f"validating on {len(data.val_ds)}" if data.val_ds is not None else f"no validation, keeps epoch {cfg.epochs}",
+        len(data.loader), bf16,
     )  # fmt: skip
     while progress.epoch < cfg.epochs and not (
         progress.best_epoch and progress.epoch - progress.best_epoch >= cfg.patience  # early stopping
@@ -204,7 +210,11 @@ def finetune(cfg: FinetuneConfig) -> Path:
         t0 = time.perf_counter()
         loss, enc_scale = _train_epoch(cfg, model, optimizer, data, weights, bf16, progress.epoch, ema)
         progress.epoch += 1
-        val_f1 = macro_f1(data.y_val, _predict(kept, data.val_ds, 128, bf16), len(data.labels))
+        if data.val_ds is None:  # train+val: nothing to select on; every epoch overwrites the kept encoder
+            val_f1, progress.best_epoch = math.nan, progress.epoch
+            _save_encoder(kept, ckpt, cfg, out, progress, data.labels, len(data.train_ds))
+        else:
+            val_f1 = macro_f1(data.y_val, _predict(kept, data.val_ds, 128, bf16), len(data.labels))
         if val_f1 > progress.best:
             progress.best, progress.best_epoch = val_f1, progress.epoch
             _save_encoder(kept, ckpt, cfg, out, progress, data.labels, len(data.train_ds))
@@ -227,10 +237,11 @@ def _load_data(cfg: FinetuneConfig, size: int, cc: str) -> _Data:
     splits = make_splits(samples)
     short = default_resize(size)
     show = sys.stderr.isatty()
-    train_cache = DecodedCache(
-        [samples[i] for i in splits.train], short, progress=show, exact=True, colour_constancy=cc
+    fit, held = (
+        (splits.train, splits.val) if cfg.train_on == "train" else (np.sort(np.r_[splits.train, splits.val]), [])
     )
-    val_cache = DecodedCache([samples[i] for i in splits.val], short, progress=show, exact=True, colour_constancy=cc)
+    train_cache = DecodedCache([samples[i] for i in fit], short, progress=show, exact=True, colour_constancy=cc)
+    val_cache = DecodedCache([samples[i] for i in held], short, progress=show, exact=True, colour_constancy=cc)
     for f in (*train_cache.failures, *val_cache.failures):
         logger.warning("unreadable, left out: %s", f)
     train_ds = train_cache.dataset(view_transform(size, (0.35, 1.0), augment_config(cfg.augment)))
@@ -246,7 +257,7 @@ def _load_data(cfg: FinetuneConfig, size: int, cc: str) -> _Data:
     return _Data(
         labels=labels,
         train_ds=train_ds,
-        val_ds=val_cache.dataset(EvalTransform(size, short)),
+        val_ds=val_cache.dataset(EvalTransform(size, short)) if len(held) else None,
         y_train=np.array([labels.index(s.label) for s in train_cache.samples]),
         y_val=np.array([labels.index(s.label) for s in val_cache.samples]),
         loader=loader,
@@ -362,6 +373,9 @@ def _log_epoch(
         "unreadable": data.unreadable,
     }
     append_metrics(out / "metrics.csv", row)
+    if math.isnan(val_f1):  # train+val: no validation split
+        logger.info("epoch %d/%d loss %.4f (no validation), %.0f s", progress.epoch, cfg.epochs, loss, seconds)
+        return
     with open(out / "val_macro_f1.csv", "a") as fh:
         fh.write(f"{progress.epoch},{val_f1:.6f}\n")
     logger.info(
@@ -415,86 +429,10 @@ def _save_encoder(
             "data": [str(Path(cfg.data) / d) for d in INTERNAL_FOLDERS],
             "n_images": n_train,
             "labels": labels,
-            "metrics": {"val_macro_f1": progress.best},
+            "metrics": {"val_macro_f1": progress.best if cfg.train_on == "train" else None},
+            "train_on": cfg.train_on,
             "trained_by": "dermedge finetune",
             "colour_constancy": colour_constancy_of(cfg, ckpt),
             "config": asdict(cfg),
         },
     )
-
-
-def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="an SSL run folder (dermedge train)")
-    p.add_argument("--data", required=True, help="../shared/data (uses ham10000, ham10000_rest, pad_ufes_20)")
-    p.add_argument("--out", required=True, help="run folder; an existing one is resumed")
-    for name, default in (("epochs", 10), ("batch-size", 64), ("patience", 3), ("num-workers", 1)):
-        p.add_argument(f"--{name}", type=int, default=default)
-    for name, default in (("lr-encoder", 2e-4), ("lr-head", 2e-3), ("label-smoothing", 0.1)):
-        p.add_argument(f"--{name}", type=float, default=default)
-    p.add_argument(
-        "--class-weight-power",
-        type=float,
-        default=0.5,
-        help="loss weight per class = (N/count)**power: 1 inverse frequency, 0.5 its square root, 0 none",
-    )
-    p.add_argument(
-        "--head-warmup-epochs",
-        type=int,
-        default=1,
-        help="LP-FT: epochs that train only the head on the frozen SSL features before fine-tuning all (0 = off)",
-    )
-    p.add_argument(
-        "--img-size", type=int, default=0, help="fine-tune (and deploy) at this input size (default: the SSL run's)"
-    )
-    p.add_argument("--augment", default="skin", choices=["skin", "simclr"])
-    p.add_argument(
-        "--colour-constancy",
-        default="inherit",
-        choices=["inherit", *COLOUR_CONSTANCY],
-        help="colour-correct every image (Shades of Gray, p=6) before augmentation; inherit: as the checkpoint was",
-    )
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    p.add_argument(
-        "--ema",
-        type=float,
-        default=0.0,
-        help="validate and save a moving average of the weights with this decay (0.995: ~200 steps; 0: off)",
-    )
-    p.add_argument(
-        "--init",
-        default="checkpoint",
-        choices=["checkpoint", "random"],
-        help="random: train the checkpoint's architecture from scratch (the supervised-from-scratch baseline)",
-    )
-
-
-def run_finetune(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    cfg = FinetuneConfig(
-        checkpoint=args.checkpoint,
-        data=args.data,
-        out=args.out,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr_encoder=args.lr_encoder,
-        lr_head=args.lr_head,
-        label_smoothing=args.label_smoothing,
-        class_weight_power=args.class_weight_power,
-        head_warmup_epochs=args.head_warmup_epochs,
-        img_size=args.img_size,
-        patience=args.patience,
-        augment=args.augment,
-        colour_constancy=args.colour_constancy,
-        num_workers=args.num_workers,
-        precision=args.precision,
-        init=args.init,
-        ema=args.ema,
-    )
-    try:
-        cfg.validate()
-    except ValueError as exc:
-        logger.error("%s", exc)
-        return 2
-    out = finetune(cfg)
-    print(f"fine-tuned encoder written to {out} (encoder.safetensors, encoder.json, metrics.csv)")
-    return 0

@@ -80,6 +80,35 @@ def test_finetune_trains_on_the_training_split_only_and_resumes(tmp_path: Path) 
     assert np.abs(b[first] - 0.25).mean() > 0.1
 
 
+def test_finetune_on_train_plus_val_keeps_the_last_epoch_and_never_sees_test(tmp_path: Path) -> None:
+    """--train-on train+val: the validation split joins training (no early stopping; every epoch overwrites
+    the kept encoder, so the last one is what remains), the test split stays out, and resuming works."""
+    from dermedge.training.eval import make_splits
+
+    data = _fake_shared_data(tmp_path / "data")
+    ssl = _tiny_ssl_run(data, tmp_path / "ssl")
+    splits = make_splits(internal_samples(data))
+    cfg = FinetuneConfig(
+        checkpoint=str(ssl), data=str(data), out=str(tmp_path / "ft"), epochs=2, batch_size=8, num_workers=0,
+        patience=1, train_on="train+val",
+    )  # fmt: skip
+    out = finetune(cfg)
+    side = json.loads((out / "encoder.json").read_text())
+    assert side["n_images"] == len(splits.train) + len(splits.val)
+    assert side["train_on"] == "train+val" and side["metrics"]["val_macro_f1"] is None
+    assert side["epoch"] == 2  # patience 1 did not stop it: there is nothing to early-stop on
+    assert not (out / "val_macro_f1.csv").exists()
+    first = (out / "encoder.safetensors").read_bytes()
+    finetune(FinetuneConfig(**{**cfg.__dict__, "epochs": 3}))  # resumes after epoch 2 and keeps epoch 3
+    assert json.loads((out / "encoder.json").read_text())["epoch"] == 3
+    assert (out / "encoder.safetensors").read_bytes() != first
+    plain = finetune(FinetuneConfig(**{**cfg.__dict__, "out": str(tmp_path / "tr"), "train_on": "train"}))
+    plain_side = json.loads((plain / "encoder.json").read_text())
+    assert plain_side["n_images"] == len(splits.train) and plain_side["train_on"] == "train"
+    with pytest.raises(ValueError, match="train_on must be one of"):
+        FinetuneConfig(**{**cfg.__dict__, "train_on": "all"}).validate()
+
+
 def test_colour_constancy_is_recorded_by_train_and_inherited_by_finetune(tmp_path: Path) -> None:
     from dermedge.training.config import load_config
 
