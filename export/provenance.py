@@ -13,7 +13,7 @@ def training_provenance(recorded: dict[str, Any], run: Path) -> tuple[dict[str, 
     reproduces it and their wall times; returns it and the command list."""
     training = dict(recorded)
     sidecar = json.loads((run / "encoder.json").read_text()) if (run / "encoder.json").is_file() else {}
-    for key in ("pretrained_from", "pretrained_method", "pretrained_epochs", "labels"):
+    for key in ("pretrained_from", "pretrained_method", "pretrained_epochs", "labels", "train_on"):
         if key in sidecar:
             training[key] = sidecar[key]
     training["wall_time"] = run_wall_time(run)
@@ -47,6 +47,7 @@ def args_command(run: Path) -> str:
             f"--class-weight-power {c.get('class_weight_power', 1.0)} "
             f"--head-warmup-epochs {c.get('head_warmup_epochs', 0)} --augment {c['augment']}"
             + (f" --ema {c['ema']}" if c.get("ema") else "")
+            + (f" --train-on {c['train_on']}" if c.get("train_on", "train") != "train" else "")
             + (f" --colour-constancy {cc}" if (cc := c.get("colour_constancy", "inherit")) != "inherit" else "")
         )
     cfg = run / "config.yaml"

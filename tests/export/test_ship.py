@@ -65,6 +65,20 @@ def test_two_stage_training_lines(tmp_path: Path) -> None:
         {"pretrained_from": "runs/ssl", "pretrained_method": "simclr", "pretrained_epochs": 16, "command": cmd}
     )
     assert len(lines) == 2 and "Stage 1" in lines[0] and "simclr" in lines[0] and cmd in lines[1]
+    assert "best epoch by validation" in lines[1] and "were seen by" not in lines[1]
+    (run / "finetune_config.json").write_text(json.dumps({**cfg, "train_on": "train+val"}))
+    cmd = args_command(run)
+    assert cmd.endswith("--train-on train+val")
+    lines = _training_lines(
+        {
+            "pretrained_from": "runs/ssl",
+            "pretrained_method": "simclr",
+            "command": cmd,
+            "train_on": "train+val",
+            "epoch": 24,
+        }
+    )
+    assert "fixed 24 epochs" in lines[1] and "were seen by this encoder" in lines[1] and cmd in lines[1]
 
 
 def test_a_continued_stage_1_lists_every_run_of_the_chain(tmp_path: Path) -> None:
