@@ -51,6 +51,12 @@ def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
         help="validate and save a moving average of the weights with this decay (0.995: ~200 steps; 0: off)",
     )
     p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="head init, data order and augmentation (e.g. ingredients for dermedge.training.soup)",
+    )
+    p.add_argument(
         "--train-on",
         default="train",
         choices=list(TRAIN_ON),
@@ -87,6 +93,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         init=args.init,
         ema=args.ema,
         train_on=args.train_on,
+        seed=args.seed,
     )
     try:
         cfg.validate()
