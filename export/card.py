@@ -224,13 +224,25 @@ def _training_lines(training: dict[str, Any]) -> list[str]:
             f"{epochs} epochs on all photos of ../shared/data (labels unused) "
             f"with the skin-aware augmentation{then}"
             f"`{training.get('stage1_command')}` ({training.get('stage1_wall_time')}).",
-            _stage2_line(training),
+            *_stage2_lines(training),
         ]
     return [
         f"- Self-supervised **{training.get('method')}** for {training.get('epoch')} epochs on all "
         f"{training.get('n_images')} images of ../shared/data (labels unused).",
         f"- Training command: `{training.get('command', 'see provenance')}`; wall time {training.get('wall_time')}.",
     ]
+
+
+def _stage2_lines(training: dict[str, Any]) -> list[str]:
+    soup = training.get("soup_of") or []
+    if not soup:
+        return [_stage2_line(training)]
+    return [
+        _stage2_line({**training, "command": e["command"], "wall_time": e["wall_time"]}).replace(
+            "- Stage 2,", f"- Stage 2 ({i} of {len(soup)}),", 1
+        )
+        for i, e in enumerate(soup, 1)
+    ] + [f"- The shipped encoder is the element-wise mean of those {len(soup)} runs' weights: `{training['command']}`."]
 
 
 def _stage2_line(training: dict[str, Any]) -> str:

@@ -19,6 +19,15 @@ def training_provenance(recorded: dict[str, Any], run: Path) -> tuple[dict[str, 
     training["wall_time"] = run_wall_time(run)
     training["command"] = args_command(run)
     commands = [training["command"]]
+    if sidecar.get("soup_of"):  # a weight average of stage-2 runs (dermedge.training.soup): each run, then the average
+        ingredients = [Path(r) for r in sidecar["soup_of"]]
+        training["soup_of"] = [
+            {"run": str(r), "command": args_command(r), "wall_time": run_wall_time(r)} for r in ingredients
+        ]
+        soup_json = run / "soup.json"
+        training["command"] = json.loads(soup_json.read_text())["command"] if soup_json.is_file() else "unknown"
+        training["wall_time"] = "the runs' own, listed above"
+        commands = [*(e["command"] for e in training["soup_of"]), training["command"]]
     if training.get("pretrained_from"):  # stage 2 of a two-stage model: record stage 1 too
         stage1 = Path(training["pretrained_from"])
         training["stage1_command"] = args_command(stage1)

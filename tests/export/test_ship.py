@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from dermedge.export.card import _target_lines, _training_lines
-from dermedge.export.provenance import args_command
+from dermedge.export.provenance import args_command, training_provenance
 
 
 def _report(f1: float, auroc: float, colour_f1: float, sd: float | None, int8: bool) -> dict:
@@ -79,6 +79,31 @@ def test_two_stage_training_lines(tmp_path: Path) -> None:
         }
     )
     assert "fixed 24 epochs" in lines[1] and "were seen by this encoder" in lines[1] and cmd in lines[1]
+
+
+def test_a_soup_lists_each_stage_2_run_and_the_average(tmp_path: Path) -> None:
+    cfg = {
+        "checkpoint": "runs/ssl", "data": "../shared/data", "epochs": 24, "patience": 3, "batch_size": 64,
+        "lr_encoder": 5e-4, "lr_head": 2e-3, "label_smoothing": 0.1, "augment": "skin", "train_on": "train+val",
+    }  # fmt: skip
+    runs = []
+    for seed in (0, 1):
+        run = tmp_path / f"ft{seed}"
+        run.mkdir()
+        (run / "finetune_config.json").write_text(json.dumps({**cfg, "seed": seed}))
+        runs.append(run)
+    soup = tmp_path / "soup"
+    soup.mkdir()
+    side = {"pretrained_from": "runs/ssl", "soup_of": [str(r) for r in runs], "train_on": "train+val"}
+    (soup / "encoder.json").write_text(json.dumps(side))
+    (soup / "soup.json").write_text(json.dumps({"command": f"python -m dermedge.training.soup ... --out {soup}"}))
+    training, commands = training_provenance({"epoch": 24, "n_images": 9381}, soup)
+    assert len(commands) == 2 + 1 + 1  # stage 1 (unknown here), both runs, the average
+    assert commands[1].endswith("--train-on train+val") and commands[2].endswith("--train-on train+val --seed 1")
+    assert commands[-1].startswith("python -m dermedge.training.soup")
+    lines = _training_lines({**training, "pretrained_method": "simclr"})
+    assert "Stage 2 (1 of 2)" in lines[1] and "Stage 2 (2 of 2)" in lines[2] and "--seed 1" in lines[2]
+    assert "fixed 24 epochs" in lines[2] and "element-wise mean of those 2 runs" in lines[3]
 
 
 def test_a_continued_stage_1_lists_every_run_of_the_chain(tmp_path: Path) -> None:
