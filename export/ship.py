@@ -105,6 +105,8 @@ def write_default(
         ]
         training, commands = training_provenance(m.provenance.get("training", {}), Path(args.run))
         description = DESCRIPTION_TWO_STAGE if training.get("pretrained_from") else DESCRIPTION_SSL
+        if training.get("train_on") == "train+val":
+            description = description.replace("labelled training split", "labelled training and validation splits")
         bins, stages = m.encoder.colour_histogram_bins, m.encoder.pooled_stages
         parts = [f"the pooled outputs of stages {', '.join(str(s) for s, _ in stages)}"] * bool(stages) + [
             f"a {bins}x{bins}x{bins} colour histogram of the same crop"
