@@ -45,8 +45,11 @@ def soup(runs: list[Path], out: Path) -> Path:
     save_file(encoder, str(out / "encoder.safetensors"))
     if head is not None:
         save_file(head, str(out / "head.safetensors"))
+    seen_val = any(side.get("train_on") == "train+val" for side in sides)  # validation seen by any ingredient
     facts: dict[str, Any] = {
         **sides[0],
+        "train_on": "train+val" if seen_val else sides[0].get("train_on", "train"),
+        "n_images": max(int(side.get("n_images") or 0) for side in sides),
         "soup_of": [str(r) for r in runs],
         "metrics": {},
         "trained_by": "dermedge.training.soup",

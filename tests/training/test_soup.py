@@ -29,7 +29,8 @@ def _run(root: Path, seed: int, **facts: object) -> Path:
 def test_soup_is_the_mean_of_the_ingredients_and_records_them(tmp_path: Path) -> None:
     from safetensors.numpy import load_file
 
-    a, b = _run(tmp_path / "a", 0, epoch=24), _run(tmp_path / "b", 1, epoch=24)
+    a = _run(tmp_path / "a", 0, epoch=24, train_on="train", n_images=7017)
+    b = _run(tmp_path / "b", 1, epoch=24, train_on="train+val", n_images=9381)
     out = soup([a, b], tmp_path / "soup")
     got, wa, wb = (load_file(str(r / "encoder.safetensors")) for r in (out, a, b))
     np.testing.assert_allclose(got["w"], (wa["w"] + wb["w"]) / 2, rtol=1e-6)
@@ -39,6 +40,7 @@ def test_soup_is_the_mean_of_the_ingredients_and_records_them(tmp_path: Path) ->
     np.testing.assert_allclose(head, (ha + hb) / 2, rtol=1e-6)
     side = json.loads((out / "encoder.json").read_text())
     assert side["soup_of"] == [str(a), str(b)] and side["arch"] == "convnext_atto" and side["epoch"] == 24
+    assert side["train_on"] == "train+val" and side["n_images"] == 9381  # validation was seen by one ingredient
     assert json.loads((out / "soup.json").read_text())["command"].startswith("python -m dermedge.training.soup")
 
 
