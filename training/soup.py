@@ -75,7 +75,9 @@ def _mean(states: list[dict[str, np.ndarray]], runs: list[Path]) -> dict[str, np
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap = argparse.ArgumentParser(
+        prog="python -m dermedge.training.soup", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     ap.add_argument("runs", nargs="+", type=Path, help="fine-tuned run folders from the same SSL checkpoint")
     ap.add_argument("--out", type=Path, required=True, help="run folder to write")
     args = ap.parse_args(argv)
