@@ -238,14 +238,14 @@ def _stage2_lines(training: dict[str, Any]) -> list[str]:
     if not soup:
         return [_stage2_line(training)]
     return [
-        _stage2_line({**training, "command": e["command"], "wall_time": e["wall_time"]}).replace(
-            "- Stage 2,", f"- Stage 2 ({i} of {len(soup)}),", 1
+        _stage2_line(
+            {**training, "command": e["command"], "wall_time": e["wall_time"]}, f"Stage 2 ({i} of {len(soup)})"
         )
         for i, e in enumerate(soup, 1)
     ] + [f"- The shipped encoder is the element-wise mean of those {len(soup)} runs' weights: `{training['command']}`."]
 
 
-def _stage2_line(training: dict[str, Any]) -> str:
+def _stage2_line(training: dict[str, Any], label: str = "Stage 2") -> str:
     if training.get("train_on") == "train+val":
         how = (
             f"the labelled training and validation splits ({training.get('n_images')} photos; the test split and "
@@ -259,7 +259,7 @@ def _stage2_line(training: dict[str, Any]) -> str:
             f"validation macro-F1 (kept epoch {training.get('epoch')})"
         )
     command, wall = training.get("command"), training.get("wall_time")
-    return f"- Stage 2, supervised fine-tuning end to end on {how}: `{command}` ({wall})."
+    return f"- {label}, supervised fine-tuning end to end on {how}: `{command}` ({wall})."
 
 
 def _verdict(ok: bool) -> str:

@@ -184,9 +184,10 @@ def _provenance(
     return {
         "checkpoint": str(ckpt.root),
         "training": {
-            k: ckpt.sidecar.get(k)
-            for k in ("method", "epoch", "epochs", "data", "n_images", "metrics", "img_size", "train_on", "soup_of")
-            if k in ckpt.sidecar or k not in ("train_on", "soup_of")
+            **{
+                k: ckpt.sidecar.get(k) for k in ("method", "epoch", "epochs", "data", "n_images", "metrics", "img_size")
+            },
+            **{k: ckpt.sidecar[k] for k in ("train_on", "soup_of") if k in ckpt.sidecar},  # only when used
         },
         "commands": [" ".join(["dermedge", *sys.argv[1:]])] if sys.argv and "dermedge" in sys.argv[0] else [],
         "calibration": {"images": n_calib, "list": "calibration_images.txt"},

@@ -104,9 +104,8 @@ def write_default(
             for a in arts
         ]
         training, commands = training_provenance(m.provenance.get("training", {}), Path(args.run))
-        description = DESCRIPTION_TWO_STAGE if training.get("pretrained_from") else DESCRIPTION_SSL
-        if training.get("train_on") == "train+val":
-            description = description.replace("labelled training split", "labelled training and validation splits")
+        split = "training and validation splits" if training.get("train_on") == "train+val" else "training split"
+        description = DESCRIPTION_TWO_STAGE.format(split=split) if training.get("pretrained_from") else DESCRIPTION_SSL
         bins, stages = m.encoder.colour_histogram_bins, m.encoder.pooled_stages
         parts = [f"the pooled outputs of stages {', '.join(str(s) for s, _ in stages)}"] * bool(stages) + [
             f"a {bins}x{bins}x{bins} colour histogram of the same crop"
@@ -144,7 +143,7 @@ def write_default(
 DESCRIPTION_TWO_STAGE = (
     "The built-in dermedge model: a small convolutional encoder trained by dermedge's own pipeline on a "
     "2-core CPU (skin-aware self-supervised pre-training on all photos, then supervised fine-tuning on the "
-    "labelled training split), with a lesion-type head over 8 classes. A starter model for trying the SDK "
+    "labelled {split}), with a lesion-type head over 8 classes. A starter model for trying the SDK "
     "offline; not a clinical-grade model and not the paper's released encoders."
 )
 DESCRIPTION_SSL = (

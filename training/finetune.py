@@ -205,19 +205,21 @@ def finetune(cfg: FinetuneConfig) -> Path:
         len(data.loader), bf16,
     )  # fmt: skip
     while progress.epoch < cfg.epochs and not (
-        progress.best_epoch and progress.epoch - progress.best_epoch >= cfg.patience  # early stopping
+        data.val_ds is not None  # train+val: nothing to early-stop on
+        and progress.best_epoch
+        and progress.epoch - progress.best_epoch >= cfg.patience
     ):
         t0 = time.perf_counter()
         loss, enc_scale = _train_epoch(cfg, model, optimizer, data, weights, bf16, progress.epoch, ema)
         progress.epoch += 1
         if data.val_ds is None:  # train+val: nothing to select on; every epoch overwrites the kept encoder
-            val_f1, progress.best_epoch = math.nan, progress.epoch
+            val_f1 = math.nan
             _save_encoder(kept, ckpt, cfg, out, progress, data.labels, len(data.train_ds))
         else:
             val_f1 = macro_f1(data.y_val, _predict(kept, data.val_ds, 128, bf16), len(data.labels))
-        if val_f1 > progress.best:
-            progress.best, progress.best_epoch = val_f1, progress.epoch
-            _save_encoder(kept, ckpt, cfg, out, progress, data.labels, len(data.train_ds))
+            if val_f1 > progress.best:
+                progress.best, progress.best_epoch = val_f1, progress.epoch
+                _save_encoder(kept, ckpt, cfg, out, progress, data.labels, len(data.train_ds))
         _log_epoch(cfg, out, data, progress, loss, val_f1, enc_scale, time.perf_counter() - t0)
         _save_state(out / "finetune_state.pt", model, optimizer, progress, ema)
     return out
@@ -301,10 +303,8 @@ def _resume(state_path: Path, model: Any, optimizer: Any, ema: WeightEMA | None 
             raise ValueError(f"{state_path} was written without --ema; resume it without --ema or use a new --out")
         ema.load_state_dict(state["ema"])
     progress = _Progress(int(state["epoch"]), float(state["best"]), int(state["best_epoch"]))
-    logger.info(
-        "resuming %s after epoch %d (best val macro-F1 %.3f at epoch %d)",
-        state_path.parent, progress.epoch, progress.best, progress.best_epoch,
-    )  # fmt: skip
+    best = f" (best val macro-F1 {progress.best:.3f} at epoch {progress.best_epoch})" if progress.best_epoch else ""
+    logger.info("resuming %s after epoch %d%s", state_path.parent, progress.epoch, best)
     return progress
 
 
