@@ -5,6 +5,7 @@ Layouts (see ``../shared/weights/README.md``): DINO/iBOT keep ``teacher`` (Multi
 ``state_dict`` with ``model.`` on an ``nn.Sequential`` of ResNet-50 children; BYOL ``net.`` with
 torchvision names; SimCLR-ImageNet ``convnet.``. Files are opened with ``torch.load(weights_only=True)``
 only: a checkpoint that needs arbitrary pickled objects is refused and its globals are listed.
+``--format bundle`` recovers a dermedge bundle's own encoder from its FP32 ONNX file instead (``from_bundle.py``).
 """
 
 from __future__ import annotations
@@ -167,8 +168,13 @@ def import_checkpoint(
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", help="released checkpoint (.pth / .pth.tar)")
-    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("file", help="released checkpoint (.pth / .pth.tar), or a dermedge bundle with --format bundle")
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=(*FORMATS, "bundle"),
+        help="bundle: recover a dermedge bundle's encoder weights from its FP32 ONNX file (training/from_bundle.py)",
+    )
     p.add_argument("--arch", help="override the architecture (e.g. vit_small, resnet50)")
     p.add_argument("--branch", default="teacher", choices=["teacher", "student"], help="DINO/iBOT: which network")
     p.add_argument("--expected", help="expected_checkpoints.json to match the file's sha256 against")
@@ -177,10 +183,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="ViTs: embed as the paper does (CLS of the last 4 blocks, concatenated: 4 x D)",
     )
-    p.add_argument("--out", required=True, help="output .safetensors (a .json sidecar is written beside it)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output .safetensors (a .json sidecar is written beside it), or a run folder that gets "
+        "encoder.safetensors + encoder.json",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.format == "bundle":
+        from dermedge.training.from_bundle import RecoveryRefused, import_bundle
+
+        try:
+            out = import_bundle(Path(args.file), Path(args.out))
+        except RecoveryRefused as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"wrote {out} and {out.with_suffix('.json')} (recovered from {args.file}, checked against its ONNX file)")
+        return 0
     try:
         out = import_checkpoint(
             Path(args.file),
