@@ -13,6 +13,11 @@ def training_provenance(recorded: dict[str, Any], run: Path) -> tuple[dict[str, 
     reproduces it and their wall times; returns it and the command list."""
     training = dict(recorded)
     sidecar = json.loads((run / "encoder.json").read_text()) if (run / "encoder.json").is_file() else {}
+    imported = sidecar.get("imported_from") or {}
+    if imported.get("format") == "bundle":  # recovered from a bundle: the bundle's own record, then the recovery
+        command = f"dermedge import-checkpoint --format bundle {imported['file']} --out {run}"
+        source = {"bundle": imported["bundle"], "onnx_sha256": imported["onnx_sha256"], "command": command}
+        return {**(sidecar.get("training") or {}), "imported_from": source}, [*imported.get("commands", []), command]
     for key in ("pretrained_from", "pretrained_method", "pretrained_epochs", "labels", "train_on"):
         if key in sidecar:
             training[key] = sidecar[key]

@@ -84,7 +84,8 @@ def map_weights(
     if unmatched:
         raise RecoveryRefused(
             f"{len(unmatched)} of {len(keys)} weights are neither named nor matched by size in the ONNX file: "
-            f"{unmatched[:5]} (the exporter folded them, e.g. BatchNorm fused into a convolution)"
+            f"{unmatched[:5]} (the exporter folded them, e.g. BatchNorm into a convolution, or merged identical "
+            "tensors, e.g. layers still at their initial values)"
         )
     return best, mapping
 
@@ -125,10 +126,12 @@ def check_against_onnx(model: Any, manifest: Any, onnx_path: Path, n: int = 3, s
     (with the bundle's pooled stages) and the ONNX file's, on ``n`` random normalised inputs."""
     import onnxruntime as ort
     import torch
+    from dermedge.training.checkpoint import Last4Cls
     from dermedge.training.encoders import WithStagePools
 
     enc = manifest.encoder
-    net = WithStagePools(model, tuple(s for s, _ in enc.pooled_stages)) if enc.pooled_stages else model
+    net = Last4Cls(model) if enc.pooling == "last4_cls" else model  # the paper's ViT read-out, as export built it
+    net = WithStagePools(net, tuple(s for s, _ in enc.pooled_stages)) if enc.pooled_stages else net
     height, width = manifest.input.size
     x = np.random.default_rng(seed).standard_normal((n, 3, height, width)).astype(np.float32)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -186,8 +189,10 @@ def import_bundle(bundle_path: Path, out: Path, *, tolerance: float = 1e-4) -> P
             "embed_dim": enc.final_dim,
             "params": sum(int(p.numel()) for p in model.parameters()),
             "flops": count_flops(model, int(inp.size[0])),
-            "pooling": "default",
+            "pooling": enc.pooling,
             "method": training.get("method") or "imported:bundle",
+            "epoch": training.get("epoch"),
+            "epochs": training.get("epochs"),
             "imported_from": {
                 "format": BUNDLE_FORMAT,
                 "bundle": f"{man.name}@{man.version}",
@@ -198,6 +203,7 @@ def import_bundle(bundle_path: Path, out: Path, *, tolerance: float = 1e-4) -> P
                 "weights_matched_by_graph_order": facts["matched_by_graph_order"],
                 "pooled_stages": [[int(s), int(c)] for s, c in enc.pooled_stages],
                 "colour_histogram_bins": enc.colour_histogram_bins,
+                "commands": [str(c) for c in man.provenance.get("commands") or []],
             },
             "labels": list(man.head.labels) if man.head else training.get("labels"),
             "colour_constancy": inp.colour_constancy,

@@ -62,6 +62,12 @@ def test_recovered_weights_equal_the_exported_ones(convnext_bundle: tuple[Path, 
     assert src["format"] == "bundle" and src["pooled_stages"] == [[2, 160], [1, 80]]
     assert src["colour_histogram_bins"] == 8 and src["max_rel_diff"] < 1e-5
     assert len(src["weights_matched_by_graph_order"]) == 12  # the 12 blocks' layer scales, renamed on export
+    # a bundle exported from the recovered run records where its weights came from, not "unknown"
+    from dermedge.export.provenance import training_provenance
+
+    training, commands = training_provenance({"method": "x"}, out)
+    assert commands[-1] == f"dermedge import-checkpoint --format bundle {bundle} --out {out}"
+    assert training["imported_from"]["bundle"] == src["bundle"] and training["imported_from"]["command"] == commands[-1]
     # what dermedge finetune / export / the yardstick open
     enc = build_encoder(read_checkpoint(out))
     x = torch.randn(2, 3, 32, 32)
