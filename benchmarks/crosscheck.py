@@ -23,7 +23,7 @@ from dermedge.loading import default_bundle_path
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--bundle")
-    p.add_argument("--precision", default="int8")
+    p.add_argument("--precision", help="default: the fastest the bundle has for OpenVINO (INT8 if it ships one)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", required=True)
     args = p.parse_args()
@@ -33,6 +33,7 @@ def main() -> int:
         return 1
     with open_bundle(args.bundle or default_bundle_path()) as b:
         art = b.manifest.find_artifact("openvino", args.precision)
+        args.precision = art.precision
         xml = b.verify_file(art.file)
         h, w = b.manifest.input.size
         cmd = [

@@ -125,7 +125,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", help="default: the built-in bundle")
     p.add_argument("--backend", default="openvino")
-    p.add_argument("--precision", default="int8")
+    p.add_argument("--precision", help="default: the fastest the bundle has for --backend (INT8 if it ships one)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--run", help="training run of the same encoder, for the PyTorch/paper baseline rows")
     p.add_argument("--photo", default=str(SHARED / "pad_ufes_20" / "images" / "PAT_1006_53_716.jpg"))
@@ -133,6 +133,12 @@ def main() -> int:
     p.add_argument("--folder-limit", type=int, default=600)
     p.add_argument("--out", required=True)
     args = p.parse_args()
+    if args.precision is None:
+        from dermedge.bundle import open_bundle
+        from dermedge.loading import default_bundle_path
+
+        with open_bundle(args.bundle or default_bundle_path()) as b:
+            args.precision = b.manifest.find_artifact(args.backend, None).precision
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp())

@@ -13,11 +13,9 @@ def training_provenance(recorded: dict[str, Any], run: Path) -> tuple[dict[str, 
     reproduces it and their wall times; returns it and the command list."""
     training = dict(recorded)
     sidecar = json.loads((run / "encoder.json").read_text()) if (run / "encoder.json").is_file() else {}
-    imported = sidecar.get("imported_from") or {}
-    if imported.get("format") == "bundle":  # recovered from a bundle: the bundle's own record, then the recovery
-        command = f"dermedge import-checkpoint --format bundle {imported['file']} --out {run}"
-        source = {"bundle": imported["bundle"], "onnx_sha256": imported["onnx_sha256"], "command": command}
-        return {**(sidecar.get("training") or {}), "imported_from": source}, [*imported.get("commands", []), command]
+    if recovered := _recovered_from_bundle(run, sidecar):  # the bundle's own record, then the recovery
+        source, commands = recovered
+        return {**(sidecar.get("training") or {}), "imported_from": source}, commands
     for key in ("pretrained_from", "pretrained_method", "pretrained_epochs", "labels", "train_on"):
         if key in sidecar:
             training[key] = sidecar[key]
@@ -33,6 +31,12 @@ def training_provenance(recorded: dict[str, Any], run: Path) -> tuple[dict[str, 
         training["command"] = json.loads(soup_json.read_text())["command"] if soup_json.is_file() else "unknown"
         training["wall_time"] = "the runs' own, listed above"
         commands = [*(e["command"] for e in training["soup_of"]), training["command"]]
+    stage1_sidecar = Path(training.get("pretrained_from") or "") / "encoder.json"
+    if training.get("pretrained_from") and stage1_sidecar.is_file():
+        recovered = _recovered_from_bundle(stage1_sidecar.parent, json.loads(stage1_sidecar.read_text()))
+        if recovered:  # fine-tuned from an encoder recovered from a bundle: its commands, the recovery, this run
+            training["stage1_command"], training["stage1_imported_from"] = recovered[0]["command"], recovered[0]
+            return training, [*recovered[1], *commands]
     if training.get("pretrained_from"):  # stage 2 of a two-stage model: record stage 1 too
         stage1 = Path(training["pretrained_from"])
         training["stage1_command"] = args_command(stage1)
@@ -47,6 +51,17 @@ def training_provenance(recorded: dict[str, Any], run: Path) -> tuple[dict[str, 
         ]
         commands[:0] = [e["command"] for e in training["stage1_continued_from"]]
     return training, commands
+
+
+def _recovered_from_bundle(run: Path, sidecar: dict[str, Any]) -> tuple[dict[str, Any], list[str]] | None:
+    """For a run folder recovered from a bundle (``dermedge import-checkpoint --format bundle``): where from, and
+    the bundle's recorded commands followed by the recovery; else None."""
+    imported = sidecar.get("imported_from") or {}
+    if imported.get("format") != "bundle":
+        return None
+    command = f"dermedge import-checkpoint --format bundle {imported['file']} --out {run}"
+    source = {"bundle": imported["bundle"], "onnx_sha256": imported["onnx_sha256"], "command": command}
+    return source, [*imported.get("commands", []), command]
 
 
 def args_command(run: Path) -> str:

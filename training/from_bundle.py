@@ -143,6 +143,45 @@ def check_against_onnx(model: Any, manifest: Any, onnx_path: Path, n: int = 3, s
     return float(np.abs(got - ref).max() / max(float(np.abs(ref).max()), 1e-12))
 
 
+def _sidecar(
+    man: Any, model: Any, bundle_path: Path, onnx_path: Path, onnx_name: str, diff: float, facts: dict[str, Any]
+) -> dict[str, Any]:
+    """The recovered run's ``encoder.json``: what ``dermedge finetune`` / ``export`` read, and where it came from."""
+    from dermedge.training.encoders import count_flops
+
+    digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    enc, inp = man.encoder, man.input
+    training = dict(man.provenance.get("training") or {})
+    return {
+        "arch": enc.arch,
+        "img_size": int(inp.size[0]),
+        "embed_dim": enc.final_dim,
+        "params": sum(int(p.numel()) for p in model.parameters()),
+        "flops": count_flops(model, int(inp.size[0])),
+        "pooling": enc.pooling,
+        "method": training.get("method") or "imported:bundle",
+        "epoch": training.get("epoch"),
+        "epochs": training.get("epochs"),
+        "imported_from": {
+            "format": BUNDLE_FORMAT,
+            "bundle": f"{man.name}@{man.version}",
+            "file": str(bundle_path),
+            "onnx": onnx_name,
+            "onnx_sha256": digest,
+            "max_rel_diff": diff,
+            "weights_matched_by_graph_order": facts["matched_by_graph_order"],
+            "pooled_stages": [[int(s), int(c)] for s, c in enc.pooled_stages],
+            "colour_histogram_bins": enc.colour_histogram_bins,
+            "commands": [str(c) for c in man.provenance.get("commands") or []],
+        },
+        "labels": list(man.head.labels) if man.head else training.get("labels"),
+        "colour_constancy": inp.colour_constancy,
+        "trained_by": enc.trained_by or "unknown",
+        "training": training,
+        "timm_kwargs": {},
+    }
+
+
 def import_bundle(bundle_path: Path, out: Path, *, tolerance: float = 1e-4) -> Path:
     """Recover ``bundle_path``'s encoder into ``out`` (``.safetensors``, or a folder that gets
     ``encoder.safetensors``) with its ``.json`` sidecar; returns the weights file.
@@ -150,7 +189,6 @@ def import_bundle(bundle_path: Path, out: Path, *, tolerance: float = 1e-4) -> P
     Raises:
         RecoveryRefused: no FP32 ONNX artifact, unmappable weights, or outputs that disagree with the ONNX file.
     """
-    from dermedge.training.encoders import count_flops
     from safetensors.torch import save_file
 
     from dermedge.bundle import open_bundle
@@ -180,37 +218,7 @@ def import_bundle(bundle_path: Path, out: Path, *, tolerance: float = 1e-4) -> P
                 f"{bundle_path}: the recovered encoder differs from {arts[0].file.path} by {diff:.2e} (relative, "
                 f"> {tolerance:g}) on random inputs; nothing written"
             )
-        digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
-        enc, inp = man.encoder, man.input
-        training = dict(man.provenance.get("training") or {})
-        sidecar = {
-            "arch": enc.arch,
-            "img_size": int(inp.size[0]),
-            "embed_dim": enc.final_dim,
-            "params": sum(int(p.numel()) for p in model.parameters()),
-            "flops": count_flops(model, int(inp.size[0])),
-            "pooling": enc.pooling,
-            "method": training.get("method") or "imported:bundle",
-            "epoch": training.get("epoch"),
-            "epochs": training.get("epochs"),
-            "imported_from": {
-                "format": BUNDLE_FORMAT,
-                "bundle": f"{man.name}@{man.version}",
-                "file": str(bundle_path),
-                "onnx": arts[0].file.path,
-                "onnx_sha256": digest,
-                "max_rel_diff": diff,
-                "weights_matched_by_graph_order": facts["matched_by_graph_order"],
-                "pooled_stages": [[int(s), int(c)] for s, c in enc.pooled_stages],
-                "colour_histogram_bins": enc.colour_histogram_bins,
-                "commands": [str(c) for c in man.provenance.get("commands") or []],
-            },
-            "labels": list(man.head.labels) if man.head else training.get("labels"),
-            "colour_constancy": inp.colour_constancy,
-            "trained_by": enc.trained_by or "unknown",
-            "training": training,
-            "timm_kwargs": {},
-        }
+        sidecar = _sidecar(man, model, bundle_path, onnx_path, arts[0].file.path, diff, facts)
     weights.parent.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_name(weights.name + ".tmp")
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))

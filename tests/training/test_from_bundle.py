@@ -125,3 +125,36 @@ def test_map_weights_names_first_then_graph_order() -> None:
         map_weights({**shapes, "e.gamma": (4,)}, inits, first_use)
     with pytest.raises(RecoveryRefused, match="not named"):
         map_weights({"x": (1,), "y": (1,), "z": (1,)}, inits, first_use)
+
+
+def test_finetune_starts_from_a_recovered_encoder_and_records_it(
+    convnext_bundle: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Stage 2 from a bundle's weights (no original run folder needed) runs, and the fine-tuned run's provenance
+    lists the bundle's commands, the recovery, then itself."""
+    from dermedge.export.provenance import training_provenance
+    from dermedge.training.finetune import FinetuneConfig, finetune
+    from test_finetune import _fake_shared_data
+
+    run, bundle = convnext_bundle
+    rec = tmp_path / "recovered"
+    import_bundle(bundle, rec)
+    data = _fake_shared_data(tmp_path / "data")
+    out = finetune(
+        FinetuneConfig(
+            checkpoint=str(rec),
+            data=str(data),
+            out=str(tmp_path / "ft"),
+            epochs=1,
+            batch_size=8,
+            num_workers=0,
+            head_warmup_epochs=0,
+        )
+    )
+    side = json.loads((out / "encoder.json").read_text())
+    assert side["pretrained_from"] == str(rec) and side["arch"] == "convnext_atto" and side["img_size"] == 32
+    training, commands = training_provenance({"method": side["method"]}, out)
+    assert training["stage1_imported_from"]["command"] == commands[-2]
+    assert commands[-2].startswith("dermedge import-checkpoint --format bundle") and commands[-1].startswith(
+        f"dermedge finetune --checkpoint {rec}"
+    )
