@@ -6,7 +6,7 @@ RUNTIME_VENV := .venv-runtime
 DEV_VENV := .venv
 PHOTO ?= $(firstword $(wildcard ../shared/data/pad_ufes_20/images/PAT_1006_53_716.jpg) examples/data/demo_lesion.png)
 
-.PHONY: demo test lint clean default-model pipeline web cpp
+.PHONY: demo test lint clean default-model check-default-model pipeline web cpp
 
 # Regenerates the built-in model from ../shared/data (about 3.7 h on a 2-core CPU with native BF16):
 # stage 1 skin-aware SimCLR (labels unused) for 16 epochs, continued for 16 more from its weights with a
@@ -30,6 +30,18 @@ default-model: $(DEV_VENV)/.done
 	$(DEV_VENV)/bin/python -m dermedge.export.default_model --run $(DEFAULT_RUN) --data ../shared/data --out dermedge/models/default --baselines \
 	    --version 0.5.1 --colour-histogram 8 --pooled-stages 2,1 \
 	    --yardstick benchmarks/results/amd-epyc-2cpu/encoders_stage_pools.json
+
+# Rebuilds the export half of the built-in model (about 8 min) from its own encoder, recovered from the bundle
+# (runs/ does not survive a fresh machine), and checks that the encoder file and the head come out byte-identical:
+# the card's figures are then what this machine measures too.
+check-default-model: $(DEV_VENV)/.done
+	$(DEV_VENV)/bin/dermedge import-checkpoint --format bundle dermedge/models/default --out runs/from-051
+	$(DEV_VENV)/bin/python -m dermedge.export.default_model --run runs/from-051 --data ../shared/data --out build/rebuilt-default \
+	    --baselines --version 0.5.1 --colour-histogram 8 --pooled-stages 2,1 \
+	    --yardstick benchmarks/results/intel-xeon-2cpu/encoders_051_recovered.json
+	cmp build/rebuilt-default/encoder.onnx dermedge/models/default/encoder.onnx
+	cmp build/rebuilt-default/head.npz dermedge/models/default/head.npz
+	@echo "the built-in model rebuilds byte for byte (encoder.onnx, head.npz); report: build/rebuilt-default/report.json"
 
 # The whole model as one ONNX graph for apps in any language, the offline web page and the C++ app.
 pipeline: $(DEV_VENV)/.done

@@ -78,7 +78,7 @@ COMMANDS: dict[str, Command] = {
         "dermedge[train]",
     ),
     "import-checkpoint": Command(
-        "convert a released SSL checkpoint (DINO/iBOT/SimCLR/BYOL) to safetensors",
+        "released SSL checkpoints (DINO/iBOT/SimCLR/BYOL) or a bundle's encoder -> a training checkpoint",
         "dermedge.training.importer",
         "add_arguments",
         "run",

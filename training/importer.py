@@ -202,11 +202,12 @@ def run(args: argparse.Namespace) -> int:
             return 1
         print(f"wrote {out} and {out.with_suffix('.json')} (recovered from {args.file}, checked against its ONNX file)")
         return 0
+    dest = Path(args.out) if args.out.endswith(".safetensors") else Path(args.out) / "encoder.safetensors"
     try:
         out = import_checkpoint(
             Path(args.file),
             args.format,
-            Path(args.out),
+            dest,
             arch=args.arch,
             branch=args.branch,
             expected=Path(args.expected) if args.expected else None,

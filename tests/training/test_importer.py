@@ -99,3 +99,20 @@ def test_paper_embedding_is_four_cls_tokens_and_exports(tmp_path: Path) -> None:
         assert emb.shape == (2, 768)
         assert torch.allclose(emb[:, -192:], vit.norm(tokens)[:, 0], atol=1e-5)  # last block's CLS, normed
     assert export_onnx(enc, 224, tmp_path / "v.onnx")["max_rel"] <= 1e-4
+
+
+def test_cli_out_may_be_a_run_folder(tmp_path: Path) -> None:
+    """``--out RUN`` (no .safetensors suffix) writes RUN/encoder.safetensors + RUN/encoder.json, the layout every
+    other command reads; a bad file exits 1 with the reason."""
+    from dermedge.training.checkpoint import read_checkpoint
+
+    from dermedge.cli import main
+
+    src = tmp_path / "checkpoint.pth"
+    _vit_teacher_ckpt(src)
+    assert main(["import-checkpoint", str(src), "--format", "dino", "--out", str(tmp_path / "run")]) == 0
+    assert read_checkpoint(tmp_path / "run").arch == "vit_tiny_patch16_224"
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    assert (
+        main(["import-checkpoint", str(tmp_path / "junk.pth"), "--format", "dino", "--out", str(tmp_path / "b")]) == 1
+    )
