@@ -78,6 +78,7 @@ def args_command(run: Path) -> str:
             + (f" --ema {c['ema']}" if c.get("ema") else "")
             + (f" --train-on {c['train_on']}" if c.get("train_on", "train") != "train" else "")
             + (f" --seed {c['seed']}" if c.get("seed", 0) else "")
+            + (f" --mixup {c['mixup']}" if c.get("mixup", 0) else "")
             + (f" --colour-constancy {cc}" if (cc := c.get("colour_constancy", "inherit")) != "inherit" else "")
         )
     cfg = run / "config.yaml"

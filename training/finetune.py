@@ -65,11 +65,14 @@ class FinetuneConfig:
     colour_constancy: str = "inherit"  # "inherit": what the checkpoint was trained with; or none / shades_of_gray
     ema: float = 0.0  # > 0: validate and keep an exponential moving average of the weights with this decay
     train_on: str = "train"  # "train+val": the validation split joins training; fixed epochs, the last one is kept
+    mixup: float = 0.0  # > 0: mixup with lambda ~ Beta(mixup, mixup); the loss mixes the two photos' labels alike
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.mixup <= 10:
+            raise ValueError(f"mixup must be in [0, 10] (a Beta alpha; 0 = off), got {self.mixup}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.colour_constancy not in ("inherit", *COLOUR_CONSTANCY):
@@ -131,6 +134,17 @@ def weighted_smoothed_ce(logits: Any, target: Any, weights: Any, smoothing: floa
     per_sample = torch.nn.functional.cross_entropy(logits, target, reduction="none", label_smoothing=smoothing)
     w = weights[target]
     return (per_sample * w).sum() / w.sum()
+
+
+def mixup_pair(n: int, alpha: float, rng: np.random.Generator) -> tuple[float, Any]:
+    """``(lam, perm)`` for mixup of a batch of ``n``: each photo blended with ``perm``'s photo at weight ``lam``
+    (Beta(alpha, alpha), folded to >= 0.5 so the first label dominates); ``(1.0, None)`` when off."""
+    import torch
+
+    if alpha <= 0 or n < 2:
+        return 1.0, None
+    lam = float(rng.beta(alpha, alpha))
+    return max(lam, 1 - lam), torch.as_tensor(rng.permutation(n))
 
 
 def _schedule(step: int, steps_per_epoch: int, total: int) -> float:
@@ -328,6 +342,7 @@ def _train_epoch(
         p.requires_grad_(not frozen)
     steps = len(data.loader)
     total, lp_steps = cfg.epochs * steps, cfg.head_warmup_epochs * steps
+    generator = np.random.default_rng([cfg.seed, epoch])  # resumed epochs draw the same mixes
     losses, enc_scale = [], 0.0
     for i, (x, idx) in enumerate(data.loader):
         step = epoch * steps + i
@@ -337,9 +352,16 @@ def _train_epoch(
         ):
             group["lr"] = lr * scale
         target = torch.as_tensor(data.y_train[idx.numpy()])
+        lam, perm = mixup_pair(len(target), cfg.mixup, generator)
+        if perm is not None:
+            x = lam * x + (1 - lam) * x[perm]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = model(x.contiguous(memory_format=torch.channels_last))
         loss = weighted_smoothed_ce(logits.float(), target, weights, cfg.label_smoothing)
+        if perm is not None:
+            loss = lam * loss + (1 - lam) * weighted_smoothed_ce(
+                logits.float(), target[perm], weights, cfg.label_smoothing
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)

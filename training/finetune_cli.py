@@ -51,6 +51,12 @@ def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
         help="validate and save a moving average of the weights with this decay (0.995: ~200 steps; 0: off)",
     )
     p.add_argument(
+        "--mixup",
+        type=float,
+        default=0.0,
+        help="blend each batch with a shuffled copy, lambda ~ Beta(a, a), and mix the labels alike (0.2: mild; 0: off)",
+    )
+    p.add_argument(
         "--seed",
         type=int,
         default=0,
@@ -94,6 +100,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         ema=args.ema,
         train_on=args.train_on,
         seed=args.seed,
+        mixup=args.mixup,
     )
     try:
         cfg.validate()

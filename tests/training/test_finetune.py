@@ -212,3 +212,33 @@ def test_finetune_with_ema_saves_the_averaged_weights_and_resumes_them(tmp_path:
         plain = FinetuneConfig(**{**cfg.__dict__, "out": str(tmp_path / "plain"), "ema": 0.0})
         finetune(plain)
         finetune(FinetuneConfig(**{**plain.__dict__, "epochs": 2, "ema": 0.9}))
+
+
+def test_mixup_pairs_are_seeded_permutations_weighted_towards_the_first_photo() -> None:
+    from dermedge.training.finetune import mixup_pair
+
+    assert mixup_pair(8, 0.0, np.random.default_rng(0)) == (1.0, None)
+    assert mixup_pair(1, 0.2, np.random.default_rng(0)) == (1.0, None)
+    draws = [mixup_pair(8, 0.2, np.random.default_rng([0, e])) for e in range(20)]
+    for lam, perm in draws:
+        assert 0.5 <= lam <= 1.0 and sorted(perm.tolist()) == list(range(8))
+    lam0, perm0 = mixup_pair(8, 0.2, np.random.default_rng([0, 0]))  # the same seed and epoch: the same mix
+    assert lam0 == draws[0][0] and perm0.tolist() == draws[0][1].tolist()
+    assert len({round(lam, 6) for lam, _ in draws}) > 10
+
+
+def test_finetune_with_mixup_trains_records_it_and_refuses_nonsense(tmp_path: Path) -> None:
+    from dermedge.export.provenance import args_command
+
+    data = _fake_shared_data(tmp_path / "data")
+    ssl = _tiny_ssl_run(data, tmp_path / "ssl")
+    cfg = FinetuneConfig(
+        checkpoint=str(ssl), data=str(data), out=str(tmp_path / "ft"), epochs=2, batch_size=8, num_workers=0,
+        mixup=0.4,
+    )  # fmt: skip
+    out = finetune(cfg)
+    side = json.loads((out / "encoder.json").read_text())
+    assert side["config"]["mixup"] == 0.4 and side["epoch"] >= 1
+    assert "--mixup 0.4" in args_command(out)
+    with pytest.raises(ValueError, match="mixup must be in"):
+        FinetuneConfig(**{**cfg.__dict__, "mixup": -1.0}).validate()
