@@ -13,6 +13,22 @@ from dermedge.manifest import COLOUR_CONSTANCY
 logger = logging.getLogger("dermedge.finetune")
 
 
+def _add_averaging_arguments(p: argparse.ArgumentParser) -> None:
+    """Weight averaging (EMA) and input mixing (mixup): the two regularisers beyond label smoothing."""
+    p.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        help="validate and save a moving average of the weights with this decay (0.995: ~200 steps; 0: off)",
+    )
+    p.add_argument(
+        "--mixup",
+        type=float,
+        default=0.0,
+        help="blend each batch with a shuffled copy, lambda ~ Beta(a, a), and mix the labels alike (0.2: mild; 0: off)",
+    )
+
+
 def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="an SSL run folder (dermedge train)")
     p.add_argument("--data", required=True, help="../shared/data (uses ham10000, ham10000_rest, pad_ufes_20)")
@@ -44,18 +60,7 @@ def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
         help="colour-correct every image (Shades of Gray, p=6) before augmentation; inherit: as the checkpoint was",
     )
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    p.add_argument(
-        "--ema",
-        type=float,
-        default=0.0,
-        help="validate and save a moving average of the weights with this decay (0.995: ~200 steps; 0: off)",
-    )
-    p.add_argument(
-        "--mixup",
-        type=float,
-        default=0.0,
-        help="blend each batch with a shuffled copy, lambda ~ Beta(a, a), and mix the labels alike (0.2: mild; 0: off)",
-    )
+    _add_averaging_arguments(p)
     p.add_argument(
         "--seed",
         type=int,
