@@ -31,14 +31,13 @@ def training_provenance(recorded: dict[str, Any], run: Path) -> tuple[dict[str, 
         training["command"] = json.loads(soup_json.read_text())["command"] if soup_json.is_file() else "unknown"
         training["wall_time"] = "the runs' own, listed above"
         commands = [*(e["command"] for e in training["soup_of"]), training["command"]]
-    stage1_sidecar = Path(training.get("pretrained_from") or "") / "encoder.json"
-    if training.get("pretrained_from") and stage1_sidecar.is_file():
-        recovered = _recovered_from_bundle(stage1_sidecar.parent, json.loads(stage1_sidecar.read_text()))
+    if training.get("pretrained_from"):  # stage 2 of a two-stage model: record stage 1 too
+        stage1 = Path(training["pretrained_from"])
+        side1 = stage1 / "encoder.json"
+        recovered = _recovered_from_bundle(stage1, json.loads(side1.read_text()) if side1.is_file() else {})
         if recovered:  # fine-tuned from an encoder recovered from a bundle: its commands, the recovery, this run
             training["stage1_command"], training["stage1_imported_from"] = recovered[0]["command"], recovered[0]
             return training, [*recovered[1], *commands]
-    if training.get("pretrained_from"):  # stage 2 of a two-stage model: record stage 1 too
-        stage1 = Path(training["pretrained_from"])
         training["stage1_command"] = args_command(stage1)
         training["stage1_wall_time"] = run_wall_time(stage1)
         commands.insert(0, training["stage1_command"])

@@ -68,8 +68,9 @@ def map_weights(
             "only an encoder exported by dermedge, with its weights as named initializers, can be recovered"
         )
     mapping = {k: best + k for k in keys if k not in best_missing}
+    named = set(mapping.values())
     pool = sorted(
-        (n for n, a in inits.items() if not n.startswith(best) and a.dtype.kind == "f" and n in first_use),
+        (n for n, a in inits.items() if n not in named and a.dtype.kind == "f" and n in first_use),
         key=lambda n: first_use[n],
     )
     unmatched = []

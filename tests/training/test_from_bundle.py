@@ -121,6 +121,13 @@ def test_map_weights_names_first_then_graph_order() -> None:
     prefix, mapping = map_weights(shapes, inits, first_use)
     assert prefix == "enc."
     assert mapping == {"a.w": "enc.a.w", "d.w": "enc.d.w", "f.w": "enc.f.w", "b.gamma": "view", "c.gamma": "view_1"}
+    # an encoder exported without wrappers: weights named exactly as the keys (prefix ""), renamed ones still matched
+    bare = {n[len("enc.") :] if n.startswith("enc.") else n: a for n, a in inits.items()}
+    bare_use = {n[len("enc.") :] if n.startswith("enc.") else n: i for n, i in first_use.items()}
+    assert map_weights(shapes, bare, bare_use) == (
+        "",
+        {"a.w": "a.w", "d.w": "d.w", "f.w": "f.w", "b.gamma": "view", "c.gamma": "view_1"},
+    )
     with pytest.raises(RecoveryRefused, match="neither named nor matched"):
         map_weights({**shapes, "e.gamma": (4,)}, inits, first_use)
     with pytest.raises(RecoveryRefused, match="not named"):
