@@ -172,7 +172,7 @@ def write_bundle(
         for src, rel in extra_files:
             _copy(Path(src), staging / rel)
         manifest = {
-            "schema_version": max(SCHEMA_VERSION, input_spec.schema_version),
+            "schema_version": max(SCHEMA_VERSION, input_spec.schema_version, encoder.schema_version),
             "name": name,
             "version": version,
             "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),

@@ -16,8 +16,8 @@ from typing import Any
 from dermedge.errors import BundleError
 
 SCHEMA_VERSION = 1  # what a bundle without schema-2 features is written as (readable by every dermedge)
-SCHEMA_VERSIONS = (1, 2)  # 2 adds input.colour_constancy; a bundle that uses it is written as 2, so an
-# older dermedge refuses it instead of silently skipping a preprocessing step
+SCHEMA_VERSIONS = (1, 2, 3)  # 2 adds input.colour_constancy, 3 encoder.fine_stages; a bundle that uses one is
+# written with that schema, so an older dermedge refuses it instead of silently misreading it
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
 BUNDLE_SUFFIX = ".dermedge"
@@ -116,6 +116,10 @@ class EncoderInfo:
     # ((stage, channels), ...): after the final pooled features come these stages' globally average-pooled
     # outputs, in this order (``dermedge.training.encoders.WithStagePools``); ``embed_dim`` includes them.
     pooled_stages: tuple[tuple[int, int], ...] = ()
+    # ((stage, 2 x channels), ...) (schema 3): the input is twice the network's size; the network, its pooled
+    # stages and the colour histogram see its 2x2 average, and these stages of the same network also run on the
+    # full input, their spatial mean and std following the pooled stages (``training.encoders.WithFineStages``).
+    fine_stages: tuple[tuple[int, int], ...] = ()
 
     @property
     def pooled_stages_dim(self) -> int:
@@ -123,9 +127,19 @@ class EncoderInfo:
         return sum(c for _, c in self.pooled_stages)
 
     @property
+    def fine_stages_dim(self) -> int:
+        """Dimensions of the embedding that are the full-size stages' means and stds; 0 if none."""
+        return sum(c for _, c in self.fine_stages)
+
+    @property
+    def schema_version(self) -> int:
+        """The lowest manifest schema that can express this encoder (3 with fine stages)."""
+        return 3 if self.fine_stages else 1
+
+    @property
     def final_dim(self) -> int:
         """The leading dimensions: the network's final pooled features (what the abstain detector looks at)."""
-        return self.embed_dim - self.pooled_stages_dim - self.colour_histogram_dim
+        return self.embed_dim - self.pooled_stages_dim - self.fine_stages_dim - self.colour_histogram_dim
 
     @property
     def colour_histogram_dim(self) -> int:
@@ -138,6 +152,8 @@ class EncoderInfo:
         parts = [f"{self.final_dim} network"]
         if self.pooled_stages:
             parts.append(f"{self.pooled_stages_dim} pooled stages {', '.join(str(s) for s, _ in self.pooled_stages)}")
+        if self.fine_stages:
+            parts.append(f"{self.fine_stages_dim} fine stages {', '.join(str(s) for s, _ in self.fine_stages)}")
         if self.colour_histogram_dim:
             parts.append(f"{self.colour_histogram_dim} colour histogram")
         return f" ({' + '.join(parts)})" if len(parts) > 1 else ""
@@ -151,6 +167,10 @@ class EncoderInfo:
             d["pooled_stages"] = [[int(s), int(c)] for s, c in self.pooled_stages]
         else:
             del d["pooled_stages"]
+        if self.fine_stages:
+            d["fine_stages"] = [[int(s), int(c)] for s, c in self.fine_stages]
+        else:
+            del d["fine_stages"]
         return d
 
 
@@ -282,7 +302,7 @@ def _file_ref(obj: Any, where: str) -> FileRef:
     return FileRef(path=path, sha256=sha, bytes=size)
 
 
-def _parse_encoder(data: dict[str, Any]) -> EncoderInfo:
+def _parse_encoder(data: dict[str, Any], schema_version: int = SCHEMA_VERSION) -> EncoderInfo:
     enc = _require(data, "encoder", dict, "manifest")
     embed_dim = _require(enc, "embed_dim", int, "encoder")
     if embed_dim < 1:
@@ -295,7 +315,13 @@ def _parse_encoder(data: dict[str, Any]) -> EncoderInfo:
             f"manifest: encoder.embed_dim {embed_dim} must exceed the colour histogram's {bins**3} dimensions "
             f"(encoder.colour_histogram_bins {bins})"
         )
-    stages = _parse_pooled_stages(enc, embed_dim - (bins**3 if bins else 0))
+    room = embed_dim - (bins**3 if bins else 0)
+    fine = _parse_pooled_stages(enc, room, "fine_stages")
+    if fine and any(c % 2 for _, c in fine):
+        raise BundleError(f"manifest: encoder.fine_stages' widths are mean + std (even numbers), found {list(fine)}")
+    if fine and schema_version < 3:
+        raise BundleError(f"manifest: encoder.fine_stages needs schema_version 3, the manifest says {schema_version}")
+    stages = _parse_pooled_stages(enc, room - sum(c for _, c in fine))
     return EncoderInfo(
         arch=_require(enc, "arch", str, "encoder"),
         embed_dim=embed_dim,
@@ -305,26 +331,28 @@ def _parse_encoder(data: dict[str, Any]) -> EncoderInfo:
         trained_by=_optional(enc, "trained_by", str, "encoder", ""),
         colour_histogram_bins=bins,
         pooled_stages=stages,
+        fine_stages=fine,
     )
 
 
-def _parse_pooled_stages(enc: dict[str, Any], room: int) -> tuple[tuple[int, int], ...]:
-    """``encoder.pooled_stages``: a list of distinct ``[stage, channels]`` pairs of non-negative ints, whose
-    channels leave at least one final-feature dimension in ``room`` (the embedding less any histogram)."""
-    raw = _optional(enc, "pooled_stages", list, "encoder", [])
+def _parse_pooled_stages(enc: dict[str, Any], room: int, key: str = "pooled_stages") -> tuple[tuple[int, int], ...]:
+    """``encoder.pooled_stages`` (or ``fine_stages``): a list of distinct ``[stage, channels]`` pairs of
+    non-negative ints, whose channels leave at least one final-feature dimension in ``room`` (the embedding less
+    any histogram and fine stages)."""
+    raw = _optional(enc, key, list, "encoder", [])
     ok = all(
         isinstance(p, list) and len(p) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in p)
         for p in raw
     )
     if not ok or any(s < 0 or c < 1 for s, c in raw) or len({s for s, _ in raw}) != len(raw):
         raise BundleError(
-            f"manifest: encoder.pooled_stages must be a list of distinct [stage, channels] pairs, found {raw!r}"
+            f"manifest: encoder.{key} must be a list of distinct [stage, channels] pairs, found {raw!r}"
         )
     stages = tuple((s, c) for s, c in raw)
     if sum(c for _, c in stages) >= room:
         raise BundleError(
-            f"manifest: encoder.pooled_stages' {sum(c for _, c in stages)} dimensions leave no final features in "
-            f"the {room}-d embedding (less any colour histogram)"
+            f"manifest: encoder.{key}' {sum(c for _, c in stages)} dimensions leave no final features in "
+            f"the {room}-d embedding (less any colour histogram and fine stages)"
         )
     return stages
 
@@ -422,7 +450,7 @@ def parse_manifest(data: dict[str, Any]) -> Manifest:
         name=_require(data, "name", str, "manifest"),
         version=_require(data, "version", str, "manifest"),
         created=_optional(data, "created", str, "manifest", ""),
-        encoder=_parse_encoder(data),
+        encoder=_parse_encoder(data, version),
         input=_parse_input(data, version),
         artifacts=artifacts,
         head=_parse_head(data),

@@ -72,11 +72,22 @@ def _card_embedding(manifest: dict[str, Any]) -> list[str]:
             "fine-tuning specialises the last stage most, and the earlier stages' features transfer better to "
             "conditions never trained on (`benchmarks/results/amd-epyc-2cpu/README.md`, `encoders_stage_pools`)."
         )
+    size = int(manifest["input"]["size"][0])
+    if info.fine_stages:
+        lead = "- Then" if lines else f"- Embedding: the network's {info.final_dim} features, then"
+        lines.append(
+            f"{lead} the spatial mean and standard deviation of stages "
+            f"{', '.join(str(s) for s, _ in info.fine_stages)} of the same network run on the full {size}-px "
+            f"input ({info.fine_stages_dim} features); everything else sees its 2x2 average ({size // 2} px, the "
+            "size the network was trained at). Early stages are local texture filters: at twice the resolution "
+            "they see finer structure (`benchmarks/results/intel-xeon-2cpu/README.md`, `fine_stages`)."
+        )
+        size //= 2
     if bins:
         lead = "- Then" if lines else f"- Embedding: the network's {info.final_dim} features, then"
         lines.append(
             f"{lead} a {bins}x{bins}x{bins} RGB colour "
-            f"histogram of the same {manifest['input']['size'][0]}-px crop ({bins**3} square-rooted bin fractions), "
+            f"histogram of the same {size}-px crop ({bins**3} square-rooted bin fractions), "
             "computed inside the encoder file so every runtime gets it, and kept in FP32 in the INT8 artifacts. "
             "The yardstick found the network weaker on colour statistics than a plain histogram and the two "
             "complementary (`benchmarks/results/amd-epyc-2cpu/README.md`, `encoders_plus_colour`)."

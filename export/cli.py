@@ -79,6 +79,14 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
         help="append these stages' globally average-pooled outputs after the final features, in this order (timm "
         "feature indices; the built-in model uses 2,1: +240-d for ConvNeXt-atto)",
     )
+    p.add_argument(
+        "--fine-stages",
+        type=stage_list,
+        default=(),
+        metavar="K,K",
+        help="take input at twice the network's size: the network sees its 2x2 average, and these stages also run "
+        "on the full input, their spatial mean and std appended (0,1: +240-d for ConvNeXt-atto; manifest schema 3)",
+    )
     p.add_argument("--name")
     p.add_argument("--version", default="0.1.0")
     p.add_argument("--description", default="")
@@ -123,6 +131,7 @@ def run_export(args: argparse.Namespace) -> int:
         head_l2=args.gate_head_l2,
         colour_histogram=args.colour_histogram,
         pooled_stages=args.pooled_stages,
+        fine_stages=args.fine_stages,
     )
     out, rows = export_bundle(req)
     failed = [r for r in rows if r["gate"]["status"] != "pass"]

@@ -86,13 +86,17 @@ def histogram_reference(pixels: np.ndarray, bins: int = 8) -> np.ndarray:
 class WithColourHistogram(nn.Module):
     """An encoder whose output is its embedding followed by the colour histogram of its input."""
 
-    def __init__(self, encoder: nn.Module, mean: Sequence[float], std: Sequence[float], bins: int = 8) -> None:
+    def __init__(
+        self, encoder: nn.Module, mean: Sequence[float], std: Sequence[float], bins: int = 8, pool: int = 1
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.colour = ColourHistogram(mean, std, bins)
+        self.pool = pool  # > 1: the histogram of the input's pool x pool average (the crop the network sees)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.encoder(x), self.colour(x)], dim=1)
+        crop = nn.functional.avg_pool2d(x, self.pool) if self.pool > 1 else x
+        return torch.cat([self.encoder(x), self.colour(crop)], dim=1)
 
 
 def _final_concat(graph: Any) -> Any:

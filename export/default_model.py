@@ -133,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="append these stages' pooled outputs after the final features (the built-in model uses 2,1; the "
         "yardstick row for --run is then its '+ pooled stages' one)",
     )
+    p.add_argument(
+        "--fine-stages",
+        type=stage_list,
+        default=(),
+        metavar="K,K",
+        help="input at twice the training size; these stages also run at full size, mean and std appended "
+        "(export's --fine-stages; give the yardstick figures later with `python -m dermedge.export.ship --yardstick`)",
+    )
     p.add_argument("--limit", type=int, default=0, help="use a balanced subset of N labelled photos (dry runs)")
     return p
 
@@ -229,6 +237,7 @@ def _export(
         head_l2=l2,
         colour_histogram=args.colour_histogram,
         pooled_stages=args.pooled_stages,
+        fine_stages=args.fine_stages,
     )
     return export_bundle(req)
 

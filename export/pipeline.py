@@ -62,6 +62,9 @@ class ExportRequest:
     # timm feature indices whose globally average-pooled outputs follow the final features, in this order
     # (dermedge.training.encoders.WithStagePools; the manifest's encoder.pooled_stages)
     pooled_stages: tuple[int, ...] = ()
+    # timm feature indices run a second time on an input twice the network's size (the network itself sees its
+    # 2x2 average): their spatial mean and std follow the pooled stages (WithFineStages; encoder.fine_stages)
+    fine_stages: tuple[int, ...] = ()
 
 
 def _labelled(roots: Sequence[str], mapping: dict[str, str] | None) -> list[Sample]:
@@ -89,7 +92,7 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
     """
     _check_request(req)
     ckpt = read_checkpoint(req.checkpoint)
-    size = req.img_size or ckpt.img_size
+    size = (req.img_size or ckpt.img_size) * (2 if req.fine_stages else 1)  # the bundle's input size
     if size != ckpt.img_size and ckpt.arch.startswith(("vit_", "deit")):
         raise ExportError(f"{ckpt.arch} was trained at {ckpt.img_size} px; ViTs cannot be exported at {size} px")
     spec = InputSpec(
@@ -99,7 +102,7 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
     )
     work = Path(tempfile.mkdtemp(prefix="dermedge-export-"))
     try:
-        encoder, params, embed_dim, stages, req = _encoder_module(req, ckpt, spec)
+        encoder, params, embed_dim, (stages, fine), req = _encoder_module(req, ckpt, spec)
         fp32 = work / "encoder_fp32.onnx"
         parity = export_onnx(encoder, size, fp32)
         del encoder
@@ -134,6 +137,7 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
                 f"({ckpt.sidecar.get('method')}, {ckpt.sidecar.get('epoch')} epochs)",
                 colour_histogram_bins=req.colour_histogram,
                 pooled_stages=stages,
+                fine_stages=fine,
             ),
             input_spec=spec,
             artifacts=artifacts,
@@ -151,29 +155,37 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
 
 def _encoder_module(
     req: ExportRequest, ckpt: Any, spec: InputSpec
-) -> tuple[Any, int, int, tuple[tuple[int, int], ...], ExportRequest]:
-    """The torch module to export, the network's parameter count, the embedding dimension, the pooled stages'
-    ``(stage, channels)`` and the request with the quantisers told about an in-graph colour histogram
+) -> tuple[Any, int, int, tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]], ExportRequest]:
+    """The torch module to export, the network's parameter count, the embedding dimension, the pooled and fine
+    stages' ``(stage, channels)`` and the request with the quantisers told about an in-graph colour histogram
     (``req.colour_histogram``)."""
-    from dermedge.training.encoders import WithStagePools, stage_channels
+    from dermedge.training.encoders import WithFineStages, WithStagePools, fine_stage_channels, stage_channels
 
-    encoder = build_encoder(ckpt)
+    encoder = backbone = build_encoder(ckpt)
     params = int(sum(p.numel() for p in encoder.parameters()))
-    dim, stages = ckpt.embed_dim, ()
-    if req.pooled_stages:
+    net_size = spec.size[0] // (2 if req.fine_stages else 1)
+    dim, stages, fine = ckpt.embed_dim, (), ()
+    for flag, wanted in (("--pooled-stages", req.pooled_stages), ("--fine-stages", req.fine_stages)):
+        if not wanted:
+            continue
         try:
-            stages = stage_channels(encoder, req.pooled_stages, spec.size[0])
-            encoder = WithStagePools(encoder, req.pooled_stages).eval()
+            if flag == "--pooled-stages":
+                stages = stage_channels(backbone, wanted, net_size)
+                encoder = WithStagePools(encoder, wanted).eval()
+            else:
+                fine = fine_stage_channels(backbone, wanted, net_size)
+                encoder = WithFineStages(encoder, backbone, wanted).eval()
         except ValueError as exc:
-            raise ExportError(f"--pooled-stages {','.join(map(str, req.pooled_stages))}: {exc}") from exc
-        dim += sum(c for _, c in stages)
+            raise ExportError(f"{flag} {','.join(map(str, wanted))}: {exc}") from exc
+        dim += sum(c for _, c in (stages if flag == "--pooled-stages" else fine))
     if not req.colour_histogram:
-        return encoder, params, dim, stages, req
+        return encoder, params, dim, (stages, fine), req
     from dermedge.export.colour import WithColourHistogram
 
-    encoder = WithColourHistogram(encoder, spec.mean, spec.std, req.colour_histogram).eval()
+    pool = 2 if req.fine_stages else 1  # the histogram of the crop the network sees
+    encoder = WithColourHistogram(encoder, spec.mean, spec.std, req.colour_histogram, pool).eval()
     req = replace(req, advanced=replace(req.advanced, colour_histogram=True))
-    return encoder, params, dim + req.colour_histogram**3, stages, req
+    return encoder, params, dim + req.colour_histogram**3, (stages, fine), req
 
 
 def _provenance(

@@ -90,3 +90,39 @@ def stage_channels(encoder: nn.Module, stages: tuple[int, ...], img_size: int) -
     encoder.train(was_training)
     dims = {s: int(t.shape[1]) for s, t in zip(order, inter)}
     return tuple((s, dims[s]) for s in stages)
+
+
+class WithFineStages(nn.Module):
+    """Two scales from one network: the input is twice the size the network was trained at.
+
+    ``net`` (the encoder, possibly ``WithStagePools``) runs on the input's 2x2 average, i.e. at its training
+    size; the first stages of ``backbone`` (the same network's weights) also run on the full-size input, and the
+    spatial mean and standard deviation of each of those ``stages``' outputs are appended:
+    ``[net(avgpool2(x)), mean_s, std_s for s in stages]``. Early stages are local texture filters; at twice the
+    resolution they see finer structure than the network's 112-px view, for the cost of those stages alone
+    (``stop_early``). Measured on the yardstick in ``benchmarks/results/intel-xeon-2cpu/README.md``
+    (``fine_stages``). The standard deviation is the unbiased one (``torch.std``).
+    """
+
+    def __init__(self, net: nn.Module, backbone: nn.Module, stages: tuple[int, ...]) -> None:
+        super().__init__()
+        if not stages or len(set(stages)) != len(stages) or list(stages) != sorted(stages):
+            raise ValueError(f"fine stages must be distinct feature indices in increasing order, got {stages}")
+        if not hasattr(backbone, "forward_intermediates"):
+            raise ValueError(f"{type(backbone).__name__} has no forward_intermediates: cannot run fine stages")
+        self.net = net
+        self.backbone = backbone
+        self.stages = tuple(int(s) for s in stages)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        main = self.net(nn.functional.avg_pool2d(x, 2))
+        inter = self.backbone.forward_intermediates(  # type: ignore[operator]
+            x, indices=list(self.stages), intermediates_only=True, stop_early=True
+        )
+        fine = [torch.cat([t.mean(dim=(2, 3)), t.std(dim=(2, 3))], dim=1) for t in inter]
+        return torch.cat([main, *fine], dim=1)
+
+
+def fine_stage_channels(encoder: nn.Module, stages: tuple[int, ...], img_size: int) -> tuple[tuple[int, int], ...]:
+    """``((stage, 2 x channels), ...)`` of ``WithFineStages``'s appended parts (mean and std per channel)."""
+    return tuple((s, 2 * c) for s, c in stage_channels(encoder, stages, img_size))

@@ -91,6 +91,11 @@ def map_weights(
     return best, mapping
 
 
+def network_size(manifest: Any) -> int:
+    """The size the network itself runs at: the bundle's input, or half of it with fine stages."""
+    return int(manifest.input.size[0]) // (2 if manifest.encoder.fine_stages else 1)
+
+
 def recover_state(manifest: Any, onnx_path: Path) -> tuple[Any, dict[str, Any]]:
     """``(encoder, facts)``: the timm encoder with the bundle's weights loaded strictly, in eval mode."""
     import torch
@@ -101,7 +106,7 @@ def recover_state(manifest: Any, onnx_path: Path) -> tuple[Any, dict[str, Any]]:
     if height != width:
         raise RecoveryRefused(f"the bundle's input is {height}x{width}; training runs are square")
     try:
-        model = create_encoder(enc.arch, height)
+        model = create_encoder(enc.arch, network_size(manifest))
     except ValueError as exc:
         raise RecoveryRefused(str(exc)) from exc
     inits, first_use = _initializers(onnx_path)
@@ -128,11 +133,12 @@ def check_against_onnx(model: Any, manifest: Any, onnx_path: Path, n: int = 3, s
     import onnxruntime as ort
     import torch
     from dermedge.training.checkpoint import Last4Cls
-    from dermedge.training.encoders import WithStagePools
+    from dermedge.training.encoders import WithFineStages, WithStagePools
 
     enc = manifest.encoder
     net = Last4Cls(model) if enc.pooling == "last4_cls" else model  # the paper's ViT read-out, as export built it
     net = WithStagePools(net, tuple(s for s, _ in enc.pooled_stages)) if enc.pooled_stages else net
+    net = WithFineStages(net, model, tuple(s for s, _ in enc.fine_stages)) if enc.fine_stages else net
     height, width = manifest.input.size
     x = np.random.default_rng(seed).standard_normal((n, 3, height, width)).astype(np.float32)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -155,10 +161,10 @@ def _sidecar(
     training = dict(man.provenance.get("training") or {})
     return {
         "arch": enc.arch,
-        "img_size": int(inp.size[0]),
+        "img_size": network_size(man),
         "embed_dim": enc.final_dim,
         "params": sum(int(p.numel()) for p in model.parameters()),
-        "flops": count_flops(model, int(inp.size[0])),
+        "flops": count_flops(model, network_size(man)),
         "pooling": enc.pooling,
         "method": training.get("method") or "imported:bundle",
         "epoch": training.get("epoch"),
@@ -172,6 +178,7 @@ def _sidecar(
             "max_rel_diff": diff,
             "weights_matched_by_graph_order": facts["matched_by_graph_order"],
             "pooled_stages": [[int(s), int(c)] for s, c in enc.pooled_stages],
+            "fine_stages": [[int(s), int(c)] for s, c in enc.fine_stages],
             "colour_histogram_bins": enc.colour_histogram_bins,
             "commands": [str(c) for c in man.provenance.get("commands") or []],
         },

@@ -1,0 +1,139 @@
+"""Two scales from one network (``WithFineStages``, ``dermedge export --fine-stages``): the network sees the
+input's 2x2 average, its first stages also run on the full input with their mean and std appended; recorded in
+the manifest as schema 3, the same in every artifact, and recoverable as a training checkpoint."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("timm")
+pytest.importorskip("onnx")
+pytest.importorskip("nncf")
+
+from dermedge.export.colour import histogram_reference  # noqa: E402
+from dermedge.training.checkpoint import write_sidecar  # noqa: E402
+from dermedge.training.encoders import (  # noqa: E402
+    WithFineStages,
+    WithStagePools,
+    create_encoder,
+    fine_stage_channels,
+)
+from helpers import encode, skin_image  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
+
+import dermedge  # noqa: E402
+from dermedge.cli import main  # noqa: E402
+from dermedge.errors import BundleError  # noqa: E402
+from dermedge.manifest import parse_manifest  # noqa: E402
+from dermedge.preprocess import prepare  # noqa: E402
+
+
+def test_fine_stages_equal_running_the_stages_by_hand() -> None:
+    torch.manual_seed(0)
+    m = create_encoder("convnext_atto", 32).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        h, outs = m.stem(x), []
+        for stage in m.stages[:2]:
+            h = stage(h)
+            outs.append(h)
+        small = torch.nn.functional.avg_pool2d(x, 2)
+        fine = [torch.cat([t.mean((2, 3)), t.std((2, 3))], 1) for t in outs]
+        want = torch.cat([WithStagePools(m, (2,))(small), *fine], 1)
+        got = WithFineStages(WithStagePools(m, (2,)), m, (0, 1))(x)
+    assert got.shape == (2, 320 + 160 + 80 + 160)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert fine_stage_channels(m, (0, 1), 32) == ((0, 80), (1, 160))
+    for bad in ((1, 0), (1, 1)):
+        with pytest.raises(ValueError, match="increasing"):
+            WithFineStages(m, m, bad)
+
+
+@pytest.fixture(scope="module")
+def fine_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(run, bundle): a ConvNeXt-atto trained at 32 px with distinct random weights, exported at 64 px with fine
+    stages 0, 1, pooled stage 2 and a 4x4x4 colour histogram, in ONNX Runtime and OpenVINO, FP32 and INT8."""
+    root = tmp_path_factory.mktemp("fine")
+    run = root / "run"
+    run.mkdir()
+    torch.manual_seed(1)
+    model = create_encoder("convnext_atto", 32)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.05)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(run / "encoder.safetensors"))
+    write_sidecar(run, {"arch": "convnext_atto", "img_size": 32, "embed_dim": 320, "method": "simclr"})
+    for i in range(12):
+        (root / "photos" / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+        (root / "photos" / "ab"[i % 2] / f"{i}.jpg").write_bytes(encode(skin_image(60, 80, seed=i)))
+    bundle = root / "bundle"
+    argv = ["export", "--checkpoint", str(run), "--formats", "onnxruntime,openvino", "--precision", "fp32,int8"]
+    argv += ["--eval-data", str(root / "photos"), "--min-cosine", "0", "--max-f1-drop", "100", "--min-agreement", "0"]
+    argv += ["--calib-size", "8", "--colour-histogram", "4", "--pooled-stages", "2", "--fine-stages", "0,1"]
+    assert main([*argv, "--out", str(bundle)]) == 0
+    return run, bundle
+
+
+def test_export_with_fine_stages(fine_bundle: tuple[Path, Path]) -> None:
+    run, bundle = fine_bundle
+    data = json.loads((bundle / "manifest.json").read_text())
+    enc = data["encoder"]
+    assert data["schema_version"] == 3 and data["input"]["size"] == [64, 64] and data["input"]["resize_size"] == 73
+    assert enc["fine_stages"] == [[0, 80], [1, 160]] and enc["pooled_stages"] == [[2, 160]]
+    assert enc["embed_dim"] == 320 + 160 + 240 + 64
+    card = (bundle / "MODEL_CARD.md").read_text()
+    assert "784 (320 network + 160 pooled stages 2 + 240 fine stages 0, 1 + 64 colour histogram)" in card
+    from dermedge.export.card import _card_embedding
+
+    lines = "\n".join(_card_embedding(data))  # the built-in model's card
+    assert "full 64-px input (240 features)" in lines and "histogram of the same 32-px crop" in lines
+    imgs = [skin_image(60, 80, seed=s) for s in range(5)]
+    with dermedge.load_model(bundle, backend="onnxruntime", precision="fp32") as m:
+        spec = m.manifest.input
+        emb = m.embed(imgs)
+        assert m.manifest.encoder.final_dim == 320
+    ref = create_encoder("convnext_atto", 32).eval()
+    ref.load_state_dict(load_file(str(run / "encoder.safetensors")))
+    with torch.no_grad():
+        x = torch.from_numpy(np.stack([prepare(i, spec) for i in imgs]))
+        want = WithFineStages(WithStagePools(ref, (2,)), ref, (0, 1))(x).numpy()
+    np.testing.assert_allclose(emb[:, :720], want, rtol=1e-3, atol=1e-4)
+    # the histogram is of the 2x2-averaged crop, the one the network sees
+    plain = type(spec)(size=spec.size, resize_size=spec.resize_size, mean=(0,) * 3, std=(1 / 255,) * 3)
+    crops = [prepare(i, plain).transpose(1, 2, 0) for i in imgs]
+    ref_hist = np.stack([histogram_reference(c.reshape(32, 2, 32, 2, 3).mean((1, 3)), 4) for c in crops])
+    for backend in ("onnxruntime", "openvino"):
+        with dermedge.load_model(bundle, backend=backend, precision="int8") as m:
+            np.testing.assert_allclose(m.embed(imgs)[:, 720:], ref_hist, atol=1e-4, err_msg=backend)
+
+
+def test_fine_stages_need_schema_3_and_even_widths(fine_bundle: tuple[Path, Path]) -> None:
+    data = json.loads((fine_bundle[1] / "manifest.json").read_text())
+    assert parse_manifest(data).encoder.fine_stages == ((0, 80), (1, 160))
+    old = copy.deepcopy(data)
+    old["schema_version"] = 2
+    with pytest.raises(BundleError, match="fine_stages needs schema_version 3"):
+        parse_manifest(old)
+    odd = copy.deepcopy(data)
+    odd["encoder"]["fine_stages"] = [[0, 81], [1, 159]]
+    with pytest.raises(BundleError, match="even"):
+        parse_manifest(odd)
+    plain = copy.deepcopy(data)
+    del plain["encoder"]["fine_stages"]
+    assert parse_manifest(plain).encoder.final_dim == 320 + 240  # without the field the dims are read otherwise
+
+
+def test_a_fine_stages_bundle_recovers_its_weights(fine_bundle: tuple[Path, Path], tmp_path: Path) -> None:
+    run, bundle = fine_bundle
+    out = tmp_path / "recovered"
+    assert main(["import-checkpoint", "--format", "bundle", str(bundle), "--out", str(out)]) == 0
+    want, got = load_file(str(run / "encoder.safetensors")), load_file(str(out / "encoder.safetensors"))
+    assert sorted(got) == sorted(want) and all(torch.equal(got[k], want[k]) for k in want)
+    side = json.loads((out / "encoder.json").read_text())
+    assert side["img_size"] == 32 and side["imported_from"]["fine_stages"] == [[0, 80], [1, 160]]
