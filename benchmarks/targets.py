@@ -94,8 +94,10 @@ def paper_path(run: Path, photo: Path, spec: Any, head: Any, threads: int, encod
         from dermedge.training.baseline import PaperPath
     except ImportError:
         return None
-    bins, stages = (encoder.colour_histogram_bins, encoder.pooled_stages) if encoder is not None else (0, ())
-    path = PaperPath.load(run, spec, threads, bins, stages)
+    bins, stages, fine = (
+        (encoder.colour_histogram_bins, encoder.pooled_stages, encoder.fine_stages) if encoder is not None else (0, (), ())
+    )
+    path = PaperPath.load(run, spec, threads, bins, stages, fine)
     data = photo.read_bytes()
     return median_ms(lambda: head.probabilities(path.embed_file(data)[0]), 10, 2)
 

@@ -245,7 +245,8 @@ def run_torch_case(
     with open_bundle(bundle or default_bundle_path()) as b:
         m = b.manifest
     min_q, min_s = (QUICK_QUERIES, QUICK_SECONDS) if quick else (MIN_QUERIES, MIN_SECONDS)
-    path = PaperPath.load(run_dir, m.input, threads, m.encoder.colour_histogram_bins, m.encoder.pooled_stages)
+    enc = m.encoder
+    path = PaperPath.load(run_dir, m.input, threads, enc.colour_histogram_bins, enc.pooled_stages, enc.fine_stages)
     x1 = np.random.default_rng(0).normal(size=(1, 3, *m.input.size)).astype(np.float32)
     t0 = time.perf_counter()
     path.forward(x1)

@@ -33,11 +33,13 @@ class PaperPath:
         threads: int | None = None,
         colour_histogram_bins: int = 0,
         pooled_stages: Sequence[Sequence[int]] = (),
+        fine_stages: Sequence[Sequence[int]] = (),
     ) -> PaperPath:
         """Build the encoder from ``run_dir`` and the transform from the bundle's input ``spec``; with
         ``colour_histogram_bins`` (the bundle's ``encoder.colour_histogram_bins``) the encoder also appends the
         colour histogram, as the bundle's encoder file does, so both paths make the same embedding; likewise the
-        ``(stage, channels)`` of ``pooled_stages`` (the bundle's ``encoder.pooled_stages``)."""
+        ``(stage, channels)`` of ``pooled_stages`` and ``fine_stages`` (the bundle's ``encoder.pooled_stages``,
+        ``encoder.fine_stages``)."""
         import torch
         from dermedge.training.checkpoint import build_encoder, read_checkpoint
         from torchvision import transforms
@@ -45,15 +47,20 @@ class PaperPath:
         if threads:
             torch.set_num_threads(threads)
         t0 = time.perf_counter()
-        encoder = build_encoder(read_checkpoint(run_dir))
+        encoder = backbone = build_encoder(read_checkpoint(run_dir))
         if pooled_stages:
             from dermedge.training.encoders import WithStagePools
 
             encoder = WithStagePools(encoder, tuple(s for s, _ in pooled_stages)).eval()
+        if fine_stages:
+            from dermedge.training.encoders import WithFineStages
+
+            encoder = WithFineStages(encoder, backbone, tuple(s for s, _ in fine_stages)).eval()
         if colour_histogram_bins:
             from dermedge.export.colour import WithColourHistogram
 
-            encoder = WithColourHistogram(encoder, spec.mean, spec.std, colour_histogram_bins).eval()
+            pool = 2 if fine_stages else 1
+            encoder = WithColourHistogram(encoder, spec.mean, spec.std, colour_histogram_bins, pool).eval()
         load_s = time.perf_counter() - t0
         tf = transforms.Compose(
             [

@@ -44,14 +44,27 @@ def test_paper_path_embeds_a_file_like_the_encoder_on_its_transform(run32: Path)
 
     x = path.transform(Image.open(io.BytesIO(data)).convert("RGB"))[None]
     assert tuple(x.shape) == (1, 3, 32, 32)
+    net = build_encoder(read_checkpoint(run32)).eval()
+
+    def ref_net(t: torch.Tensor) -> np.ndarray:
+        return net(t).numpy()  # type: ignore[no-any-return]
+
     with torch.no_grad():
-        ref = build_encoder(read_checkpoint(run32))(x).numpy()
+        ref = ref_net(x)
     np.testing.assert_allclose(emb, ref, rtol=1e-5, atol=1e-5)
     # a bundle whose embedding ends with a colour histogram: the paper path appends the same one
     both, _ = PaperPath.load(run32, spec, threads=1, colour_histogram_bins=4).embed_file(data)
     assert both.shape == (1, 512 + 64)
     np.testing.assert_allclose(both[:, :512], emb, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.square(both[:, 512:]).sum(), 1.0, rtol=1e-5)
+    # a fine-stages bundle (input twice the network's size): the same two-scale embedding, histogram last
+    spec64 = InputSpec(size=(64, 64), resize_size=73)
+    two = PaperPath.load(run32, spec64, threads=1, colour_histogram_bins=4, fine_stages=((1, 128),))
+    emb2, _ = two.embed_file(data)
+    assert emb2.shape == (1, 512 + 128 + 64)
+    x64 = two.transform(Image.open(io.BytesIO(data)).convert("RGB"))[None]
+    with torch.no_grad():
+        np.testing.assert_allclose(emb2[:, :512], ref_net(torch.nn.functional.avg_pool2d(x64, 2)), rtol=1e-4, atol=1e-5)
 
 
 def test_bench_torch_case_reports_the_paper_path(run32: Path, tiny_bundle: Path) -> None:
