@@ -95,7 +95,9 @@ def paper_path(run: Path, photo: Path, spec: Any, head: Any, threads: int, encod
     except ImportError:
         return None
     bins, stages, fine = (
-        (encoder.colour_histogram_bins, encoder.pooled_stages, encoder.fine_stages) if encoder is not None else (0, (), ())
+        (encoder.colour_histogram_bins, encoder.pooled_stages, encoder.fine_stages)
+        if encoder is not None
+        else (0, (), ())
     )
     path = PaperPath.load(run, spec, threads, bins, stages, fine)
     data = photo.read_bytes()

@@ -345,9 +345,7 @@ def _parse_pooled_stages(enc: dict[str, Any], room: int, key: str = "pooled_stag
         for p in raw
     )
     if not ok or any(s < 0 or c < 1 for s, c in raw) or len({s for s, _ in raw}) != len(raw):
-        raise BundleError(
-            f"manifest: encoder.{key} must be a list of distinct [stage, channels] pairs, found {raw!r}"
-        )
+        raise BundleError(f"manifest: encoder.{key} must be a list of distinct [stage, channels] pairs, found {raw!r}")
     stages = tuple((s, c) for s, c in raw)
     if sum(c for _, c in stages) >= room:
         raise BundleError(

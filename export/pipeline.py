@@ -105,6 +105,11 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
         encoder, params, embed_dim, (stages, fine), req = _encoder_module(req, ckpt, spec)
         fp32 = work / "encoder_fp32.onnx"
         parity = export_onnx(encoder, size, fp32)
+        flops = ckpt.sidecar.get("flops")
+        if req.fine_stages:  # the network at half the input size plus its first stages at full size
+            from dermedge.training.encoders import count_flops
+
+            flops = count_flops(encoder, size)
         del encoder
 
         evalset = _evaluation_set(req, spec)
@@ -132,7 +137,7 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
                 arch=ckpt.arch,
                 embed_dim=embed_dim,
                 params=params,
-                flops=ckpt.sidecar.get("flops"),
+                flops=flops,
                 trained_by=f"dermedge {ckpt.sidecar.get('trained_by', 'train').removeprefix('dermedge ')} "
                 f"({ckpt.sidecar.get('method')}, {ckpt.sidecar.get('epoch')} epochs)",
                 colour_histogram_bins=req.colour_histogram,

@@ -83,6 +83,45 @@ def first_conv(onnx_path: Path) -> str | None:
     return next((n.name for n in model.graph.node if n.op_type == "Conv"), None)
 
 
+_PASS_THROUGH = {"AveragePool", "Pad", "Identity", "Cast"}  # ONNX ops that leave a stem reading raw pixels
+_OV_PASS_THROUGH = {"AvgPool", "Pad", "Convert"}  # the same in OpenVINO
+
+
+def input_stems(onnx_path: Path) -> list[str]:
+    """Every Conv that reads the graph input directly or through pass-through ops (a downscaling AveragePool,
+    Pad), and those ops: a two-scale encoder (``--fine-stages``) has two stems, one on the 2x2 average."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    inputs = {i.name for i in graph.input}
+    names: list[str] = []
+    for conv in (n for n in graph.node if n.op_type == "Conv"):
+        chain, tensor = [conv.name], conv.input[0]
+        while tensor in producers and producers[tensor].op_type in _PASS_THROUGH:
+            chain.append(producers[tensor].name)
+            tensor = producers[tensor].input[0]
+        if tensor in inputs:
+            names += [c for c in chain if c not in names]
+    return names
+
+
+def input_stem_ops(model: Any) -> list[str]:
+    """``input_stems`` for an OpenVINO model: friendly names of the Convolutions fed by a Parameter (through
+    AvgPool, Pad or Convert) and of those ops."""
+    names: list[str] = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "Convolution":
+            continue
+        chain, src = [op.get_friendly_name()], op.input_value(0).get_node()
+        while src.get_type_name() in _OV_PASS_THROUGH:
+            chain.append(src.get_friendly_name())
+            src = src.input_value(0).get_node()
+        if src.get_type_name() == "Parameter":
+            names += [c for c in chain if c not in names]
+    return names
+
+
 class _Reader:
     """ONNX Runtime CalibrationDataReader over a list of (1, 3, H, W) arrays."""
 
@@ -206,7 +245,7 @@ def _exclusions(
     exclude = [*advanced.extra_exclude, *colour_nodes]
     stem = first_conv(pre) if advanced.keep_stem_fp32 else None
     if stem:
-        exclude.append(stem)
+        exclude += [n for n in input_stems(pre) or [stem] if n not in exclude]
     elif advanced.keep_stem_fp32 and stem == "":
         logger.warning("the first Conv of %s has no node name, so it cannot be kept in FP32", fp32)
     if recipe != "matmul_weights":
@@ -257,11 +296,12 @@ def quantize_openvino(
     kwargs: dict[str, Any] = dict(advanced.nncf_options)
     if transformer:
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
-    stem = None
+    ignored: list[str] = []
     if advanced.keep_stem_fp32:
         convs = (op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "Convolution")
-        stem = next(convs, None)
-    ignored = [stem] if stem else []
+        first = next(convs, None)
+        ignored = input_stem_ops(model) or ([first] if first else [])
+    stems = set(ignored)
     if advanced.colour_histogram:
         from dermedge.export.colour import histogram_ops
 
@@ -288,7 +328,8 @@ def quantize_openvino(
     return {
         "tool": f"nncf {nncf.__version__}",
         "model_type": "transformer" if transformer else "default",
-        "stem_fp32": bool(stem),
+        "stem_fp32": bool(ignored) and advanced.keep_stem_fp32,
+        "stems_fp32": len([n for n in ignored if n in stems]),
         "smooth_quant": bool(transformer and advanced.nncf_smooth_quant),
         "calibration_images": len(calibration),
     }

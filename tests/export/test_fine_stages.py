@@ -87,6 +87,14 @@ def test_export_with_fine_stages(fine_bundle: tuple[Path, Path]) -> None:
     assert data["schema_version"] == 3 and data["input"]["size"] == [64, 64] and data["input"]["resize_size"] == 73
     assert enc["fine_stages"] == [[0, 80], [1, 160]] and enc["pooled_stages"] == [[2, 160]]
     assert enc["embed_dim"] == 320 + 160 + 240 + 64
+    from dermedge.training.encoders import count_flops
+
+    # FLOPs of the whole two-scale graph: more than the network at 32 px, less than at 64 px plus that
+    net32, net64 = (
+        count_flops(create_encoder("convnext_atto", 32), 32),
+        count_flops(create_encoder("convnext_atto", 64), 64),
+    )
+    assert net32 < enc["flops"] < net32 + net64
     card = (bundle / "MODEL_CARD.md").read_text()
     assert "784 (320 network + 160 pooled stages 2 + 240 fine stages 0, 1 + 64 colour histogram)" in card
     from dermedge.export.card import _card_embedding
@@ -137,3 +145,20 @@ def test_a_fine_stages_bundle_recovers_its_weights(fine_bundle: tuple[Path, Path
     assert sorted(got) == sorted(want) and all(torch.equal(got[k], want[k]) for k in want)
     side = json.loads((out / "encoder.json").read_text())
     assert side["img_size"] == 32 and side["imported_from"]["fine_stages"] == [[0, 80], [1, 160]]
+
+
+def test_both_stems_are_kept_in_fp32(fine_bundle: tuple[Path, Path]) -> None:
+    """A two-scale graph has two convolutions on raw pixels: one on the input, one on its 2x2 average. Both, and
+    the average, stay in FP32 in ONNX Runtime and NNCF (a quantised AveragePool would hand the stem 8-bit pixels)."""
+    import onnx
+    import openvino as ov
+    from dermedge.export.quantize import input_stem_ops, input_stems
+
+    onnx_path = fine_bundle[1] / "encoder.onnx"
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    kinds = {n.name: n.op_type for n in graph.node}
+    stems = input_stems(onnx_path)
+    assert sorted(kinds[n] for n in stems) == ["AveragePool", "Conv", "Conv"]
+    ov_types = {op.get_friendly_name(): op.get_type_name() for op in ov.convert_model(str(onnx_path)).get_ordered_ops()}
+    ops = input_stem_ops(ov.convert_model(str(onnx_path)))
+    assert sorted(ov_types[n] for n in ops) == ["AvgPool", "Convolution", "Convolution"]
