@@ -33,6 +33,33 @@ def _add_int8_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_embedding_arguments(p: argparse.ArgumentParser) -> None:
+    """What the encoder file appends to the network's embedding."""
+    p.add_argument(
+        "--colour-histogram",
+        type=int,
+        default=0,
+        metavar="BINS",
+        help="append a BINS^3 RGB colour histogram of the crop to the embedding, inside the encoder file (8: +512-d)",
+    )
+    p.add_argument(
+        "--pooled-stages",
+        type=stage_list,
+        default=(),
+        metavar="K,K",
+        help="append these stages' globally average-pooled outputs after the final features, in this order (timm "
+        "feature indices; the built-in model uses 2,1: +240-d for ConvNeXt-atto)",
+    )
+    p.add_argument(
+        "--fine-stages",
+        type=stage_list,
+        default=(),
+        metavar="K,K",
+        help="take input at twice the network's size: the network sees its 2x2 average, and these stages also run "
+        "on the full input, their spatial mean and std appended (0,1: +240-d for ConvNeXt-atto; manifest schema 3)",
+    )
+
+
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoint", required=True, help="`dermedge train` run directory (encoder.safetensors + encoder.json)"
@@ -64,29 +91,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--img-size", type=int, help="input size of the exported model (default: the training size; convnets only)"
     )
-    p.add_argument(
-        "--colour-histogram",
-        type=int,
-        default=0,
-        metavar="BINS",
-        help="append a BINS^3 RGB colour histogram of the crop to the embedding, inside the encoder file (8: +512-d)",
-    )
-    p.add_argument(
-        "--pooled-stages",
-        type=stage_list,
-        default=(),
-        metavar="K,K",
-        help="append these stages' globally average-pooled outputs after the final features, in this order (timm "
-        "feature indices; the built-in model uses 2,1: +240-d for ConvNeXt-atto)",
-    )
-    p.add_argument(
-        "--fine-stages",
-        type=stage_list,
-        default=(),
-        metavar="K,K",
-        help="take input at twice the network's size: the network sees its 2x2 average, and these stages also run "
-        "on the full input, their spatial mean and std appended (0,1: +240-d for ConvNeXt-atto; manifest schema 3)",
-    )
+    _add_embedding_arguments(p)
     p.add_argument("--name")
     p.add_argument("--version", default="0.1.0")
     p.add_argument("--description", default="")

@@ -105,12 +105,7 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
         encoder, params, embed_dim, (stages, fine), req = _encoder_module(req, ckpt, spec)
         fp32 = work / "encoder_fp32.onnx"
         parity = export_onnx(encoder, size, fp32)
-        flops = ckpt.sidecar.get("flops")
-        if req.fine_stages:  # the network at half the input size plus its first stages at full size
-            from dermedge.training.encoders import count_flops
-
-            flops = count_flops(encoder, size)
-        del encoder
+        flops, encoder = _graph_flops(req, ckpt, encoder, size), None  # frees the module
 
         evalset = _evaluation_set(req, spec)
         calib_arrays, calib_kept = _calibration_set(req, spec, evalset.test_groups)
@@ -138,8 +133,7 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
                 embed_dim=embed_dim,
                 params=params,
                 flops=flops,
-                trained_by=f"dermedge {ckpt.sidecar.get('trained_by', 'train').removeprefix('dermedge ')} "
-                f"({ckpt.sidecar.get('method')}, {ckpt.sidecar.get('epoch')} epochs)",
+                trained_by=_trained_by(ckpt),
                 colour_histogram_bins=req.colour_histogram,
                 pooled_stages=stages,
                 fine_stages=fine,
@@ -156,6 +150,22 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
         return out, rows
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _trained_by(ckpt: Any) -> str:
+    side = ckpt.sidecar
+    tool = side.get("trained_by", "train").removeprefix("dermedge ")
+    return f"dermedge {tool} ({side.get('method')}, {side.get('epoch')} epochs)"
+
+
+def _graph_flops(req: ExportRequest, ckpt: Any, encoder: Any, size: int) -> int | None:
+    """The checkpoint's FLOPs, or with fine stages the whole graph's (the network at half the input size plus its
+    first stages at full size)."""
+    if not req.fine_stages:
+        return ckpt.sidecar.get("flops")  # type: ignore[no-any-return]
+    from dermedge.training.encoders import count_flops
+
+    return count_flops(encoder, size)
 
 
 def _encoder_module(

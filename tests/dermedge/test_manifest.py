@@ -114,8 +114,8 @@ def test_colour_constancy_is_schema_2_and_an_older_schema_cannot_claim_it(tiny_b
     data["input"]["colour_constancy"] = "retinex"
     with pytest.raises(BundleError, match="colour_constancy"):
         parse_manifest(data)
-    data["schema_version"] = 3
-    with pytest.raises(BundleError, match="schema_version 3 is not supported"):
+    data["schema_version"] = 4
+    with pytest.raises(BundleError, match="schema_version 4 is not supported"):
         parse_manifest(data)
 
 
