@@ -107,9 +107,16 @@ def write_default(
         split = "training and validation splits" if training.get("train_on") == "train+val" else "training split"
         description = DESCRIPTION_TWO_STAGE.format(split=split) if training.get("pretrained_from") else DESCRIPTION_SSL
         bins, stages = m.encoder.colour_histogram_bins, m.encoder.pooled_stages
-        parts = [f"the pooled outputs of stages {', '.join(str(s) for s, _ in stages)}"] * bool(stages) + [
-            f"a {bins}x{bins}x{bins} colour histogram of the same crop"
-        ] * bool(bins)
+        fine = m.encoder.fine_stages
+        parts = (
+            [f"the pooled outputs of stages {', '.join(str(s) for s, _ in stages)}"] * bool(stages)
+            + [
+                f"the mean and spread of stages {', '.join(str(s) for s, _ in fine)} run at the full input size "
+                "(everything else sees its 2x2 average)"
+            ]
+            * bool(fine)
+            + [f"a {bins}x{bins}x{bins} colour histogram of the same crop"] * bool(bins)
+        )
         if parts:
             description += (
                 f" Its embedding is the encoder's {'final ' * bool(stages)}features followed by {' and '.join(parts)}"

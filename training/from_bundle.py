@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +185,8 @@ def _sidecar(
         },
         "labels": list(man.head.labels) if man.head else training.get("labels"),
         "colour_constancy": inp.colour_constancy,
-        "trained_by": enc.trained_by or "unknown",
+        # the tool alone: export appends "(method, N epochs)" from the sidecar's own fields again
+        "trained_by": re.sub(r" \([^()]*\)$", "", enc.trained_by) or "unknown",
         "training": training,
         "timm_kwargs": {},
     }

@@ -58,6 +58,7 @@ def test_recovered_weights_equal_the_exported_ones(convnext_bundle: tuple[Path, 
         assert torch.equal(got[k], want[k]), k
     side = json.loads((out / "encoder.json").read_text())
     assert (side["arch"], side["img_size"], side["embed_dim"]) == ("convnext_atto", 32, 320)
+    assert side["trained_by"] == "dermedge train"  # not "... (simclr, None epochs)": export appends that again
     src = side["imported_from"]
     assert src["format"] == "bundle" and src["pooled_stages"] == [[2, 160], [1, 80]]
     assert src["colour_histogram_bins"] == 8 and src["max_rel_diff"] < 1e-5
