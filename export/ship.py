@@ -78,6 +78,29 @@ def choose_or_explain(available: list[Any], preference: list[str], budget: int =
     return chosen
 
 
+def _description(enc: Any, training: dict[str, Any]) -> str:
+    """The built-in model's manifest description: how it was trained and what its embedding holds."""
+    split = "training and validation splits" if training.get("train_on") == "train+val" else "training split"
+    description = DESCRIPTION_TWO_STAGE.format(split=split) if training.get("pretrained_from") else DESCRIPTION_SSL
+    bins, stages = enc.colour_histogram_bins, enc.pooled_stages
+    fine = enc.fine_stages
+    parts = (
+        [f"the pooled outputs of stages {', '.join(str(s) for s, _ in stages)}"] * bool(stages)
+        + [
+            f"the mean and spread of stages {', '.join(str(s) for s, _ in fine)} run at the full input size "
+            "(everything else sees its 2x2 average)"
+        ]
+        * bool(fine)
+        + [f"a {bins}x{bins}x{bins} colour histogram of the same crop"] * bool(bins)
+    )
+    if parts:
+        description += (
+            f" Its embedding is the encoder's {'final ' * bool(stages)}features followed by {' and '.join(parts)}"
+            ", computed inside the encoder file."
+        )
+    return description
+
+
 def write_default(
     full: Path, out: Path, head: LinearHead, report: dict[str, Any], args: argparse.Namespace, ship: list[str]
 ) -> Path:
@@ -104,24 +127,7 @@ def write_default(
             for a in arts
         ]
         training, commands = training_provenance(m.provenance.get("training", {}), Path(args.run))
-        split = "training and validation splits" if training.get("train_on") == "train+val" else "training split"
-        description = DESCRIPTION_TWO_STAGE.format(split=split) if training.get("pretrained_from") else DESCRIPTION_SSL
-        bins, stages = m.encoder.colour_histogram_bins, m.encoder.pooled_stages
-        fine = m.encoder.fine_stages
-        parts = (
-            [f"the pooled outputs of stages {', '.join(str(s) for s, _ in stages)}"] * bool(stages)
-            + [
-                f"the mean and spread of stages {', '.join(str(s) for s, _ in fine)} run at the full input size "
-                "(everything else sees its 2x2 average)"
-            ]
-            * bool(fine)
-            + [f"a {bins}x{bins}x{bins} colour histogram of the same crop"] * bool(bins)
-        )
-        if parts:
-            description += (
-                f" Its embedding is the encoder's {'final ' * bool(stages)}features followed by {' and '.join(parts)}"
-                ", computed inside the encoder file."
-            )
+        description = _description(m.encoder, training)
         manifest_preview = {
             "name": "dermedge-default",
             "version": args.version,
