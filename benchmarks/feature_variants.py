@@ -79,6 +79,38 @@ def _stage_dims(encoder: Any, size: int) -> tuple[tuple[int, int], ...]:
     return stage_channels(encoder, (2, 1, 3), size)
 
 
+def score_readout(name: str, x: np.ndarray, tasks: Any) -> dict[str, Any]:
+    """One read-out's row: the yardstick's internal probe (with its train+val CV score), SD-198 and smartphone."""
+    logging.info("probing %s (%d-d)", name, x.shape[1])
+    it, sd = Y.internal_task(x, tasks), Y.sd198_task(x, tasks)
+    return {
+        "variant": name,
+        "dim": int(x.shape[1]),
+        "internal_cv_macro_f1": max(it["probe"]["C_cv_macro_f1"].values()),
+        "internal_macro_f1": it["probe"]["macro_f1"],
+        "mel_auroc": it["probe"]["mel_auroc"],
+        "sd198_balanced_accuracy": sd["probe"]["balanced_accuracy"],
+        "smartphone_macro_f1": it["smartphone"]["macro_f1"],
+    }
+
+
+def write_readouts(out: Path, title: str, report: dict[str, Any]) -> None:
+    """``out``.json (the report) and ``out``.md (its rows as a table under ``title`` and the command); prints it."""
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    lines = [
+        "| read-out | dim | internal CV (train+val) | internal test macro-F1 | MEL AUROC | SD-198 bal. acc "
+        "| smartphone |",
+        "|---|---|---|---|---|---|---|",
+        *[
+            f"| {r['variant']} | {r['dim']} | {r['internal_cv_macro_f1']:.3f} | {r['internal_macro_f1']:.3f} | "
+            f"{r['mel_auroc']:.3f} | {r['sd198_balanced_accuracy']:.3f} | {r['smartphone_macro_f1']:.3f} |"
+            for r in report["rows"]
+        ],
+    ]
+    out.with_suffix(".md").write_text(f"# {title}\n\n`{report['command']}`\n\n" + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", required=True, help="a ConvNeXt training run folder")
@@ -97,35 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         n_views, size, parts = VARIANTS[name]
         vs = views(args.checkpoint, tasks, cache, size, n_views)
         x = np.hstack([hist if p == "hist" else np.mean([v[p] for v in vs], 0) for p in parts]).astype(np.float32)
-        logging.info("probing %s (%d-d)", name, x.shape[1])
-        it, sd = Y.internal_task(x, tasks), Y.sd198_task(x, tasks)
-        rows.append(
-            {
-                "variant": name,
-                "dim": int(x.shape[1]),
-                "internal_cv_macro_f1": max(it["probe"]["C_cv_macro_f1"].values()),
-                "internal_macro_f1": it["probe"]["macro_f1"],
-                "mel_auroc": it["probe"]["mel_auroc"],
-                "sd198_balanced_accuracy": sd["probe"]["balanced_accuracy"],
-                "smartphone_macro_f1": it["smartphone"]["macro_f1"],
-            }
-        )
+        rows.append(score_readout(name, x, tasks))
     command = " ".join(["python", "benchmarks/feature_variants.py", *(argv if argv is not None else sys.argv[1:])])
     report = {"command": command, "checkpoint": args.checkpoint, "wall_seconds": time.perf_counter() - t0, "rows": rows}
-    out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    lines = [
-        "| read-out | dim | internal CV (train+val) | internal test macro-F1 | MEL AUROC | SD-198 bal. acc "
-        "| smartphone |",
-        "|---|---|---|---|---|---|---|",
-        *[
-            f"| {r['variant']} | {r['dim']} | {r['internal_cv_macro_f1']:.3f} | {r['internal_macro_f1']:.3f} | "
-            f"{r['mel_auroc']:.3f} | {r['sd198_balanced_accuracy']:.3f} | {r['smartphone_macro_f1']:.3f} |"
-            for r in rows
-        ],
-    ]
-    out.with_suffix(".md").write_text(f"# Read-outs of {args.checkpoint}\n\n`{command}`\n\n" + "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_readouts(Path(args.out), f"Read-outs of {args.checkpoint}", report)
     return 0
 
 

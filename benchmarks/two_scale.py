@@ -21,7 +21,6 @@ test photos)::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -52,6 +51,9 @@ ROUND2 = {
     "2x2-average input: + stage 2,3 std": ("p_final", "p_s2", "p_s1", "p_hist", "s2std", "s3std"),
     "2x2-average input: + stage 2,3 asymmetry": ("p_final", "p_s2", "p_s1", "p_hist", "s2asym", "s3asym"),
     "2x2-average input: + A + stage 2 at 224 px": ("p_final", "p_s2", "p_s1", "p_hist", "A", "s2_224"),
+    # after the INT8 finding (int8_parts.py: the stds break under INT8): where does A's gain live?
+    "2x2-average input: + A means only": ("p_final", "p_s2", "p_s1", "p_hist", "A_means"),
+    "2x2-average input: + stage 0 at 224 px only": ("p_final", "p_s2", "p_s1", "p_hist", "A_s0"),
 }
 
 
@@ -160,27 +162,13 @@ def texture(crops: np.ndarray, work: Path) -> np.ndarray:
     return x
 
 
-def score(name: str, x: np.ndarray, tasks: Y.Tasks) -> dict[str, Any]:
-    it, sd = Y.internal_task(x, tasks), Y.sd198_task(x, tasks)
-    row = {
-        "variant": name,
-        "dim": int(x.shape[1]),
-        "internal_cv_macro_f1": max(it["probe"]["C_cv_macro_f1"].values()),
-        "internal_macro_f1": it["probe"]["macro_f1"],
-        "mel_auroc": it["probe"]["mel_auroc"],
-        "sd198_balanced_accuracy": sd["probe"]["balanced_accuracy"],
-        "smartphone_macro_f1": it["smartphone"]["macro_f1"],
-    }
-    logging.info("%s", row)
-    return row
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", required=True, help="a ConvNeXt training run folder")
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--cache", default="runs/yardstick-cache")
     ap.add_argument("--work", default="runs/two-scale", help="224-px crops and features (about 2 GB)")
+    ap.add_argument("--only", default="", help="comma-separated variant names (default: all)")
     ap.add_argument("--out", required=True, help="writes OUT.json and OUT.md")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -191,26 +179,20 @@ def main(argv: list[str] | None = None) -> int:
     base = FV.views(args.checkpoint, tasks, cache, None, 1)[0]
     parts: dict[str, np.ndarray] = {**base, "hist": Y.histogram_features(112, tasks, cache).x}
     parts |= network_parts(args.checkpoint, crops, work) | {"B": texture(crops, work)}
+    a = parts["A"]  # [stage 0 mean (40), stage 0 std (40), stage 1 mean (80), stage 1 std (80)] for ConvNeXt-atto
+    c0 = a.shape[1] // 6
+    parts |= {"A_means": np.hstack([a[:, :c0], a[:, 2 * c0 : 4 * c0]]), "A_s0": a[:, : 2 * c0]}
+    chosen = {n: ps for n, ps in (ROUND1 | ROUND2).items() if not args.only or n in args.only.split(",")}
     rows = [
-        score(n, np.hstack([parts[p] for p in ps]).astype(np.float32), tasks) for n, ps in (ROUND1 | ROUND2).items()
+        FV.score_readout(n, np.hstack([parts[p] for p in ps]).astype(np.float32), tasks) for n, ps in chosen.items()
     ]
     command = " ".join(["python", "benchmarks/two_scale.py", *(argv if argv is not None else sys.argv[1:])])
     wall = time.perf_counter() - t0
-    report = {"command": command, "checkpoint": args.checkpoint, "wall_seconds": wall, "rows": rows}
-    out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    lines = [
-        "| read-out | dim | internal CV (train+val) | internal test macro-F1 | MEL AUROC | SD-198 bal. acc "
-        "| smartphone |",
-        "|---|---|---|---|---|---|---|",
-        *[
-            f"| {r['variant']} | {r['dim']} | {r['internal_cv_macro_f1']:.3f} | {r['internal_macro_f1']:.3f} | "
-            f"{r['mel_auroc']:.3f} | {r['sd198_balanced_accuracy']:.3f} | {r['smartphone_macro_f1']:.3f} |"
-            for r in rows
-        ],
-    ]
-    out.with_suffix(".md").write_text(f"# Two scales: {args.checkpoint}\n\n`{command}`\n\n" + "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    FV.write_readouts(
+        Path(args.out),
+        f"Two scales: {args.checkpoint}",
+        {"command": command, "checkpoint": args.checkpoint, "wall_seconds": wall, "rows": rows},
+    )
     return 0
 
 

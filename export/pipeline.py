@@ -174,33 +174,31 @@ def _encoder_module(
     """The torch module to export, the network's parameter count, the embedding dimension, the pooled and fine
     stages' ``(stage, channels)`` and the request with the quantisers told about an in-graph colour histogram
     (``req.colour_histogram``)."""
-    from dermedge.training.encoders import WithFineStages, WithStagePools, fine_stage_channels, stage_channels
+    from dermedge.training.encoders import embedding_module, fine_stage_channels, stage_channels
 
-    encoder = backbone = build_encoder(ckpt)
-    params = int(sum(p.numel() for p in encoder.parameters()))
+    backbone = build_encoder(ckpt)
+    params = int(sum(p.numel() for p in backbone.parameters()))
     net_size = spec.size[0] // (2 if req.fine_stages else 1)
-    dim, stages, fine = ckpt.embed_dim, (), ()
-    for flag, wanted in (("--pooled-stages", req.pooled_stages), ("--fine-stages", req.fine_stages)):
-        if not wanted:
-            continue
+    found: dict[str, tuple[tuple[int, int], ...]] = {"--pooled-stages": (), "--fine-stages": ()}
+    for flag, wanted, channels in (
+        ("--pooled-stages", req.pooled_stages, stage_channels),
+        ("--fine-stages", req.fine_stages, fine_stage_channels),
+    ):
         try:
-            if flag == "--pooled-stages":
-                stages = stage_channels(backbone, wanted, net_size)
-                encoder = WithStagePools(encoder, wanted).eval()
-            else:
-                fine = fine_stage_channels(backbone, wanted, net_size)
-                encoder = WithFineStages(encoder, backbone, wanted).eval()
+            found[flag] = channels(backbone, wanted, net_size) if wanted else ()
         except ValueError as exc:
             raise ExportError(f"{flag} {','.join(map(str, wanted))}: {exc}") from exc
-        dim += sum(c for _, c in (stages if flag == "--pooled-stages" else fine))
-    if not req.colour_histogram:
-        return encoder, params, dim, (stages, fine), req
-    from dermedge.export.colour import WithColourHistogram
-
-    pool = 2 if req.fine_stages else 1  # the histogram of the crop the network sees
-    encoder = WithColourHistogram(encoder, spec.mean, spec.std, req.colour_histogram, pool).eval()
-    req = replace(req, advanced=replace(req.advanced, colour_histogram=True))
-    return encoder, params, dim + req.colour_histogram**3, (stages, fine), req
+    stages, fine = found["--pooled-stages"], found["--fine-stages"]
+    try:
+        encoder = embedding_module(
+            backbone, req.pooled_stages, req.fine_stages, req.colour_histogram, tuple(spec.mean), tuple(spec.std)
+        )
+    except ValueError as exc:  # e.g. a stage listed twice (the message names which list)
+        raise ExportError(str(exc)) from exc
+    dim = ckpt.embed_dim + sum(c for _, c in (*stages, *fine)) + req.colour_histogram**3 * bool(req.colour_histogram)
+    if req.colour_histogram:  # the quantisers keep that branch in FP32
+        req = replace(req, advanced=replace(req.advanced, colour_histogram=True))
+    return encoder, params, dim, (stages, fine), req
 
 
 def _provenance(

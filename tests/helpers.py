@@ -106,3 +106,30 @@ def skin_image(h: int = 120, w: int = 160, seed: int = 0) -> np.ndarray:
     img[blob] = (90, 60, 50)
     img += rng.normal(0, 8, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def random_convnext_run(run: Path, img_size: int = 32, seed: int = 0) -> Path:
+    """A ConvNeXt-atto training run (``encoder.safetensors`` + sidecar) whose weights are all random and distinct:
+    its layer scales start equal, which would hide a wrong weight match. Needs torch, timm and safetensors."""
+    import torch
+    from dermedge.training.checkpoint import write_sidecar
+    from dermedge.training.encoders import create_encoder
+    from safetensors.torch import save_file
+
+    run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = create_encoder("convnext_atto", img_size)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.05)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(run / "encoder.safetensors"))
+    write_sidecar(run, {"arch": "convnext_atto", "img_size": img_size, "embed_dim": 320, "method": "simclr"})
+    return run
+
+
+def two_class_photos(root: Path, n: int = 12, h: int = 40, w: int = 48) -> Path:
+    """``n`` synthetic skin JPEGs in class folders ``a`` and ``b`` (enough for an export gate)."""
+    for i in range(n):
+        (root / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+        (root / "ab"[i % 2] / f"{i}.jpg").write_bytes(encode(skin_image(h, w, seed=i)))
+    return root

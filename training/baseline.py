@@ -42,25 +42,20 @@ class PaperPath:
         ``encoder.fine_stages``)."""
         import torch
         from dermedge.training.checkpoint import build_encoder, read_checkpoint
+        from dermedge.training.encoders import embedding_module
         from torchvision import transforms
 
         if threads:
             torch.set_num_threads(threads)
         t0 = time.perf_counter()
-        encoder = backbone = build_encoder(read_checkpoint(run_dir))
-        if pooled_stages:
-            from dermedge.training.encoders import WithStagePools
-
-            encoder = WithStagePools(encoder, tuple(s for s, _ in pooled_stages)).eval()
-        if fine_stages:
-            from dermedge.training.encoders import WithFineStages
-
-            encoder = WithFineStages(encoder, backbone, tuple(s for s, _ in fine_stages)).eval()
-        if colour_histogram_bins:
-            from dermedge.export.colour import WithColourHistogram
-
-            pool = 2 if fine_stages else 1
-            encoder = WithColourHistogram(encoder, spec.mean, spec.std, colour_histogram_bins, pool).eval()
+        encoder = embedding_module(
+            build_encoder(read_checkpoint(run_dir)),
+            tuple(s for s, _ in pooled_stages),
+            tuple(s for s, _ in fine_stages),
+            colour_histogram_bins,
+            tuple(spec.mean),
+            tuple(spec.std),
+        )
         load_s = time.perf_counter() - t0
         tf = transforms.Compose(
             [

@@ -126,3 +126,24 @@ class WithFineStages(nn.Module):
 def fine_stage_channels(encoder: nn.Module, stages: tuple[int, ...], img_size: int) -> tuple[tuple[int, int], ...]:
     """``((stage, 2 x channels), ...)`` of ``WithFineStages``'s appended parts (mean and std per channel)."""
     return tuple((s, 2 * c) for s, c in stage_channels(encoder, stages, img_size))
+
+
+def embedding_module(
+    encoder: nn.Module,
+    pooled_stages: tuple[int, ...] = (),
+    fine_stages: tuple[int, ...] = (),
+    colour_bins: int = 0,
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406),
+    std: tuple[float, ...] = (0.229, 0.224, 0.225),
+) -> nn.Module:
+    """What a bundle's encoder file computes, in eval mode: ``encoder``'s embedding, then its pooled stages, then
+    its fine stages (the input at twice its size), then a ``colour_bins``^3 colour histogram of the crop the network
+    sees (``mean``/``std``: the input normalisation). The one definition export, bundle recovery and the paper-path
+    baseline share. Raises ``ValueError`` for stages the encoder cannot give."""
+    net = WithStagePools(encoder, pooled_stages) if pooled_stages else encoder
+    net = WithFineStages(net, encoder, fine_stages) if fine_stages else net
+    if colour_bins:
+        from dermedge.export.colour import WithColourHistogram
+
+        net = WithColourHistogram(net, mean, std, colour_bins, pool=2 if fine_stages else 1)
+    return net.eval()

@@ -134,12 +134,11 @@ def check_against_onnx(model: Any, manifest: Any, onnx_path: Path, n: int = 3, s
     import onnxruntime as ort
     import torch
     from dermedge.training.checkpoint import Last4Cls
-    from dermedge.training.encoders import WithFineStages, WithStagePools
+    from dermedge.training.encoders import embedding_module
 
     enc = manifest.encoder
     net = Last4Cls(model) if enc.pooling == "last4_cls" else model  # the paper's ViT read-out, as export built it
-    net = WithStagePools(net, tuple(s for s, _ in enc.pooled_stages)) if enc.pooled_stages else net
-    net = WithFineStages(net, model, tuple(s for s, _ in enc.fine_stages)) if enc.fine_stages else net
+    net = embedding_module(net, tuple(s for s, _ in enc.pooled_stages), tuple(s for s, _ in enc.fine_stages))
     height, width = manifest.input.size
     x = np.random.default_rng(seed).standard_normal((n, 3, height, width)).astype(np.float32)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])

@@ -17,15 +17,14 @@ pytest.importorskip("onnx")
 pytest.importorskip("nncf")
 
 from dermedge.export.colour import histogram_reference  # noqa: E402
-from dermedge.training.checkpoint import write_sidecar  # noqa: E402
 from dermedge.training.encoders import (  # noqa: E402
     WithFineStages,
     WithStagePools,
     create_encoder,
     fine_stage_channels,
 )
-from helpers import encode, skin_image  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
+from helpers import random_convnext_run, skin_image, two_class_photos  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 
 import dermedge  # noqa: E402
 from dermedge.cli import main  # noqa: E402
@@ -60,18 +59,8 @@ def fine_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(run, bundle): a ConvNeXt-atto trained at 32 px with distinct random weights, exported at 64 px with fine
     stages 0, 1, pooled stage 2 and a 4x4x4 colour histogram, in ONNX Runtime and OpenVINO, FP32 and INT8."""
     root = tmp_path_factory.mktemp("fine")
-    run = root / "run"
-    run.mkdir()
-    torch.manual_seed(1)
-    model = create_encoder("convnext_atto", 32)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn_like(p) * 0.05)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(run / "encoder.safetensors"))
-    write_sidecar(run, {"arch": "convnext_atto", "img_size": 32, "embed_dim": 320, "method": "simclr"})
-    for i in range(12):
-        (root / "photos" / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
-        (root / "photos" / "ab"[i % 2] / f"{i}.jpg").write_bytes(encode(skin_image(60, 80, seed=i)))
+    run = random_convnext_run(root / "run", 32, seed=1)
+    two_class_photos(root / "photos", 12, 60, 80)
     bundle = root / "bundle"
     argv = ["export", "--checkpoint", str(run), "--formats", "onnxruntime,openvino", "--precision", "fp32,int8"]
     argv += ["--eval-data", str(root / "photos"), "--min-cosine", "0", "--max-f1-drop", "100", "--min-agreement", "0"]

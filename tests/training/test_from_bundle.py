@@ -15,11 +15,11 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from dermedge.training import from_bundle  # noqa: E402
-from dermedge.training.checkpoint import build_encoder, read_checkpoint, write_sidecar  # noqa: E402
+from dermedge.training.checkpoint import build_encoder, read_checkpoint  # noqa: E402
 from dermedge.training.encoders import create_encoder  # noqa: E402
 from dermedge.training.from_bundle import RecoveryRefused, import_bundle, map_weights  # noqa: E402
-from helpers import encode, skin_image  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
+from helpers import random_convnext_run, two_class_photos  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 
 from dermedge.cli import main  # noqa: E402
 
@@ -29,18 +29,8 @@ def convnext_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     """(run, bundle): a ConvNeXt-atto at 32 px with every weight random and distinct (its layer-scale ``gamma``s
     start equal, which would hide a wrong match), exported with pooled stages 2, 1 and the colour histogram."""
     root = tmp_path_factory.mktemp("from_bundle")
-    run = root / "run"
-    run.mkdir()
-    torch.manual_seed(0)
-    model = create_encoder("convnext_atto", 32)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn_like(p) * 0.05)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(run / "encoder.safetensors"))
-    write_sidecar(run, {"arch": "convnext_atto", "img_size": 32, "embed_dim": 320, "method": "simclr"})
-    for i in range(12):  # the export's gate needs a few labelled photos
-        (root / "photos" / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
-        (root / "photos" / "ab"[i % 2] / f"{i}.jpg").write_bytes(encode(skin_image(40, 48, seed=i)))
+    run = random_convnext_run(root / "run", 32)
+    two_class_photos(root / "photos", 12, 40, 48)  # the export's gate needs a few labelled photos
     bundle = root / "bundle"
     argv = ["export", "--checkpoint", str(run), "--formats", "onnxruntime", "--precision", "fp32"]
     argv += ["--eval-data", str(root / "photos"), "--min-cosine", "0", "--max-f1-drop", "100", "--min-agreement", "0"]
