@@ -49,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--calib", type=int, default=256, help="calibration photos")
     ap.add_argument("--test", type=int, default=300, help="photos to compare on (others than the calibration ones)")
+    ap.add_argument(
+        "--fine-fp32",
+        choices=("none", "stats", "branch"),
+        default="none",
+        help="a two-scale bundle: keep its full-size branch's statistics (export's default) or the whole branch in "
+        "FP32; none (this script's default) shows what INT8 does to every part",
+    )
     ap.add_argument("--out", required=True, help="writes OUT.json and OUT.md")
     args = ap.parse_args(argv)
     with open_bundle(args.bundle) as b:
@@ -74,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
                 onnx,
                 xml,
                 calib,
-                advanced=AdvancedQuantization(colour_histogram=bool(man.encoder.colour_histogram_bins)),
+                advanced=AdvancedQuantization(
+                    colour_histogram=bool(man.encoder.colour_histogram_bins), fine_fp32=args.fine_fp32
+                ),
             )
             q = embed(str(xml))
     rel = np.abs(q - ref) / (ref.std(0) + 1e-6)

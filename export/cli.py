@@ -58,6 +58,13 @@ def _add_embedding_arguments(p: argparse.ArgumentParser) -> None:
         help="take input at twice the network's size: the network sees its 2x2 average, and these stages also run "
         "on the full input, their spatial mean and std appended (0,1: +240-d for ConvNeXt-atto; manifest schema 3)",
     )
+    p.add_argument(
+        "--fine-fp32",
+        choices=("stats", "branch", "none"),
+        default="stats",
+        help="INT8 of a --fine-stages encoder: keep the fine stages' spatial mean/std (stats, default), the whole "
+        "full-size branch (branch) or nothing (none) in FP32; INT8 breaks the stds otherwise",
+    )
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
@@ -126,7 +133,10 @@ def run_export(args: argparse.Namespace) -> int:
         ort_recipe=args.ort_recipe,
         calibration_method=args.calibration_method,
         advanced=AdvancedQuantization(
-            reduce_range=args.reduce_range, activation_type=args.activations, keep_stem_fp32=args.fp32_stem
+            reduce_range=args.reduce_range,
+            activation_type=args.activations,
+            keep_stem_fp32=args.fp32_stem,
+            fine_fp32=args.fine_fp32,
         ),
         resize_size=args.resize_size,
         img_size=args.img_size,

@@ -117,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="benchmarks/encoders.py JSON with a row for --run: its SD-198 transfer and smartphone figures "
         "(beside the colour histogram of the same run) go into the report, the card and `dermedge info`",
     )
+    _add_embedding_options(p)
+    p.add_argument("--limit", type=int, default=0, help="use a balanced subset of N labelled photos (dry runs)")
+    return p
+
+
+def _add_embedding_options(p: argparse.ArgumentParser) -> None:
+    """What the encoder file computes besides the network's features (export's options of the same names)."""
     p.add_argument(
         "--colour-histogram",
         type=int,
@@ -141,8 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="input at twice the training size; these stages also run at full size, mean and std appended "
         "(export's --fine-stages; give the yardstick figures later with `python -m dermedge.export.ship --yardstick`)",
     )
-    p.add_argument("--limit", type=int, default=0, help="use a balanced subset of N labelled photos (dry runs)")
-    return p
+    p.add_argument(
+        "--fine-fp32",
+        choices=("stats", "branch", "none"),
+        default="stats",
+        help="INT8 with --fine-stages: what stays FP32 (export's --fine-fp32)",
+    )
 
 
 @dataclass
@@ -216,6 +227,7 @@ def _export(
 ) -> tuple[Path | None, list[dict[str, Any]]]:
     """The full bundle (every format and precision, export-gated): calibration on train, gate on val."""
     from dermedge.export.pipeline import ExportRequest, export_bundle
+    from dermedge.export.quantize import AdvancedQuantization
 
     write_csv(val, work / "val.csv")
     write_csv(train, work / "train.csv")
@@ -238,6 +250,7 @@ def _export(
         colour_histogram=args.colour_histogram,
         pooled_stages=args.pooled_stages,
         fine_stages=args.fine_stages,
+        advanced=AdvancedQuantization(fine_fp32=args.fine_fp32),
     )
     return export_bundle(req)
 

@@ -47,6 +47,11 @@ class AdvancedQuantization:
     # The encoder file ends with the in-graph colour histogram (``dermedge.export.colour``): keep that branch in
     # FP32 in ORT and NNCF (quantised input pixels would move between bins). Set by the export pipeline.
     colour_histogram: bool = False
+    # A two-scale encoder (``--fine-stages``): keep only its full-size branch's spatial mean/std in FP32
+    # ("stats"), the whole branch ("branch") or nothing ("none"); ``dermedge.export.full_size``. Other graphs have
+    # no such branch. Measured on 0.6.0's candidate (benchmarks/int8_parts.py, OpenVINO): the fine stages' std
+    # error (95th percentile / spread) 2.55 and 1.10 -> 0.06 with "stats", the fine convolutions still INT8.
+    fine_fp32: str = "stats"
     nncf_ignored_types: tuple[str, ...] = ()
     nncf_fast_bias_correction: bool = True
     # SmoothQuant (NNCF's default in transformer mode) targets LLM activation outliers; on the distilled
@@ -159,7 +164,8 @@ def quantize_onnxruntime(
         from dermedge.export.colour import histogram_nodes
 
         hist = histogram_nodes(pre)
-    exclude, stem, op_types = _exclusions(fp32, pre, chosen, advanced, hist)
+    fine = _fine_nodes(pre, advanced.fine_fp32)
+    exclude, stem, op_types = _exclusions(fp32, pre, chosen, advanced, [*hist, *fine])
     act = QuantType.QUInt8 if advanced.activation_type == "uint8" else QuantType.QInt8
     try:
         quantize_static(
@@ -184,21 +190,30 @@ def quantize_onnxruntime(
     finally:
         if pre != fp32 and pre.exists():
             pre.unlink()
-    if hist:
-        # nodes_to_exclude keeps the branch's own ops in FP32, but a tensor it shares with a quantised node
-        # (the input image, when the stem is quantised) reaches it through that node's Q/DQ pair
-        _bypass_qdq(out, set(hist))
+    if hist or fine:
+        # nodes_to_exclude keeps a branch's own ops in FP32, but a tensor it shares with a quantised node
+        # (the input image when the stem is quantised; a fine stage's output that the next stage reads)
+        # reaches it through that node's Q/DQ pair
+        _bypass_qdq(out, {*hist, *fine})
+    return _ort_report(chosen, method, advanced, len(exclude), bool(stem), len(fine), len(calibration))
+
+
+def _ort_report(
+    recipe: str, method: str, advanced: AdvancedQuantization, excluded: int, stem: bool, fine: int, n_calib: int
+) -> dict[str, Any]:
+    """What ``quantize_onnxruntime`` did, for the manifest's provenance."""
     return {
         "tool": "onnxruntime.quantize_static",
         "format": "QDQ",
-        "recipe": chosen,
+        "recipe": recipe,
         "calibration": method,
         "per_channel": advanced.per_channel,
         "activations": advanced.activation_type,
         "weights": "int8 (7-bit range)" if advanced.reduce_range else "int8",
-        "excluded_nodes": len(exclude),
-        "stem_fp32": bool(stem),
-        "calibration_images": len(calibration),
+        "excluded_nodes": excluded,
+        "stem_fp32": stem,
+        **({"fine_fp32": f"{advanced.fine_fp32} ({fine} nodes)"} if fine else {}),
+        "calibration_images": n_calib,
     }
 
 
@@ -222,6 +237,15 @@ def _bypass_qdq(path: Path, nodes: set[str]) -> int:
     if changed:
         onnx.save(model, str(path))
     return changed
+
+
+def _fine_nodes(onnx_path: Path, part: str) -> list[str]:
+    """The two-scale branch's nodes kept in FP32 (``AdvancedQuantization.fine_fp32``); [] for "none"."""
+    if part == "none":
+        return []
+    from dermedge.export.full_size import onnx_nodes
+
+    return onnx_nodes(onnx_path, part)
 
 
 def _pre_process(fp32: Path, pre: Path) -> Path:
@@ -297,6 +321,7 @@ def quantize_openvino(
     if transformer:
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
     ignored: list[str] = []
+    fine: list[str] = []
     if advanced.keep_stem_fp32:
         convs = (op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "Convolution")
         first = next(convs, None)
@@ -306,6 +331,11 @@ def quantize_openvino(
         from dermedge.export.colour import histogram_ops
 
         ignored += histogram_ops(model)
+    if advanced.fine_fp32 != "none":
+        from dermedge.export.full_size import openvino_ops
+
+        fine = openvino_ops(model, advanced.fine_fp32)
+        ignored += [n for n in fine if n not in ignored]
     if advanced.nncf_ignored_types or ignored:
         kwargs["ignored_scope"] = nncf.IgnoredScope(
             names=ignored, types=list(advanced.nncf_ignored_types), validate=False
@@ -331,5 +361,6 @@ def quantize_openvino(
         "stem_fp32": bool(ignored) and advanced.keep_stem_fp32,
         "stems_fp32": len([n for n in ignored if n in stems]),
         "smooth_quant": bool(transformer and advanced.nncf_smooth_quant),
+        **({"fine_fp32": f"{advanced.fine_fp32} ({len(fine)} ops)"} if fine else {}),
         "calibration_images": len(calibration),
     }

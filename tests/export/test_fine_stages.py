@@ -151,3 +151,65 @@ def test_both_stems_are_kept_in_fp32(fine_bundle: tuple[Path, Path]) -> None:
     ov_types = {op.get_friendly_name(): op.get_type_name() for op in ov.convert_model(str(onnx_path)).get_ordered_ops()}
     ops = input_stem_ops(ov.convert_model(str(onnx_path)))
     assert sorted(ov_types[n] for n in ops) == ["AvgPool", "Convolution", "Convolution"]
+
+
+def test_full_size_branch_by_graph_structure() -> None:
+    """``select`` on a small graph: the fine branch is what the full-size stem feeds and the pool does not; its
+    statistics are the part from which no Conv can be reached."""
+    from dermedge.export.full_size import _INPUT, select
+
+    preds = {
+        "pool": [_INPUT],
+        "stem_small": ["pool"],
+        "head": ["stem_small"],
+        "pad": [_INPUT],
+        "stem_full": ["pad"],
+        "stage0": ["stem_full"],
+        "mean0": ["stage0"],
+        "conv1": ["stage0"],
+        "std1": ["conv1"],
+        "cat": ["head", "mean0", "std1"],
+        "shape": [_INPUT],
+    }
+    ops = {n: "Conv" if n.startswith(("stem", "conv")) else "X" for n in preds}
+    ops.update(pool="AveragePool", pad="Pad", stage0="Add", shape="Shape")
+    kw = {"conv": "Conv", "pool": "AveragePool", "through": ("Pad",)}
+    assert select(preds, ops, part="branch", **kw) == ["pad", "stem_full", "stage0", "mean0", "conv1", "std1"]
+    assert select(preds, ops, part="stats", **kw) == ["mean0", "std1"]
+    one_scale = {n: [p for p in ps if p != "pool"] or [_INPUT] for n, ps in preds.items() if n != "pool"}
+    assert select(one_scale, ops, part="branch", **kw) == []  # no downscaling pool: not a two-scale graph
+    with pytest.raises(ValueError, match="part must be"):
+        select(preds, ops, part="all", **kw)
+
+
+def test_int8_keeps_the_fine_statistics_in_fp32(fine_bundle: tuple[Path, Path]) -> None:
+    """INT8 breaks the fine stages' spatial stds (benchmarks/int8_parts.py), so by default (``--fine-fp32 stats``)
+    the ops computing the fine stages' mean and std read float tensors in ONNX Runtime and OpenVINO, while the
+    fine stages' convolutions are quantised."""
+    import onnx
+    import openvino as ov
+    from dermedge.export.full_size import onnx_nodes, openvino_ops
+
+    bundle = fine_bundle[1]
+    fp32 = bundle / "encoder.onnx"
+    stats, branch = onnx_nodes(fp32, "stats"), onnx_nodes(fp32, "branch")
+    kinds = {n.name: n.op_type for n in onnx.load(str(fp32), load_external_data=False).graph.node}
+    assert set(stats) < set(branch) and "Conv" in {kinds[n] for n in branch}
+    assert {"ReduceMean", "Sqrt"} <= {kinds[n] for n in stats} and "Conv" not in {kinds[n] for n in stats}
+    assert "AveragePool" not in {kinds[n] for n in branch}
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    int8 = next(a["path"] for a in manifest["artifacts"] if a["backend"] == "onnxruntime" and a["precision"] == "int8")
+    graph = onnx.load(str(bundle / int8)).graph
+    made_by = {o: n.op_type for n in graph.node for o in n.output}
+    fed = {n.name: {made_by.get(i) for i in n.input} for n in graph.node}
+    assert all("DequantizeLinear" not in fed[n] for n in stats if n in fed)
+    assert any("DequantizeLinear" in fed[n] for n in branch if kinds[n] == "Conv" and n in fed)
+    ov_stats = openvino_ops(ov.convert_model(str(fp32)), "stats")
+    assert ov_stats and set(ov_stats) <= set(openvino_ops(ov.convert_model(str(fp32)), "branch"))
+    ov_int8 = next(a["path"] for a in manifest["artifacts"] if a["backend"] == "openvino" and a["precision"] == "int8")
+    model = ov.Core().read_model(str(bundle / ov_int8))
+    by_name = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
+    for name in (n for n in ov_stats if n in by_name):
+        sources = {v.get_node().get_type_name() for v in by_name[name].input_values()}
+        assert "FakeQuantize" not in sources, name
+    assert any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())  # the rest of the graph is INT8
