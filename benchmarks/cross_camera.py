@@ -1,0 +1,136 @@
+"""Across cameras: a head fitted on one kind of photo, scored on the other, on the five classes both share.
+
+The issue judges generalisation on photos from other clinics and cameras we do not have. The nearest test we have
+is across the two cameras in the internal pool, on the classes both sources label (MEL, NEV, BCC, AK/IEC, BKL):
+
+- smartphone -> dermoscopy: the yardstick's probe (class-balanced logistic regression, C by grouped CV) fitted on
+  PAD-UFES-20 training + validation photos, scored on the HAM10000 test photos (never used to fit anything);
+- dermoscopy -> smartphone: fitted on HAM10000 training + validation photos, scored on the PAD-UFES-20 test photos
+  (147 photos, 7 melanomas: its MEL AUROC is not reported).
+
+Each bundle beside the colour histogram and the random-init encoder with the histogram, with 95 % group-bootstrap
+intervals, and each later bundle minus the first, paired::
+
+    python benchmarks/cross_camera.py --bundle dermedge/models/default --bundle build/bundles/0.6.0 \
+        --out benchmarks/results/intel-xeon-2cpu/cross_camera
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import encoders as Y  # noqa: E402  (the yardstick: tasks, protocols, cache)
+
+SHARED = ("AK/IEC", "BCC", "BKL", "MEL", "NEV")
+SMARTPHONE = "pad_ufes_20"
+DIRECTIONS = {"smartphone -> dermoscopy": (True, False), "dermoscopy -> smartphone": (False, True)}
+
+
+def _rows(tasks: Y.Tasks) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Direction -> (rows to fit, rows to score), indices into ``tasks`` restricted to the shared classes."""
+    from dermedge.training.eval import make_splits
+
+    internal = tasks.internal
+    splits = make_splits([tasks.samples[i] for i in internal])
+    shared = np.isin(np.array(tasks.internal_labels)[tasks.y[internal]], SHARED)
+    phone = tasks.sources[internal] == SMARTPHONE
+    fit = np.zeros(len(internal), bool)
+    fit[np.r_[splits.train, splits.val]] = True
+    test = np.zeros(len(internal), bool)
+    test[splits.test] = True
+    return {
+        name: (internal[fit & shared & (phone == fit_phone)], internal[test & shared & (phone == test_phone)])
+        for name, (fit_phone, test_phone) in DIRECTIONS.items()
+    }
+
+
+def score(x: np.ndarray, tasks: Y.Tasks, fit: np.ndarray, test: np.ndarray) -> dict[str, Any]:
+    """Probe fitted on rows ``fit`` of ``x``, scored on rows ``test`` (labels re-indexed to the shared classes)."""
+    from dermedge.metrics import macro_f1
+
+    to_shared = {tasks.internal_labels.index(c): i for i, c in enumerate(SHARED)}
+    yf = np.array([to_shared[v] for v in tasks.y[fit]])
+    yt = np.array([to_shared[v] for v in tasks.y[test]])
+    n, mel = len(SHARED), SHARED.index("MEL")
+    c, _ = Y._choose_c(x[fit], yf, tasks.groups[fit], n)
+    proba = Y._proba(Y._probe(x[fit], yf, c), x[test], n)
+    pred, groups = proba.argmax(1), tasks.groups[test]
+    return {
+        "C": c,
+        "n_fit": int(len(fit)),
+        "n_test": int(len(test)),
+        "macro_f1": macro_f1(yt, pred, n),
+        "macro_f1_ci95": Y._bootstrap(groups, lambda i: macro_f1(yt[i], pred[i], n)),
+        "mel_auroc": Y.roc_auc(yt == mel, proba[:, mel]),
+        Y.TEST_KEY: (yt, pred, proba[:, mel], groups),
+    }
+
+
+def _paired(a: dict[str, Any], b: dict[str, Any]) -> list[float]:
+    """95 % group-bootstrap interval of b's macro-F1 minus a's on the same test photos."""
+    from dermedge.metrics import macro_f1
+
+    yt, pa, _, groups = a[Y.TEST_KEY]
+    pb = b[Y.TEST_KEY][1]
+    n = len(SHARED)
+    return Y._bootstrap(groups, lambda i: macro_f1(yt[i], pb[i], n) - macro_f1(yt[i], pa[i], n))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", action="append", required=True, help="a bundle (repeat; the first is the base)")
+    ap.add_argument("--data", default="../shared/data")
+    ap.add_argument("--cache", default="runs/yardstick-cache", help="the yardstick's embedding cache")
+    ap.add_argument("--arch", default="convnext_atto", help="random-init baseline architecture")
+    ap.add_argument("--size", type=int, default=112, help="random-init and colour-histogram input size")
+    ap.add_argument("--out", required=True, help="writes OUT.json and OUT.md")
+    args = ap.parse_args(argv)
+    tasks, cache = Y.load_tasks(Path(args.data)), Path(args.cache)
+    hist = Y.histogram_features(args.size, tasks, cache).x
+    rnd = Y.random_features(args.arch, args.size, tasks, cache).x
+    feats = {b: Y.bundle_features(b, tasks, cache).x for b in args.bundle}
+    feats |= {"colour histogram": hist, f"random-init {args.arch} + colour": np.concatenate([rnd, hist], 1)}
+    command = " ".join(["python", "benchmarks/cross_camera.py", *(argv if argv is not None else sys.argv[1:])])
+    report: dict[str, Any] = {"command": command, "classes": list(SHARED), "directions": {}}
+    lines = [
+        "| features | " + " | ".join(f"{d}: macro-F1 [95 % CI]" for d in DIRECTIONS) + " | smartphone -> dermoscopy: "
+        "MEL AUROC |",
+        "|---|" + "---|" * (len(DIRECTIONS) + 1),
+    ]
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    for direction, (fit, test) in _rows(tasks).items():
+        results[direction] = {name: score(x, tasks, fit, test) for name, x in feats.items()}
+    for name in feats:
+        cells = []
+        for direction in DIRECTIONS:
+            r = results[direction][name]
+            cell = f"{r['macro_f1']:.3f} [{r['macro_f1_ci95'][0]:.3f}, {r['macro_f1_ci95'][1]:.3f}]"
+            if name != args.bundle[0] and name in args.bundle:
+                base = results[direction][args.bundle[0]]
+                d = r["minus_first_ci95"] = _paired(base, r)
+                cell += f" ({r['macro_f1'] - base['macro_f1']:+.3f} [{d[0]:+.3f}, {d[1]:+.3f}])"
+            cells.append(cell)
+        cells.append(f"{results['smartphone -> dermoscopy'][name]['mel_auroc']:.3f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for direction, rows in results.items():
+        report["directions"][direction] = {
+            name: {k: v for k, v in r.items() if k != Y.TEST_KEY} for name, r in rows.items()
+        }
+    out = Path(args.out)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+    title = f"# Across cameras ({', '.join(SHARED)})\n\n`{command}`\n\n"
+    note = "\n\nIn brackets after a later bundle: its macro-F1 minus the first bundle's, paired over the same photos.\n"
+    out.with_suffix(".md").write_text(title + "\n".join(lines) + note)
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
