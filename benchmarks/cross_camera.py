@@ -33,13 +33,17 @@ SMARTPHONE = "pad_ufes_20"
 DIRECTIONS = {"smartphone -> dermoscopy": (True, False), "dermoscopy -> smartphone": (False, True)}
 
 
+def _classes(tasks: Y.Tasks) -> list[str]:
+    return [c for c in SHARED if c in tasks.internal_labels]
+
+
 def _rows(tasks: Y.Tasks) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Direction -> (rows to fit, rows to score), indices into ``tasks`` restricted to the shared classes."""
     from dermedge.training.eval import make_splits
 
     internal = tasks.internal
     splits = make_splits([tasks.samples[i] for i in internal])
-    shared = np.isin(np.array(tasks.internal_labels)[tasks.y[internal]], SHARED)
+    shared = np.isin(np.array(tasks.internal_labels)[tasks.y[internal]], _classes(tasks))
     phone = tasks.sources[internal] == SMARTPHONE
     fit = np.zeros(len(internal), bool)
     fit[np.r_[splits.train, splits.val]] = True
@@ -55,15 +59,17 @@ def score(x: np.ndarray, tasks: Y.Tasks, fit: np.ndarray, test: np.ndarray) -> d
     """Probe fitted on rows ``fit`` of ``x``, scored on rows ``test`` (labels re-indexed to the shared classes)."""
     from dermedge.metrics import macro_f1
 
-    to_shared = {tasks.internal_labels.index(c): i for i, c in enumerate(SHARED)}
+    classes = _classes(tasks)
+    to_shared = {tasks.internal_labels.index(c): i for i, c in enumerate(classes)}
     yf = np.array([to_shared[v] for v in tasks.y[fit]])
     yt = np.array([to_shared[v] for v in tasks.y[test]])
-    n, mel = len(SHARED), SHARED.index("MEL")
+    n, mel = len(classes), classes.index("MEL")
     c, _ = Y._choose_c(x[fit], yf, tasks.groups[fit], n)
     proba = Y._proba(Y._probe(x[fit], yf, c), x[test], n)
     pred, groups = proba.argmax(1), tasks.groups[test]
     return {
         "C": c,
+        "n_classes": n,
         "n_fit": int(len(fit)),
         "n_test": int(len(test)),
         "macro_f1": macro_f1(yt, pred, n),
@@ -79,7 +85,7 @@ def _paired(a: dict[str, Any], b: dict[str, Any]) -> list[float]:
 
     yt, pa, _, groups = a[Y.TEST_KEY]
     pb = b[Y.TEST_KEY][1]
-    n = len(SHARED)
+    n = a["n_classes"]
     return Y._bootstrap(groups, lambda i: macro_f1(yt[i], pb[i], n) - macro_f1(yt[i], pa[i], n))
 
 
