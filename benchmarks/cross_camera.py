@@ -89,9 +89,37 @@ def _paired(a: dict[str, Any], b: dict[str, Any]) -> list[float]:
     return Y._bootstrap(groups, lambda i: macro_f1(yt[i], pb[i], n) - macro_f1(yt[i], pa[i], n))
 
 
+def part_features(bundle: str, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Slices of a bundle's embedding by its manifest: without the colour histogram, and the final features alone."""
+    from dermedge.bundle import open_bundle
+
+    with open_bundle(bundle) as b:
+        enc = b.manifest.encoder
+    out = {}
+    if enc.colour_histogram_dim:
+        out[f"{bundle} without colour histogram"] = x[:, : x.shape[1] - enc.colour_histogram_dim]
+    if enc.final_dim < x.shape[1]:
+        out[f"{bundle} final features only"] = x[:, : enc.final_dim]
+    return out
+
+
+def _cell(r: dict[str, Any], base: dict[str, Any] | None) -> str:
+    cell = f"{r['macro_f1']:.3f} [{r['macro_f1_ci95'][0]:.3f}, {r['macro_f1_ci95'][1]:.3f}]"
+    if base is not None:
+        d = r["minus_first_ci95"] = _paired(base, r)
+        cell += f" ({r['macro_f1'] - base['macro_f1']:+.3f} [{d[0]:+.3f}, {d[1]:+.3f}])"
+    return cell
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", action="append", required=True, help="a bundle (repeat; the first is the base)")
+    ap.add_argument(
+        "--parts",
+        action="store_true",
+        help="also score the first bundle's embedding without its colour histogram and its final features alone, "
+        "each with the internal split's (same cameras) probe beside it",
+    )
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--cache", default="runs/yardstick-cache", help="the yardstick's embedding cache")
     ap.add_argument("--arch", default="convnext_atto", help="random-init baseline architecture")
@@ -102,37 +130,41 @@ def main(argv: list[str] | None = None) -> int:
     hist = Y.histogram_features(args.size, tasks, cache).x
     rnd = Y.random_features(args.arch, args.size, tasks, cache).x
     feats = {b: Y.bundle_features(b, tasks, cache).x for b in args.bundle}
+    if args.parts:
+        feats |= part_features(args.bundle[0], feats[args.bundle[0]])
+    compared = [n for n in feats if n != args.bundle[0]]  # rows with a paired delta against the first bundle
     feats |= {"colour histogram": hist, f"random-init {args.arch} + colour": np.concatenate([rnd, hist], 1)}
     command = " ".join(["python", "benchmarks/cross_camera.py", *(argv if argv is not None else sys.argv[1:])])
     report: dict[str, Any] = {"command": command, "classes": list(SHARED), "directions": {}}
+    same = ["internal split (same cameras): macro-F1", "MEL AUROC"] if args.parts else []
     lines = [
-        "| features | " + " | ".join(f"{d}: macro-F1 [95 % CI]" for d in DIRECTIONS) + " | smartphone -> dermoscopy: "
-        "MEL AUROC |",
-        "|---|" + "---|" * (len(DIRECTIONS) + 1),
+        "| features | "
+        + " | ".join([*(f"{d}: macro-F1 [95 % CI]" for d in DIRECTIONS), *same])
+        + " | smartphone -> dermoscopy: MEL AUROC |",
+        "|---|" + "---|" * (len(DIRECTIONS) + len(same) + 1),
     ]
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for direction, (fit, test) in _rows(tasks).items():
         results[direction] = {name: score(x, tasks, fit, test) for name, x in feats.items()}
+    internal = {name: Y.internal_task(x, tasks)["probe"] for name, x in feats.items()} if args.parts else {}
     for name in feats:
-        cells = []
-        for direction in DIRECTIONS:
-            r = results[direction][name]
-            cell = f"{r['macro_f1']:.3f} [{r['macro_f1_ci95'][0]:.3f}, {r['macro_f1_ci95'][1]:.3f}]"
-            if name != args.bundle[0] and name in args.bundle:
-                base = results[direction][args.bundle[0]]
-                d = r["minus_first_ci95"] = _paired(base, r)
-                cell += f" ({r['macro_f1'] - base['macro_f1']:+.3f} [{d[0]:+.3f}, {d[1]:+.3f}])"
-            cells.append(cell)
+        base = {d: results[d][args.bundle[0]] if name in compared else None for d in DIRECTIONS}
+        cells = [_cell(results[d][name], base[d]) for d in DIRECTIONS]
+        if name in internal:
+            cells += [f"{internal[name]['macro_f1']:.3f}", f"{internal[name]['mel_auroc']:.3f}"]
         cells.append(f"{results['smartphone -> dermoscopy'][name]['mel_auroc']:.3f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for direction, rows in results.items():
         report["directions"][direction] = {
             name: {k: v for k, v in r.items() if k != Y.TEST_KEY} for name, r in rows.items()
         }
+    report["internal_split"] = {n: {k: v for k, v in p.items() if k != "C_cv_macro_f1"} for n, p in internal.items()}
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     title = f"# Across cameras ({', '.join(SHARED)})\n\n`{command}`\n\n"
-    note = "\n\nIn brackets after a later bundle: its macro-F1 minus the first bundle's, paired over the same photos.\n"
+    note = (
+        "\n\nIn brackets after a later bundle row: its macro-F1 minus the first bundle's, paired on the same photos.\n"
+    )
     out.with_suffix(".md").write_text(title + "\n".join(lines) + note)
     print("\n".join(lines))
     return 0

@@ -82,3 +82,17 @@ def test_melanoma_heads_rank_informative_features_above_noise() -> None:
     cv = good["binary"]["cv_auroc"]
     assert cv[str(good["binary"]["C"])] == max(cv.values())  # C chosen by out-of-fold AUROC, not the test photos
     assert len(good["binary_minus_eight_class_ci95"]) == 2
+
+
+def test_parts_of_the_built_in_embedding_follow_its_manifest() -> None:
+    from dermedge.bundle import open_bundle
+
+    bundle = str(Path(__file__).resolve().parents[2] / "dermedge" / "models" / "default")
+    with open_bundle(bundle) as b:
+        enc = b.manifest.encoder
+    x = np.arange(3 * enc.embed_dim, dtype=float).reshape(3, enc.embed_dim)
+    parts = CC.part_features(bundle, x)
+    no_hist, final = parts[f"{bundle} without colour histogram"], parts[f"{bundle} final features only"]
+    assert enc.colour_histogram_dim == 512 and no_hist.shape == (3, enc.embed_dim - 512)
+    assert final.shape == (3, enc.final_dim) and np.array_equal(final, x[:, : enc.final_dim])
+    assert np.array_equal(no_hist, x[:, : enc.embed_dim - 512])  # the histogram is the embedding's tail
