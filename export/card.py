@@ -123,6 +123,13 @@ def _head_lines(report: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
         "vocabulary (MEL, NEV, BCC, AK/IEC, SCC, BKL, DF, VASC); softmax temperature "
         f"{manifest['head']['temperature']:.3f} {temp}. The test split is never used to fit or choose anything."
     ]
+    if "dims" in how:
+        lines.append(
+            f"- The head reads the first {how['dims']} of the {how['of']} embedding dimensions (zero weights on the "
+            "rest, which stay in the embedding for heads fitted on one camera's photos): across cameras those parts "
+            "carry where the colour histogram does not (`benchmarks/results/intel-xeon-2cpu/README.md`, "
+            '"Across cameras").'
+        )
     if both:
         lines.append(
             "- The abstain detector is fitted on the training split and its threshold keeps 95 % of validation "

@@ -23,19 +23,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from dermedge.export.baselines import baselines, non_skin_images, test_metrics
 from dermedge.export.cli import stage_list
+from dermedge.export.shipped_head import Split, fit_head_on, head_dims
 
 from dermedge.backends import REFERENCE_BACKEND
 from dermedge.datasets import COMMON_LABEL_MAP, Sample, discover, group_split, map_labels
-from dermedge.heads import L2_GRID, LinearHead, fit_abstain, fit_linear_head, fit_temperature, softmax
+from dermedge.heads import LinearHead, fit_abstain, fit_temperature, softmax
 from dermedge.manifest import EncoderInfo
-from dermedge.metrics import bootstrap_ci, expected_calibration_error, macro_f1
+from dermedge.metrics import bootstrap_ci, expected_calibration_error
 
 logger = logging.getLogger("dermedge.default_model")
 SOURCES = ("ham10000", "ham10000_rest", "pad_ufes_20")
@@ -149,21 +149,18 @@ def _add_embedding_options(p: argparse.ArgumentParser) -> None:
         "(export's --fine-stages; give the yardstick figures later with `python -m dermedge.export.ship --yardstick`)",
     )
     p.add_argument(
+        "--head-parts",
+        choices=("all", "network", "final"),
+        default="all",
+        help="embedding parts the shipped head reads: all, the network's (no colour histogram) or its final "
+        "features; zero weights elsewhere (the embedding itself is unchanged)",
+    )
+    p.add_argument(
         "--fine-fp32",
         choices=("stats", "branch", "none"),
         default="stats",
         help="INT8 with --fine-stages: what stays FP32 (export's --fine-fp32)",
     )
-
-
-@dataclass
-class Split:
-    """One part of the labelled pool: its samples (those the runtime could read) and their FP32 embeddings."""
-
-    samples: list[Sample]
-    x: np.ndarray
-    y: np.ndarray
-    groups: np.ndarray
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,10 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("no artifact passed the gate")
         return 1
     parts = {name: _embed_split(bundle, part) for name, part in (("train", train), ("val", val), ("test", test))}
-    head, l2_choice, gate_head = fit_shipped_head(parts, args.head_l2, args.head_data)
+    enc = EncoderInfo(**json.loads((bundle / "manifest.json").read_text())["encoder"])
+    head, l2_choice, gate_head = fit_head_on(parts, args.head_l2, args.head_data, head_dims(enc, args.head_parts))
     _relabel(head, parts)
-    enc = json.loads((bundle / "manifest.json").read_text())["encoder"]
-    head = _calibrate(head, parts, EncoderInfo(**enc).final_dim, temperature_on_val=args.head_data == "train")
+    head = _calibrate(head, parts, enc.final_dim, temperature_on_val=args.head_data == "train")
     report = _evaluate(head, parts)
     report.update(head_l2=l2_choice, abstain=_abstain_report(bundle, head, parts["test"], Path(args.data), args.limit))
     report["per_artifact"] = _final_gates(bundle, rows, head, parts, gate_head)
@@ -354,44 +351,6 @@ def _final_gates(
             },
         }
     return out
-
-
-def fit_shipped_head(
-    parts: dict[str, Split], how: str, data: str = "train"
-) -> tuple[LinearHead, dict[str, Any], LinearHead]:
-    """The shipped head, how its L2 was chosen (``how``: a number, ``cv`` or ``stable``; see --head-l2), and the
-    same recipe fitted on train only, which the final INT8 gate uses on validation. ``data``: ``train+val``
-    fits the shipped head on both, with its temperature from grouped out-of-fold logits."""
-    tr, va = parts["train"], parts["val"]
-    if how == "stable" and data != "train":
-        raise ValueError("the 'stable' L2 rule chooses on validation photos, so it needs data='train'")
-    if data == "train+val":
-        x = np.concatenate([tr.x, va.x])
-        samples = tr.samples + va.samples
-        head = fit_linear_head(
-            x, [s.label for s in samples], groups=[s.group for s in samples], l2=None if how == "cv" else float(how)
-        )
-        l2 = head.metrics["l2"]
-        rule = "grouped 5-fold CV macro-F1 on train + validation" if how == "cv" else f"--head-l2 {how}"
-        info = {"rule": rule, "l2": l2, "data": data, "temperature": "grouped out-of-fold logits"}
-        return head, info, _fit(tr, l2)
-    if how != "stable":
-        head = _fit(tr, None if how == "cv" else float(how))
-        rule = "grouped 5-fold CV macro-F1 on train" if how == "cv" else f"--head-l2 {how}"
-        return head, {"rule": rule, "l2": head.metrics["l2"], "data": data}, head
-    heads = {l2: _fit(tr, l2) for l2 in L2_GRID}
-    some = next(iter(heads.values()))
-    yva = np.array([some.labels.index(s.label) for s in va.samples])
-    f1 = {l2: macro_f1(yva, h.probabilities(va.x).argmax(1), len(h.labels)) for l2, h in heads.items()}
-    best = max(f1.values())
-    l2 = max(k for k, v in f1.items() if v >= best - 0.005)
-    rule = "strongest L2 within 0.5 points of the best validation macro-F1"
-    info = {"rule": rule, "l2": l2, "data": data, "val_macro_f1_per_l2": {str(k): v for k, v in f1.items()}}
-    return heads[l2], info, heads[l2]
-
-
-def _fit(part: Split, l2: float | None) -> LinearHead:
-    return fit_linear_head(part.x, [s.label for s in part.samples], groups=list(part.groups), calibrate=False, l2=l2)
 
 
 def yardstick_transfer(

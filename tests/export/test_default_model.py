@@ -98,7 +98,7 @@ def _part(n: int, seed: int):  # type: ignore[no-untyped-def]
 
 
 def test_fit_shipped_head_on_train_and_validation_gates_with_a_train_only_head() -> None:
-    from dermedge.export.default_model import fit_shipped_head
+    from dermedge.export.shipped_head import fit_shipped_head
 
     parts = {"train": _part(90, 1), "val": _part(30, 2)}
     head, info, gate_head = fit_shipped_head(parts, "cv", "train+val")
@@ -111,3 +111,27 @@ def test_fit_shipped_head_on_train_and_validation_gates_with_a_train_only_head()
     assert set(info["val_macro_f1_per_l2"]) and info["data"] == "train"
     with pytest.raises(ValueError, match="stable"):
         fit_shipped_head(parts, "stable", "train+val")
+
+
+def test_a_head_on_the_leading_dims_ignores_the_rest_of_the_embedding() -> None:
+    """``--head-parts``: the shipped head reads the first dims only (zero weights on the rest), so changing the
+    other parts (a colour histogram of another camera) cannot move its predictions."""
+    from dermedge.export.shipped_head import Split, fit_head_on, fit_shipped_head, head_dims
+
+    from dermedge.manifest import EncoderInfo
+
+    parts = {"train": _part(90, 1), "val": _part(30, 2)}
+    rng = np.random.default_rng(3)
+    wide = {k: Split(p.samples, np.c_[p.x, rng.normal(size=(len(p.y), 4))], p.y, p.groups) for k, p in parts.items()}
+    head, info, gate_head = fit_head_on(wide, "cv", "train+val", 8)
+    assert head.weight.shape[0] == gate_head.weight.shape[0] == 12 and info["dims"] == 8 and info["of"] == 12
+    assert not head.weight[8:].any() and not gate_head.weight[8:].any() and head.weight[:8].any()
+    ref, _, _ = fit_shipped_head(parts, "cv", "train+val")  # the same fit on the sliced embedding
+    x = wide["val"].x
+    np.testing.assert_allclose(head.probabilities(x), ref.probabilities(x[:, :8]), rtol=1e-5, atol=1e-6)
+    moved = x.copy()
+    moved[:, 8:] += 100.0
+    np.testing.assert_allclose(head.probabilities(moved), head.probabilities(x), rtol=1e-6, atol=1e-7)
+    assert fit_head_on(wide, "cv", "train+val", None)[0].weight[8:].any()  # all parts: the tail is used
+    enc = EncoderInfo(arch="a", embed_dim=1072, colour_histogram_bins=8, pooled_stages=((2, 160), (1, 80)))
+    assert (head_dims(enc, "all"), head_dims(enc, "network"), head_dims(enc, "final")) == (None, 560, 320)
