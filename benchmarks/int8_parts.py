@@ -39,7 +39,7 @@ def parts_of(enc: Any) -> dict[str, tuple[int, int]]:
 
 def main(argv: list[str] | None = None) -> int:
     import openvino as ov
-    from dermedge.export.quantize import AdvancedQuantization, quantize_openvino
+    from dermedge.export.quantize import FINE_FP32, AdvancedQuantization, quantize_openvino
 
     from dermedge.bundle import open_bundle
     from dermedge.preprocess import prepare, read_image
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test", type=int, default=300, help="photos to compare on (others than the calibration ones)")
     ap.add_argument(
         "--fine-fp32",
-        choices=("none", "stats", "branch"),
+        choices=FINE_FP32,
         default="none",
         help="a two-scale bundle: keep its full-size branch's statistics (export's default) or the whole branch in "
         "FP32; none (this script's default) shows what INT8 does to every part",

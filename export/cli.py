@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from dermedge.export.quantize import FINE_FP32
+
 
 def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
@@ -60,7 +62,7 @@ def _add_embedding_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--fine-fp32",
-        choices=("stats", "branch", "none"),
+        choices=FINE_FP32,
         default="stats",
         help="INT8 of a --fine-stages encoder: keep the fine stages' spatial mean/std (stats, default), the whole "
         "full-size branch (branch) or nothing (none) in FP32; INT8 breaks the stds otherwise",

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from dermedge.export.baselines import baselines, non_skin_images, test_metrics
 from dermedge.export.cli import stage_list
+from dermedge.export.quantize import FINE_FP32
 from dermedge.export.shipped_head import Split, fit_head_on, head_dims
 
 from dermedge.backends import REFERENCE_BACKEND
@@ -123,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_embedding_options(p: argparse.ArgumentParser) -> None:
-    """What the encoder file computes besides the network's features (export's options of the same names)."""
+    """What the encoder file computes besides the network's features (export's options of the same names), how
+    INT8 treats it, and which of it the shipped head reads."""
     p.add_argument(
         "--colour-histogram",
         type=int,
@@ -157,7 +159,7 @@ def _add_embedding_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--fine-fp32",
-        choices=("stats", "branch", "none"),
+        choices=FINE_FP32,
         default="stats",
         help="INT8 with --fine-stages: what stays FP32 (export's --fine-fp32)",
     )

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 RECIPES = ("auto", "all", "matmul_weights")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+FINE_FP32 = ("stats", "branch", "none")  # AdvancedQuantization.fine_fp32, export's --fine-fp32
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ def quantize_onnxruntime(
 
     if recipe not in RECIPES or method not in CALIBRATION_METHODS:
         raise QuantizationError(f"recipe must be one of {RECIPES} and method one of {CALIBRATION_METHODS}")
+    _check_fine(advanced)
     if not calibration:
         raise QuantizationError("no calibration images")
     attention = is_attention_model(fp32, advanced.colour_histogram)
@@ -239,6 +241,11 @@ def _bypass_qdq(path: Path, nodes: set[str]) -> int:
     return changed
 
 
+def _check_fine(advanced: AdvancedQuantization) -> None:
+    if advanced.fine_fp32 not in FINE_FP32:
+        raise QuantizationError(f"fine_fp32 must be one of {FINE_FP32}, got {advanced.fine_fp32!r}")
+
+
 def _fine_nodes(onnx_path: Path, part: str) -> list[str]:
     """The two-scale branch's nodes kept in FP32 (``AdvancedQuantization.fine_fp32``); [] for "none"."""
     if part == "none":
@@ -312,6 +319,7 @@ def quantize_openvino(
     import nncf
     import openvino as ov
 
+    _check_fine(advanced)
     if not calibration:
         raise QuantizationError("no calibration images")
     if transformer is None:

@@ -213,3 +213,16 @@ def test_int8_keeps_the_fine_statistics_in_fp32(fine_bundle: tuple[Path, Path]) 
         sources = {v.get_node().get_type_name() for v in by_name[name].input_values()}
         assert "FakeQuantize" not in sources, name
     assert any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())  # the rest of the graph is INT8
+
+
+def test_an_unknown_fine_fp32_choice_is_refused_before_any_work(tmp_path: Path) -> None:
+    from dermedge.export.quantize import AdvancedQuantization, quantize_onnxruntime, quantize_openvino
+
+    from dermedge.errors import QuantizationError
+
+    bad = AdvancedQuantization(fine_fp32="all")
+    calib = [np.zeros((1, 3, 8, 8), np.float32)]
+    with pytest.raises(QuantizationError, match="fine_fp32 must be one of"):
+        quantize_onnxruntime(tmp_path / "missing.onnx", tmp_path / "q.onnx", calib, advanced=bad)
+    with pytest.raises(QuantizationError, match="fine_fp32 must be one of"):
+        quantize_openvino(tmp_path / "missing.onnx", tmp_path / "q.xml", calib, advanced=bad)
