@@ -9,10 +9,14 @@ is across the two cameras in the internal pool, on the classes both sources labe
   (147 photos, 7 melanomas: its MEL AUROC is not reported).
 
 Each bundle beside the colour histogram and the random-init encoder with the histogram, with 95 % group-bootstrap
-intervals, and each later bundle minus the first, paired::
+intervals, and each later encoder minus the first, paired::
 
     python benchmarks/cross_camera.py --bundle dermedge/models/default --bundle build/bundles/0.6.0 \
         --out benchmarks/results/intel-xeon-2cpu/cross_camera
+
+Training checkpoints take part as they do in the yardstick (``--checkpoint RUN``, with ``--pooled-stages`` and
+``--plus-histogram`` giving the rows a bundle built from them would embed), so a candidate can be judged across
+cameras before it is exported. Bundles and checkpoints keep the order given; the first is the base.
 """
 
 from __future__ import annotations
@@ -103,6 +107,24 @@ def part_features(bundle: str, x: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+def encoder_features(
+    encoders: list[tuple[str, str]], tasks: Y.Tasks, cache: Path, stages: tuple[int, ...], hist: np.ndarray | None
+) -> dict[str, np.ndarray]:
+    """Row name -> features for each ``(kind, path)`` in order: a bundle's runtime embedding, or a checkpoint's
+    final features (with ``stages`` pooled outputs appended and, with ``hist``, the colour histogram after them)."""
+    out: dict[str, np.ndarray] = {}
+    for kind, path in encoders:
+        if kind == "bundle":
+            out[path] = Y.bundle_features(path, tasks, cache).x
+            continue
+        f, _ = Y.checkpoint_features(path, tasks, cache, stages=stages)
+        name = path + (f" + pooled stages {','.join(map(str, stages))}" if stages else "")
+        out[name] = f.x
+        if hist is not None:
+            out[name + " + colour"] = np.concatenate([f.x, hist], 1)
+    return out
+
+
 def _cell(r: dict[str, Any], base: dict[str, Any] | None) -> str:
     cell = f"{r['macro_f1']:.3f} [{r['macro_f1_ci95'][0]:.3f}, {r['macro_f1_ci95'][1]:.3f}]"
     if base is not None:
@@ -113,7 +135,24 @@ def _cell(r: dict[str, Any], base: dict[str, Any] | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", action="append", required=True, help="a bundle (repeat; the first is the base)")
+    ap.add_argument(
+        "--bundle",
+        dest="encoders",
+        action="append",
+        type=lambda v: ("bundle", v),
+        help="a bundle (repeat; the first encoder given is the base)",
+    )
+    ap.add_argument(
+        "--checkpoint",
+        dest="encoders",
+        action="append",
+        type=lambda v: ("checkpoint", v),
+        help="a training run folder (repeat), scored as the yardstick does",
+    )
+    ap.add_argument("--pooled-stages", default="", metavar="K,K", help="checkpoints: append these stages' pools")
+    ap.add_argument(
+        "--plus-histogram", action="store_true", help="checkpoints: also a row with the colour histogram appended"
+    )
     ap.add_argument(
         "--parts",
         action="store_true",
@@ -126,13 +165,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=112, help="random-init and colour-histogram input size")
     ap.add_argument("--out", required=True, help="writes OUT.json and OUT.md")
     args = ap.parse_args(argv)
+    if not args.encoders:
+        ap.error("give at least one --bundle or --checkpoint")
+    if args.parts and args.encoders[0][0] != "bundle":
+        ap.error("--parts slices the first encoder's embedding by its bundle manifest: give a --bundle first")
     tasks, cache = Y.load_tasks(Path(args.data)), Path(args.cache)
     hist = Y.histogram_features(args.size, tasks, cache).x
     rnd = Y.random_features(args.arch, args.size, tasks, cache).x
-    feats = {b: Y.bundle_features(b, tasks, cache).x for b in args.bundle}
+    stages = tuple(int(s) for s in args.pooled_stages.split(",")) if args.pooled_stages else ()
+    feats = encoder_features(args.encoders, tasks, cache, stages, hist if args.plus_histogram else None)
+    first = next(iter(feats))
     if args.parts:
-        feats |= part_features(args.bundle[0], feats[args.bundle[0]])
-    compared = [n for n in feats if n != args.bundle[0]]  # rows with a paired delta against the first bundle
+        feats |= part_features(first, feats[first])
+    compared = [n for n in feats if n != first]  # rows with a paired delta against the first encoder
     feats |= {"colour histogram": hist, f"random-init {args.arch} + colour": np.concatenate([rnd, hist], 1)}
     command = " ".join(["python", "benchmarks/cross_camera.py", *(argv if argv is not None else sys.argv[1:])])
     report: dict[str, Any] = {"command": command, "classes": list(SHARED), "directions": {}}
@@ -148,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         results[direction] = {name: score(x, tasks, fit, test) for name, x in feats.items()}
     internal = {name: Y.internal_task(x, tasks)["probe"] for name, x in feats.items()} if args.parts else {}
     for name in feats:
-        base = {d: results[d][args.bundle[0]] if name in compared else None for d in DIRECTIONS}
+        base = {d: results[d][first] if name in compared else None for d in DIRECTIONS}
         cells = [_cell(results[d][name], base[d]) for d in DIRECTIONS]
         if name in internal:
             cells += [f"{internal[name]['macro_f1']:.3f}", f"{internal[name]['mel_auroc']:.3f}"]
@@ -162,9 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     title = f"# Across cameras ({', '.join(SHARED)})\n\n`{command}`\n\n"
-    note = (
-        "\n\nIn brackets after a later bundle row: its macro-F1 minus the first bundle's, paired on the same photos.\n"
-    )
+    note = "\n\nIn brackets after a later row: its macro-F1 minus the first encoder's, paired on the same photos.\n"
     out.with_suffix(".md").write_text(title + "\n".join(lines) + note)
     print("\n".join(lines))
     return 0

@@ -96,3 +96,41 @@ def test_parts_of_the_built_in_embedding_follow_its_manifest() -> None:
     assert enc.colour_histogram_dim == 512 and no_hist.shape == (3, enc.embed_dim - 512)
     assert final.shape == (3, enc.final_dim) and np.array_equal(final, x[:, : enc.final_dim])
     assert np.array_equal(no_hist, x[:, : enc.embed_dim - 512])  # the histogram is the embedding's tail
+
+
+def test_checkpoints_and_bundles_keep_their_order_and_get_the_yardstick_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    t = _tasks(30)
+    seen: list[tuple[str, tuple[int, ...]]] = []
+
+    class F:
+        def __init__(self, x: np.ndarray) -> None:
+            self.x = x
+
+    def ckpt(run: str, tasks: Tasks, cache: Path, stages: tuple[int, ...] = ()) -> tuple[F, None]:
+        seen.append((run, stages))
+        return F(np.full((len(tasks.y), 4 + len(stages)), 1.0)), None
+
+    monkeypatch.setattr(CC.Y, "checkpoint_features", ckpt)
+    monkeypatch.setattr(CC.Y, "bundle_features", lambda b, tasks, cache: F(np.zeros((len(tasks.y), 3))))
+    hist = np.full((len(t.y), 2), 7.0)
+    out = CC.encoder_features(
+        [("checkpoint", "runs/a"), ("bundle", "b"), ("checkpoint", "runs/c")], t, Path("."), (2, 1), hist
+    )
+    assert list(out) == [
+        "runs/a + pooled stages 2,1",
+        "runs/a + pooled stages 2,1 + colour",
+        "b",
+        "runs/c + pooled stages 2,1",
+        "runs/c + pooled stages 2,1 + colour",
+    ]
+    assert seen == [("runs/a", (2, 1)), ("runs/c", (2, 1))]
+    assert out["runs/a + pooled stages 2,1 + colour"].shape == (len(t.y), 8)
+    np.testing.assert_array_equal(out["runs/a + pooled stages 2,1 + colour"][:, -2:], hist)
+    assert "runs/a + colour" not in CC.encoder_features([("checkpoint", "runs/a")], t, Path("."), (), None)
+
+
+def test_parts_needs_a_bundle_first_and_some_encoder_is_required(tmp_path: Path) -> None:
+    for argv in (["--checkpoint", "runs/a", "--parts"], []):
+        with pytest.raises(SystemExit) as e:
+            CC.main([*argv, "--out", str(tmp_path / "x")])
+        assert e.value.code == 2
