@@ -40,18 +40,19 @@ from typing import Any
 import numpy as np
 from dermedge.export.baselines import test_metrics
 from dermedge.export.calibration import balanced_sample, prepare_arrays
-from dermedge.export.default_model import SOURCES, embed_all
+from dermedge.export.default_model import _split as card_split
+from dermedge.export.default_model import embed_all
 from dermedge.export.quantize import FINE_FP32, AdvancedQuantization, quantize_onnxruntime
 from dermedge.export.verify import GateThresholds, embed_with, gate
 
 from dermedge.bundle import open_bundle
-from dermedge.datasets import COMMON_LABEL_MAP, Sample, discover, group_split, map_labels
+from dermedge.datasets import Sample
 from dermedge.heads import L2_GRID, LinearHead, fit_linear_head
 
 
 def _split(data: Path) -> dict[str, list[Sample]]:
-    samples, _ = map_labels(discover([data / s for s in SOURCES]), COMMON_LABEL_MAP)
-    train, val, test = group_split(samples, [0.6, 0.2, 0.2], seed=0)
+    """The model card's split, from the build's own function (same sources, vocabulary and seed)."""
+    train, val, test = card_split(data, 0)
     return {"train": train, "val": val, "test": test}
 
 
