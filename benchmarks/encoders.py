@@ -33,9 +33,11 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import sys
 import textwrap
 import time
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,15 +127,27 @@ def _cache_key(*parts: object) -> str:
 
 
 def _cached(cache: Path | None, key: str, make: Any) -> tuple[np.ndarray, float]:
-    if cache is not None and (cache / f"{key}.npz").is_file():
-        with np.load(cache / f"{key}.npz", allow_pickle=False) as z:
-            return z["x"], float(z["seconds"])
+    """``make()``'s array and its wall time, from ``cache/KEY.npz`` when a readable one is there.
+
+    The file is written to a temporary name and renamed, so a run killed mid-write (sessions end without
+    warning) never leaves a truncated entry; an unreadable entry from elsewhere is recomputed, with a warning.
+    """
+    path = cache / f"{key}.npz" if cache is not None else None
+    if path is not None and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return z["x"], float(z["seconds"])
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            logger.warning("cache entry %s is unreadable (%s); recomputing it", path, exc)
     t0 = time.perf_counter()
     x = make()
     seconds = time.perf_counter() - t0
-    if cache is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-        np.savez(cache / f"{key}.npz", x=x, seconds=seconds)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, x=x, seconds=seconds)
+        os.replace(tmp, path)
     return x, seconds
 
 

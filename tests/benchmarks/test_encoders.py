@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from encoders import (  # noqa: E402
     C_GRID,
     Tasks,
+    _cached,
     _choose_c,
     delta_plot,
     delta_table,
@@ -100,6 +101,31 @@ def test_colour_constancy_reaches_the_histogram_row_and_its_cache_key(tmp_path: 
     assert len(list(cache.glob("*.npz"))) == 2
     assert np.abs(raw[0] - raw[1]).sum() > 0.5
     assert np.abs(sog[0] - sog[1]).sum() < 0.5 * np.abs(raw[0] - raw[1]).sum()
+
+
+def test_the_embedding_cache_survives_a_run_killed_mid_write(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A truncated cache entry (a session that ended mid-write, before writes were atomic) is recomputed with a
+    warning that names it, and rewritten whole; a good entry is read back without recomputing."""
+    calls: list[int] = []
+
+    def make() -> np.ndarray:
+        calls.append(1)
+        return np.arange(12, dtype=np.float32).reshape(3, 4)
+
+    x, _ = _cached(tmp_path, "k", make)
+    entry = tmp_path / "k.npz"
+    assert entry.is_file() and len(calls) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["k.npz"]  # no temporary file left behind
+    np.testing.assert_array_equal(_cached(tmp_path, "k", make)[0], x)
+    assert len(calls) == 1
+    entry.write_bytes(entry.read_bytes()[:40])  # what a kill mid-write used to leave
+    with caplog.at_level("WARNING", logger="dermedge.yardstick"):
+        again, _ = _cached(tmp_path, "k", make)
+    np.testing.assert_array_equal(again, x)
+    assert len(calls) == 2
+    assert "k.npz" in caplog.text and "unreadable" in caplog.text
+    np.testing.assert_array_equal(_cached(tmp_path, "k", make)[0], x)
+    assert len(calls) == 2
 
 
 def test_probe_c_is_chosen_on_whole_groups_and_reported() -> None:
