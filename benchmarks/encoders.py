@@ -143,12 +143,20 @@ def _cached(cache: Path | None, key: str, make: Any) -> tuple[np.ndarray, float]
     x = make()
     seconds = time.perf_counter() - t0
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, x=x, seconds=seconds)
-        os.replace(tmp, path)
+        save_npz_atomic(path, x=x, seconds=np.float64(seconds))
     return x, seconds
+
+
+def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
+    """``np.savez`` to ``path`` through a temporary name in the same folder, so it is whole or absent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)  # type: ignore[arg-type]
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _tag(transform: ImageTransform) -> str:

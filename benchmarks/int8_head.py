@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,9 @@ from dermedge.export.verify import GateThresholds, embed_with, gate
 from dermedge.bundle import open_bundle
 from dermedge.datasets import Sample
 from dermedge.heads import L2_GRID, LinearHead, fit_linear_head
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from encoders import save_npz_atomic  # noqa: E402  (the yardstick's cache writer)
 
 
 def _split(data: Path) -> dict[str, list[Sample]]:
@@ -86,10 +90,13 @@ def embeddings(args: argparse.Namespace, parts: dict[str, list[Sample]]) -> dict
     cache = Path(args.cache) / "embeddings.npz" if args.cache else None
     key = json.dumps([str(args.full), args.artifact, args.fine_fp32, {k: len(v) for k, v in parts.items()}])
     if cache is not None and cache.exists():
-        z = np.load(cache, allow_pickle=False)
-        if str(z["key"]) == key:
-            paths = {k: {str(s.path): s for s in v} for k, v in parts.items()}
-            return {k: (z[f"{k}_32"], z[f"{k}_8"], [paths[k][p] for p in z[f"{k}_paths"]]) for k in parts}
+        try:
+            z = np.load(cache, allow_pickle=False)
+            if str(z["key"]) == key:
+                paths = {k: {str(s.path): s for s in v} for k, v in parts.items()}
+                return {k: (z[f"{k}_32"], z[f"{k}_8"], [paths[k][p] for p in z[f"{k}_paths"]]) for k in parts}
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            print(f"warning: cache {cache} is unreadable ({exc}); embedding again", file=sys.stderr)
     if args.artifact:
         out = {k: _embed_runtime(Path(args.full), args.artifact, v) for k, v in parts.items()}
     else:
@@ -99,7 +106,7 @@ def embeddings(args: argparse.Namespace, parts: dict[str, list[Sample]]) -> dict
         arrays = {}
         for k, (x32, x8, kept) in out.items():
             arrays.update({f"{k}_32": x32, f"{k}_8": x8, f"{k}_paths": np.array([str(s.path) for s in kept])})
-        np.savez(cache, key=np.array(key), **arrays)
+        save_npz_atomic(cache, key=np.array(key), **arrays)
     return out
 
 

@@ -115,7 +115,7 @@ def network_parts(run: str, crops: np.ndarray, work: Path) -> dict[str, np.ndarr
             add("s2_224", fine[2].mean((2, 3)))
             logging.info("network parts %d/%d", min(i + 64, len(crops)), len(crops))
     parts = {k: np.concatenate(v).astype(np.float32) for k, v in out.items()}
-    np.savez(path, **parts)
+    Y.save_npz_atomic(path, **parts)
     return parts
 
 
