@@ -291,6 +291,20 @@ def with_histogram(f: Features, hist: Features) -> Features:
     )
 
 
+def concatenated(parts: Sequence[Features]) -> Features:
+    """One row from several read-outs side by side (each standardised by the probe, as any row); its latency is
+    the sum of the parts' (they run one after another)."""
+    lat = [f.latency_ms for f in parts if f.latency_ms is not None]
+    return Features(
+        " + ".join(_short(f.name) if f.kind != "histogram" else "colour histogram" for f in parts),
+        np.hstack([f.x for f in parts]).astype(np.float32),
+        "concat",
+        sum(f.seconds for f in parts),
+        float(sum(lat)) if lat else None,
+        {"parts": [f.name for f in parts]},
+    )
+
+
 # -- protocols -----------------------------------------------------------------------------------
 def _probe(x: np.ndarray, y: np.ndarray, c: float) -> Any:
     from dermedge.training.eval import fit_probe
@@ -639,6 +653,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also score each checkpoint with these stages' pooled outputs appended (e.g. 2,1: a row 'NAME + "
         "pooled stages 2,1'; dermedge export --pooled-stages ships the same)",
     )
+    ap.add_argument(
+        "--concat",
+        action="store_true",
+        help="also score one row with every checkpoint's widest read-out (with --pooled-stages where given) and "
+        "the colour histogram concatenated: what two or more encoders' features hold together",
+    )
     args = ap.parse_args(argv)
     from dermedge.preprocess import shades_of_gray
 
@@ -649,12 +669,14 @@ def main(argv: list[str] | None = None) -> int:
     tasks = load_tasks(Path(args.data))
     logger.info("%d images: internal %d, SD-198 %d", len(tasks.samples), len(tasks.internal), len(tasks.sd198))
     feats: list[Features] = []
+    widest: list[Features] = []
     archs: dict[tuple[str, int], None] = {}
     stages = tuple(int(s) for s in args.pooled_stages.split(",")) if args.pooled_stages else ()
     for run in args.checkpoint:
         for with_stages in ((), stages) if stages else ((),):
             f, ckpt = checkpoint_features(run, tasks, cache, transform, with_stages)
             feats.append(f)
+        widest.append(f)
         archs[(ckpt.arch, ckpt.img_size)] = None
     for b in args.bundle:
         f = bundle_features(b, tasks, cache, transform)
@@ -664,6 +686,10 @@ def main(argv: list[str] | None = None) -> int:
     hist = histogram_features(size, tasks, cache, transform)
     if args.plus_histogram:
         feats += [with_histogram(f, hist) for f in list(feats)]
+    if args.concat:
+        if len(widest) < 2:
+            ap.error("--concat needs two or more --checkpoint runs")
+        feats.append(concatenated([*widest, hist]))
     feats.append(hist)
     feats += [random_features(arch, s, tasks, cache, transform) for arch, s in archs]
     rows = []
