@@ -228,3 +228,25 @@ def test_an_embedding_plus_the_histogram_keeps_what_each_knows() -> None:
     rows = (("enc", enc), ("hist", hist), ("both", both.x))
     f1 = {name: internal_task(x, t)["probe"]["macro_f1"] for name, x in rows}
     assert f1["both"] > max(f1["enc"], f1["hist"]) + 0.15
+
+
+def test_a_concatenation_of_two_encoders_sums_their_costs_and_keeps_what_each_knows() -> None:
+    """Two encoders that each know one class: the --concat row knows both, and costs both encoders' latency."""
+    from encoders import Features, concatenated
+
+    t = _tasks()
+    rng = np.random.default_rng(5)
+    a, b, h = rng.normal(size=(3, len(t.samples), 8))
+    a[t.y == 0, 0] += 4.0
+    b[t.y == 2, 0] += 4.0
+    parts = [
+        Features("a-run (simclr convnext_atto 112px, 3 ep) + pooled stages 2,1", a, "trained", 2.0, 1.5),
+        Features("b-run (simclr convnext_femto 112px, 3 ep)", b, "trained", 3.0, 2.0),
+        Features("colour histogram 8x8x8 (112px crop)", h, "histogram", 1.0, None),
+    ]
+    row = concatenated(parts)
+    assert row.name == "a-run + pooled stages 2,1 + b-run + colour histogram"
+    assert row.x.shape == (len(t.samples), 24) and row.seconds == 6.0 and row.latency_ms == 3.5
+    assert row.meta["parts"] == [p.name for p in parts]
+    f1 = {n: internal_task(x, t)["probe"]["macro_f1"] for n, x in (("a", a), ("b", b), ("both", row.x))}
+    assert f1["both"] > max(f1["a"], f1["b"]) + 0.15
