@@ -660,6 +660,8 @@ def main(argv: list[str] | None = None) -> int:
         "the colour histogram concatenated: what two or more encoders' features hold together",
     )
     args = ap.parse_args(argv)
+    if args.concat and len(args.checkpoint) < 2:
+        ap.error("--concat needs two or more --checkpoint runs")  # before any embedding is computed
     from dermedge.preprocess import shades_of_gray
 
     transform: ImageTransform = shades_of_gray if args.colour_constancy == "shades_of_gray" else None
@@ -687,8 +689,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.plus_histogram:
         feats += [with_histogram(f, hist) for f in list(feats)]
     if args.concat:
-        if len(widest) < 2:
-            ap.error("--concat needs two or more --checkpoint runs")
         feats.append(concatenated([*widest, hist]))
     feats.append(hist)
     feats += [random_features(arch, s, tasks, cache, transform) for arch, s in archs]

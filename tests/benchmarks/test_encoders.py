@@ -250,3 +250,14 @@ def test_a_concatenation_of_two_encoders_sums_their_costs_and_keeps_what_each_kn
     assert row.meta["parts"] == [p.name for p in parts]
     f1 = {n: internal_task(x, t)["probe"]["macro_f1"] for n, x in (("a", a), ("b", b), ("both", row.x))}
     assert f1["both"] > max(f1["a"], f1["b"]) + 0.15
+
+
+def test_concat_with_one_checkpoint_is_refused_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--concat needs two encoders; with one, the command stops at once (no data folder is even read)."""
+    from encoders import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--data", str(tmp_path / "absent"), "--checkpoint", "runs/x", "--concat", "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2
+    assert "--concat needs two or more --checkpoint runs" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
