@@ -1,7 +1,7 @@
 """The ``dermedge`` command line: one entry point, subcommands registered in ``COMMANDS``.
 
 Runtime subcommands live in ``dermedge.commands``; ``train``, ``eval``, ``export``, ``distill``,
-``bench`` and ``import-checkpoint`` live in ``training/``, ``export/`` and ``benchmarks/`` and are
+``bench``, ``import-checkpoint`` and ``pack-data`` live in ``training/``, ``export/`` and ``benchmarks/`` and are
 imported only when their name is on the command line (they need torch or other extras).
 
 Exit codes: 0 all done; 1 nothing could be done (bad bundle, missing backend, ...); 2 usage error;
@@ -75,6 +75,13 @@ COMMANDS: dict[str, Command] = {
         "dermedge.training.eval_cli",
         "add_eval_arguments",
         "run_eval",
+        "dermedge[train]",
+    ),
+    "pack-data": Command(
+        "copy a data folder with every image re-encoded smaller (e.g. 160 px WebP), to carry to a GPU machine",
+        "dermedge.training.pack",
+        "add_arguments",
+        "run",
         "dermedge[train]",
     ),
     "import-checkpoint": Command(

@@ -39,6 +39,7 @@ class TrainConfig:
     cache: bool = False
     colour_constancy: str = "none"  # "shades_of_gray": every image colour-corrected once, before augmentation
     init_from: str = ""  # a finished run folder: start from its model weights with a fresh schedule
+    time_budget_min: float = 0.0  # > 0: after the first epoch, fewer epochs so the run ends within this many minutes
     out: str = ""
 
     def validate(self) -> None:
@@ -77,6 +78,8 @@ class TrainConfig:
             raise ValueError(
                 f"init_from: {self.init_from} has no state.pt (give a run folder written by dermedge train)"
             )
+        if not self.time_budget_min >= 0:
+            raise ValueError(f"time_budget_min must be >= 0 (0: no budget), got {self.time_budget_min}")
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be adamw or sgd, got {self.optimizer!r}")
 

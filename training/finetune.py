@@ -66,6 +66,7 @@ class FinetuneConfig:
     ema: float = 0.0  # > 0: validate and keep an exponential moving average of the weights with this decay
     train_on: str = "train"  # "train+val": the validation split joins training; fixed epochs, the last one is kept
     mixup: float = 0.0  # > 0: mixup with lambda ~ Beta(mixup, mixup); the loss mixes the two photos' labels alike
+    device: str = "auto"  # auto (a CUDA GPU when one is visible, else cpu) | cpu | cuda | cuda:N
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -89,6 +90,8 @@ class FinetuneConfig:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.train_on not in TRAIN_ON:
             raise ValueError(f"train_on must be one of {', '.join(TRAIN_ON)}, got {self.train_on!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema must be in [0, 1) (0 = off), got {self.ema}")
 
@@ -158,11 +161,12 @@ def _predict(model: Any, dataset: Any, batch: int, bf16: bool) -> np.ndarray:
     import torch
 
     model.eval()
+    device = next(model.parameters()).device
     out = []
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for i in range(0, len(dataset), batch):
-            x = torch.stack([dataset[j][0] for j in range(i, min(len(dataset), i + batch))])
-            out.append(model(x.contiguous(memory_format=torch.channels_last)).float().argmax(1).numpy())
+            x = torch.stack([dataset[j][0] for j in range(i, min(len(dataset), i + batch))]).to(device)
+            out.append(model(x.contiguous(memory_format=torch.channels_last)).float().argmax(1).cpu().numpy())
     return np.concatenate(out)
 
 
@@ -205,18 +209,20 @@ def finetune(cfg: FinetuneConfig) -> Path:
     (out / "finetune_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
     ckpt = read_checkpoint(cfg.checkpoint)
     data = _load_data(cfg, cfg.img_size or ckpt.img_size, colour_constancy_of(cfg, ckpt))
+    device = run_device(cfg.device)
     model, optimizer = _build(cfg, ckpt, len(data.labels))
-    weights = torch.tensor(class_weights(data.y_train, len(data.labels), cfg.class_weight_power), dtype=torch.float32)
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and native_bf16())
+    model.to(device)  # before the optimizer steps and the EMA copy: both follow the parameters
+    weights = torch.tensor(class_weights(data.y_train, len(data.labels), cfg.class_weight_power), device=device)
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and (device.type == "cuda" or native_bf16()))
     ema = WeightEMA(model, cfg.ema) if cfg.ema else None
     progress = _resume(out / "finetune_state.pt", model, optimizer, ema)
     kept = ema.module if ema else model  # what is validated and saved
     counts = ", ".join(f"{lab} {int((data.y_train == i).sum())}" for i, lab in enumerate(data.labels))
     logger.info(
-        "fine-tuning %s on %d %s images (%s), %s, %d steps/epoch, bf16=%s",
+        "fine-tuning %s on %d %s images (%s), %s, %d steps/epoch, %s, bf16=%s",
         ckpt.root, len(data.train_ds), cfg.train_on, counts,
         f"validating on {len(data.val_ds)}" if data.val_ds is not None else f"no validation, keeps epoch {cfg.epochs}",
-        len(data.loader), bf16,
+        len(data.loader), device, bf16,
     )  # fmt: skip
     while progress.epoch < cfg.epochs and not (
         data.val_ds is not None  # train+val: nothing to early-stop on
@@ -340,7 +346,7 @@ def _train_epoch(
     frozen = epoch < cfg.head_warmup_epochs
     for p in model.encoder.parameters():
         p.requires_grad_(not frozen)
-    steps = len(data.loader)
+    steps, device = len(data.loader), next(model.parameters()).device
     total, lp_steps = cfg.epochs * steps, cfg.head_warmup_epochs * steps
     generator = np.random.default_rng([cfg.seed, epoch])  # resumed epochs draw the same mixes
     losses, enc_scale = [], 0.0
@@ -351,11 +357,11 @@ def _train_epoch(
             optimizer.param_groups, (cfg.lr_encoder, cfg.lr_head), (enc_scale, _schedule(step, steps, total))
         ):
             group["lr"] = lr * scale
-        target = torch.as_tensor(data.y_train[idx.numpy()])
+        x, target = x.to(device, non_blocking=True), torch.as_tensor(data.y_train[idx.numpy()]).to(device)
         lam, perm = mixup_pair(len(target), cfg.mixup, generator)
         if perm is not None:
             x = lam * x + (1 - lam) * x[perm]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(x.contiguous(memory_format=torch.channels_last))
         loss = weighted_smoothed_ce(logits.float(), target, weights, cfg.label_smoothing)
         if perm is not None:
@@ -415,6 +421,21 @@ def _save_state(path: Path, model: Any, optimizer: Any, progress: _Progress, ema
         state["ema"] = ema.state_dict()
     torch.save(state, path.with_name(path.name + ".tmp"))
     path.with_name(path.name + ".tmp").replace(path)
+
+
+def run_device(name: str) -> Any:
+    """``auto`` -> the first CUDA GPU when one is visible, else the CPU.
+
+    Raises:
+        ValueError: ``cuda`` asked for and no CUDA GPU is visible.
+    """
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name} requested but no CUDA GPU is visible; use --device cpu")
+    return torch.device(name)
 
 
 def colour_constancy_of(cfg: FinetuneConfig, ckpt: Any) -> str:

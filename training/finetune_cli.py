@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from dermedge.training.finetune import TRAIN_ON, FinetuneConfig, finetune
+from dermedge.training.finetune import TRAIN_ON, FinetuneConfig, finetune, run_device
 
 from dermedge.manifest import COLOUR_CONSTANCY
 
@@ -60,6 +60,7 @@ def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
         help="colour-correct every image (Shades of Gray, p=6) before augmentation; inherit: as the checkpoint was",
     )
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--device", default="auto", help="auto (a CUDA GPU when one is visible, else cpu), cpu, cuda[:N]")
     _add_averaging_arguments(p)
     p.add_argument(
         "--seed",
@@ -106,9 +107,11 @@ def run_finetune(args: argparse.Namespace) -> int:
         train_on=args.train_on,
         seed=args.seed,
         mixup=args.mixup,
+        device=args.device,
     )
     try:
         cfg.validate()
+        run_device(cfg.device)
     except ValueError as exc:
         logger.error("%s", exc)
         return 2

@@ -351,6 +351,7 @@ def init_weights(path: Path, model: nn.Module, cfg: TrainConfig) -> None:
 
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) a training run into ``cfg.out``; returns the run directory."""
+    started = time.perf_counter()
     device = dist.init_from_env(resolve_device(cfg))
     torch.manual_seed(cfg.seed + dist.rank())
     random.seed(cfg.seed + dist.rank())
@@ -385,8 +386,13 @@ def train(cfg: TrainConfig) -> Path:
     # path -> reason, over the whole run; with the cache, unreadable images are found once, before epoch 1
     cache_failures = getattr(getattr(dataset, "cache", None), "failures", [])
     unreadable: dict[str, str] = {f.split(": ", 1)[0]: f for f in cache_failures}
+    budgeted = cfg.time_budget_min > 0 and state.epoch == 0  # a resumed run keeps the epochs fitted before
     while state.epoch < cfg.epochs:
         stats, bad = train_one_epoch(cfg, model, loader, optimizer, state, device, total_steps)
+        if budgeted and state.epoch == 1:
+            total_steps = _fit_to_budget(cfg, time.perf_counter() - started, stats["seconds"], device, out) * len(
+                loader
+            )
         stats["unreadable"] += len(cache_failures)  # left out of this epoch too
         unreadable.update({b.path: b.reason for b in bad})
         if dist.is_main():
@@ -399,6 +405,31 @@ def train(cfg: TrainConfig) -> Path:
             torch.distributed.barrier()
     dist.cleanup()
     return out
+
+
+def epochs_in_budget(budget_min: float, ceiling: int, elapsed_s: float, epoch_s: float, margin: float = 1.05) -> int:
+    """How many epochs a run whose set-up and first epoch took ``elapsed_s`` can have and still end within
+    ``budget_min``, each later epoch taking ``epoch_s`` (times ``margin`` for checkpoints); 1 to ``ceiling``."""
+    more = int((budget_min * 60 - elapsed_s) // (epoch_s * margin)) if epoch_s > 0 else ceiling
+    return max(1, min(ceiling, 1 + max(0, more)))
+
+
+def _fit_to_budget(cfg: TrainConfig, elapsed_s: float, epoch_s: float, device: torch.device, out: Path) -> int:
+    """Set ``cfg.epochs`` from the timed first epoch (rank 0 decides for every process); saves the config."""
+    epochs = epochs_in_budget(cfg.time_budget_min, cfg.epochs, elapsed_s, epoch_s)
+    if dist.is_distributed():
+        agreed = torch.tensor([epochs], device=device)
+        torch.distributed.broadcast(agreed, src=0)
+        epochs = int(agreed.item())
+    if dist.is_main():
+        logger.info(
+            "time budget %.1f min: set-up and epoch 1 took %.0f s, an epoch %.0f s -> %d epochs (ceiling %d)",
+            cfg.time_budget_min, elapsed_s, epoch_s, epochs, cfg.epochs,
+        )  # fmt: skip
+    cfg.epochs = epochs
+    if dist.is_main():
+        save_config(cfg, out / "config.yaml")
+    return epochs
 
 
 def _log_epoch(cfg: TrainConfig, state: TrainState, stats: dict[str, Any], bad: list[Any]) -> None:

@@ -242,3 +242,16 @@ def test_finetune_with_mixup_trains_records_it_and_refuses_nonsense(tmp_path: Pa
     assert "--mixup 0.4" in args_command(out)
     with pytest.raises(ValueError, match="mixup must be in"):
         FinetuneConfig(**{**cfg.__dict__, "mixup": -1.0}).validate()
+
+
+def test_finetune_refuses_a_gpu_it_cannot_see(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import torch
+
+    from dermedge.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible here: --device cuda is valid")
+    args = ["finetune", "--checkpoint", str(tmp_path), "--data", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert main([*args, "--device", "cuda"]) == 2
+    assert "no CUDA GPU is visible" in caplog.text and not (tmp_path / "o").exists()
+    assert main([*args, "--device", "tpu"]) == 2 and "device must be" in caplog.text

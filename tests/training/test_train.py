@@ -78,6 +78,39 @@ def test_resume_continues_the_schedule(synthetic_folder: Path, tmp_path: Path) -
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
 
 
+def test_epochs_in_budget_counts_what_fits_after_the_first_epoch() -> None:
+    from dermedge.training.train import epochs_in_budget
+
+    # 10 min budget, 60 s spent (set-up + epoch 1), 50 s an epoch (x1.05): 10 more fit, 11 in all
+    assert epochs_in_budget(10, 100, 60, 50) == 11
+    assert epochs_in_budget(10, 5, 60, 50) == 5  # the configured epochs stay the ceiling
+    assert epochs_in_budget(1, 100, 90, 50) == 1  # over budget already: the epoch done is the run
+    assert epochs_in_budget(10, 100, 60, 0) == 100
+
+
+def test_a_time_budget_ends_the_run_and_a_resume_keeps_its_length(synthetic_folder: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    import torch
+    import yaml
+
+    out = tmp_path / "run"
+    cfg = dataclasses.replace(_cfg("simclr", "resnet18", synthetic_folder, out, epochs=5), time_budget_min=1e-4)
+    train(cfg)
+    state = torch.load(out / "state.pt", weights_only=True)
+    assert state["epoch"] == 1  # 6 ms cannot hold a second epoch
+    assert yaml.safe_load((out / "config.yaml").read_text())["epochs"] == 1
+    assert "time budget" in (out / "train.log").read_text()
+    train(config_from_args(build_train_parser().parse_args(["--out", str(out)])))  # resumed: nothing left to do
+    assert torch.load(out / "state.pt", weights_only=True)["step"] == state["step"]
+    with pytest.raises(ValueError, match="time_budget_min"):
+        dataclasses.replace(cfg, time_budget_min=-1.0).validate()
+    # a generous budget leaves the configured epochs alone
+    roomy = dataclasses.replace(cfg, out=str(tmp_path / "roomy"), epochs=2, time_budget_min=60.0)
+    train(roomy)
+    assert torch.load(tmp_path / "roomy" / "state.pt", weights_only=True)["epoch"] == 2
+
+
 def test_init_from_starts_from_weights_with_a_fresh_schedule(synthetic_folder: Path, tmp_path: Path) -> None:
     import dataclasses
 
