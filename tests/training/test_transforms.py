@@ -9,10 +9,13 @@ pytest.importorskip("torchvision")
 
 from dermedge.training.transforms import (  # noqa: E402
     SKIN_AUGMENT,
+    ColorJitter,
     EvalTransform,
+    GaussianBlur,
     RandomRotate90,
     RandomWhiteBalance,
     augment_config,
+    shift_hue,
     view_transform,
 )
 
@@ -66,3 +69,41 @@ def test_eval_transform_is_deterministic_and_centre_crops() -> None:
     flipped = t(np.ascontiguousarray(img[:, ::-1]))
     assert not torch.equal(a, flipped)  # no random flip: a mirrored photo gives a mirrored input
     torch.testing.assert_close(flipped, a.flip(-1), atol=1e-4, rtol=0)
+
+
+def _images() -> list:
+    """Skin-like images plus one of saturated random colours (every hue, greys and extremes)."""
+    rng = np.random.default_rng(0)
+    arrays = [skin_image(48, 56, seed=i) for i in range(3)] + [rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)]
+    return [torch.from_numpy(a).permute(2, 0, 1).contiguous() for a in arrays]
+
+
+def test_opencv_hue_and_blur_match_torchvision_to_one_grey_level() -> None:
+    from torchvision.transforms.v2 import functional as F
+
+    for x in _images():
+        for shift in (-0.5, -0.02, 0.0, 0.013, 0.2, 0.49):  # both wrap-arounds of the hue circle
+            diff = (shift_hue(x, shift).int() - F.adjust_hue(x, shift).int()).abs()
+            assert int(diff.max()) <= 1, shift
+        for sigma in (0.1, 0.8, 2.0):
+            ours = GaussianBlur(5, (sigma, sigma))(x)
+            assert ours.shape == x.shape and ours.dtype == torch.uint8
+            assert int((ours.int() - F.gaussian_blur(x, [5, 5], [sigma, sigma]).int()).abs().max()) <= 1
+    with pytest.raises(ValueError, match="odd"):
+        GaussianBlur(4, (0.1, 2.0))
+
+
+def test_colour_jitter_draws_like_torchvision_and_is_seeded() -> None:
+    from torchvision.transforms.v2 import functional as F
+
+    x = _images()[0]
+    assert torch.equal(ColorJitter(0, 0, 0, 0)(x), x)  # nothing asked, nothing done
+    torch.manual_seed(3)
+    a = ColorJitter(0.4, 0.4, 0.2, 0.05)(x)
+    torch.manual_seed(3)
+    assert torch.equal(ColorJitter(0.4, 0.4, 0.2, 0.05)(x), a) and not torch.equal(a, x)
+    # brightness alone: the factor is drawn from [0.6, 1.4] and applied as torchvision applies it
+    torch.manual_seed(5)
+    factor = float(torch.empty(1).uniform_(0.6, 1.4))
+    torch.manual_seed(5)
+    assert torch.equal(ColorJitter(0.4, 0, 0, 0)(x), F.adjust_brightness(x, factor))
