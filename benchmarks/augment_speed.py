@@ -56,10 +56,12 @@ def time_views(transform: Any, images: list[np.ndarray], repeats: int = 2) -> fl
 
 
 def measure(images: list[np.ndarray], sizes: list[int], preset: str, repeats: int = 2) -> list[dict[str, Any]]:
+    import cv2
     import torch
     from dermedge.training.transforms import TwoViews, augment_config
 
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)  # one core, as in a loader process (dermedge.training.data.loader_worker_init)
     rows = []
     for size in sizes:
         torch.manual_seed(0)

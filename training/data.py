@@ -13,7 +13,22 @@ from dermedge.datasets import Sample, discover
 from dermedge.errors import InputError
 from dermedge.preprocess import read_image, shades_of_gray
 
-__all__ = ["Sample", "discover", "decode", "ImageDataset", "Unreadable", "collate_skipping", "DecodedCache"]
+__all__ = [
+    "Sample",
+    "discover",
+    "decode",
+    "ImageDataset",
+    "Unreadable",
+    "collate_skipping",
+    "DecodedCache",
+    "loader_worker_init",
+]
+
+
+def loader_worker_init(worker_id: int) -> None:
+    """A DataLoader worker process's set-up: one OpenCV thread, as torch gives each worker one thread, so N
+    workers on N cores do not start N x cores threads (the augmentation's blur and hue steps are OpenCV's)."""
+    cv2.setNumThreads(1)
 
 
 def corrected(image: np.ndarray, colour_constancy: str) -> np.ndarray:

@@ -249,7 +249,7 @@ def _load_data(cfg: FinetuneConfig, size: int, cc: str) -> _Data:
     """Decode the 60 % training and 20 % validation splits once (at 8/7 of ``size``, colour constancy ``cc``
     applied in the cache) and build the loader."""
     import torch
-    from dermedge.training.data import DecodedCache
+    from dermedge.training.data import DecodedCache, loader_worker_init
     from dermedge.training.eval import make_splits
     from dermedge.training.transforms import EvalTransform, augment_config, view_transform
     from torch.utils.data import DataLoader
@@ -275,6 +275,7 @@ def _load_data(cfg: FinetuneConfig, size: int, cc: str) -> _Data:
         num_workers=cfg.num_workers,
         persistent_workers=cfg.num_workers > 0,
         generator=torch.Generator().manual_seed(cfg.seed),
+        worker_init_fn=loader_worker_init,
     )
     return _Data(
         labels=labels,

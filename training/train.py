@@ -22,7 +22,14 @@ import torch
 from dermedge.training import distributed as dist
 from dermedge.training.checkpoint import write_sidecar
 from dermedge.training.config import TrainConfig, save_config
-from dermedge.training.data import DecodedCache, ImageDataset, Unreadable, collate_skipping, discover
+from dermedge.training.data import (
+    DecodedCache,
+    ImageDataset,
+    Unreadable,
+    collate_skipping,
+    discover,
+    loader_worker_init,
+)
 from dermedge.training.encoders import count_flops, create_encoder, embed_dim
 from dermedge.training.methods import METHODS
 from dermedge.training.transforms import MultiCrop, SingleView, TwoViews, augment_config
@@ -107,6 +114,7 @@ def build_data(cfg: TrainConfig) -> tuple[Any, DataLoader]:
         persistent_workers=cfg.num_workers > 0,
         pin_memory=torch.cuda.is_available(),
         collate_fn=collate_skipping,  # unreadable images come back as records, counted per epoch
+        worker_init_fn=loader_worker_init,
     )
     return dataset, loader
 

@@ -56,3 +56,16 @@ def test_decoded_cache_and_dataset_apply_shades_of_gray_once(tmp_path: Path) -> 
     ds = ImageDataset(samples, lambda x: x, 40, "shades_of_gray")
     np.testing.assert_array_equal(ds[0][0], corrected)
     np.testing.assert_array_equal(decode(str(path), 40, "shades_of_gray"), corrected)
+
+
+def test_a_loader_worker_uses_one_opencv_thread() -> None:
+    import cv2
+
+    from dermedge.training.data import loader_worker_init
+
+    before = cv2.getNumThreads()
+    try:
+        loader_worker_init(0)
+        assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(before)
