@@ -60,7 +60,6 @@ def test_decoded_cache_and_dataset_apply_shades_of_gray_once(tmp_path: Path) -> 
 
 def test_a_loader_worker_uses_one_opencv_thread() -> None:
     import cv2
-
     from dermedge.training.data import loader_worker_init
 
     before = cv2.getNumThreads()
