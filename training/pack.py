@@ -242,6 +242,24 @@ def _write_report(report: PackReport, path: Path) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
+def unignored_in_git(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` lies in a git work tree and git does not ignore it (``git add -A`` would commit it)."""
+    import subprocess
+
+    where = Path(path).resolve()
+    probe = where if where.is_dir() else where.parent
+    try:
+        inside = subprocess.run(
+            ["git", "-C", str(probe), "rev-parse", "--is-inside-work-tree"], capture_output=True, text=True
+        )
+        if inside.returncode != 0 or inside.stdout.strip() != "true":
+            return False
+        ignored = subprocess.run(["git", "-C", str(probe), "check-ignore", "-q", str(where)], capture_output=True)
+    except OSError:  # no git on this machine
+        return False
+    return ignored.returncode == 1
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", nargs="+", help="data roots as `dermedge train --data` takes them, e.g. ../shared/data")
     p.add_argument("--out", required=True, help="new folder for the pack (an ignored path, e.g. runs/pack160)")
@@ -278,6 +296,12 @@ def run(args: argparse.Namespace) -> int:
         )
     for failure in report.failures:
         print(f"not packed: {failure}", file=sys.stderr)
+    if unignored_in_git(args.out):
+        print(
+            f"warning: {args.out} is in a git work tree and not ignored: `git add -A` would commit the photos "
+            "(their licences forbid it); move it under an ignored folder such as runs/, or add it to .git/info/exclude",
+            file=sys.stderr,
+        )
     if args.max_mib is not None and report.mib > args.max_mib:
         print(
             f"{args.out} is {report.mib:.1f} MiB, over --max-mib {args.max_mib:g}: pack again with a smaller "

@@ -112,3 +112,20 @@ def test_cli_reports_failures_and_a_size_limit(data: Path, tmp_path: Path, capsy
     assert code == 1 and "over --max-mib" in capsys.readouterr().err and (tmp_path / "b" / "pack.json").is_file()
     code = main(["pack-data", str(data / "phone"), "--out", str(tmp_path / "b")])
     assert code == 1 and "never written over" in capsys.readouterr().err
+
+
+def test_a_pack_that_git_would_commit_is_warned_about(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("needs git")
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / ".gitignore").write_text("runs/\n")
+    assert main(["pack-data", str(data / "phone"), "--out", str(repo / "packed"), "--workers", "1"]) == 0
+    assert "would commit the photos" in capsys.readouterr().err
+    assert main(["pack-data", str(data / "phone"), "--out", str(repo / "runs" / "packed"), "--workers", "1"]) == 0
+    assert "would commit" not in capsys.readouterr().err
