@@ -212,7 +212,9 @@ def finetune(cfg: FinetuneConfig) -> Path:
     device = run_device(cfg.device)
     model, optimizer = _build(cfg, ckpt, len(data.labels))
     model.to(device)  # before the optimizer steps and the EMA copy: both follow the parameters
-    weights = torch.tensor(class_weights(data.y_train, len(data.labels), cfg.class_weight_power), device=device)
+    weights = torch.tensor(
+        class_weights(data.y_train, len(data.labels), cfg.class_weight_power), dtype=torch.float32, device=device
+    )
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and (device.type == "cuda" or native_bf16()))
     ema = WeightEMA(model, cfg.ema) if cfg.ema else None
     progress = _resume(out / "finetune_state.pt", model, optimizer, ema)
