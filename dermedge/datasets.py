@@ -59,10 +59,33 @@ def _read_csv(csv_path: Path, source: str) -> list[Sample]:
     return out
 
 
-def _read_folder(root: Path) -> list[Sample]:
+def labelled_images(root: Path) -> list[tuple[Path, str]]:
+    """Every image under a plain folder (recursive, sorted) with its label: the class sub-folder's name when every
+    image sits one level below ``root`` in two or more sub-folders, else ``""``."""
     files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_path(p))
     by_class = all(p.parent.parent == root for p in files) and len({p.parent for p in files}) > 1
-    return [Sample(str(p), p.parent.name if by_class else "", {"source": root.name}) for p in files]
+    return [(p, p.parent.name if by_class else "") for p in files]
+
+
+def _read_folder(root: Path) -> list[Sample]:
+    return [Sample(str(p), label, {"source": root.name}) for p, label in labelled_images(root)]
+
+
+def dataset_sources(root: Path) -> list[tuple[str, Path]]:
+    """The datasets under ``root`` in the layouts of the module docstring: ``(name, its CSV file)`` for each
+    labelled one, or ``(root's name, root)`` for a plain image folder. The name becomes ``Sample.meta["source"]``.
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist.
+    """
+    if not root.exists():
+        raise FileNotFoundError(f"data root {root} does not exist")
+    if root.is_file() and root.suffix.lower() == ".csv":
+        return [(root.stem, root)]
+    if (root / "labels.csv").is_file():
+        return [(root.name, root / "labels.csv")]
+    subs = sorted(d for d in root.iterdir() if d.is_dir() and (d / "labels.csv").is_file())
+    return [(d.name, d / "labels.csv") for d in subs] if subs else [(root.name, root)]
 
 
 def discover(roots: Sequence[str | os.PathLike[str]]) -> list[Sample]:
@@ -74,18 +97,9 @@ def discover(roots: Sequence[str | os.PathLike[str]]) -> list[Sample]:
     samples: list[Sample] = []
     for r in roots:
         root = Path(r)
-        if not root.exists():
-            raise FileNotFoundError(f"data root {root} does not exist")
-        if root.is_file() and root.suffix.lower() == ".csv":
-            found = _read_csv(root, root.stem)
-        elif (root / "labels.csv").is_file():
-            found = _read_csv(root / "labels.csv", root.name)
-        elif any((d / "labels.csv").is_file() for d in root.iterdir() if d.is_dir()):
-            found = []
-            for d in sorted(p for p in root.iterdir() if (p / "labels.csv").is_file()):
-                found.extend(_read_csv(d / "labels.csv", d.name))
-        else:
-            found = _read_folder(root)
+        found = []
+        for name, source in dataset_sources(root):
+            found.extend(_read_csv(source, name) if source.is_file() else _read_folder(source))
         if not found:
             raise FileNotFoundError(f"data root {root} holds no images")
         samples.extend(found)

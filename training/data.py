@@ -22,6 +22,7 @@ __all__ = [
     "collate_skipping",
     "DecodedCache",
     "loader_worker_init",
+    "shrink",
 ]
 
 
@@ -29,6 +30,16 @@ def loader_worker_init(worker_id: int) -> None:
     """A DataLoader worker process's set-up: one OpenCV thread, as torch gives each worker one thread, so N
     workers on N cores do not start N x cores threads (the augmentation's blur and hue steps are OpenCV's)."""
     cv2.setNumThreads(1)
+
+
+def shrink(image: np.ndarray, short_side: int) -> np.ndarray:
+    """``image`` with its shorter side at most ``short_side`` (area interpolation; never enlarged)."""
+    h, w = image.shape[:2]
+    if min(h, w) <= short_side:
+        return image
+    scale = short_side / min(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def corrected(image: np.ndarray, colour_constancy: str) -> np.ndarray:
@@ -124,10 +135,8 @@ class DecodedCache:
         for s in tqdm(samples, desc=f"decoding to {short_side} px", unit="img", disable=not progress):
             try:
                 image = decode(s.path, short_side)
-                if exact and min(image.shape[:2]) > short_side:  # smaller arrays: less memory, cheaper crops
-                    scale = short_side / min(image.shape[:2])
-                    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-                    image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+                if exact:  # smaller arrays: less memory, cheaper crops
+                    image = shrink(image, short_side)
                 self.images.append(corrected(image, colour_constancy))
                 self.samples.append(s)
             except InputError as exc:

@@ -30,10 +30,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
-import numpy as np
+from dermedge.training.data import shrink
 
+from dermedge.datasets import dataset_sources, labelled_images
 from dermedge.errors import InputError
-from dermedge.preprocess import is_image_path, read_image
+from dermedge.preprocess import read_image
 
 logger = logging.getLogger("dermedge.pack")
 
@@ -91,16 +92,9 @@ def _read_table(csv_path: Path, name: str) -> _Table:
         return _Table(name, csv_path.parent, list(reader.fieldnames), [dict(r) for r in reader])
 
 
-def _folder_table(root: Path) -> _Table:
-    """A plain image folder as a table; labels from class sub-folders as ``discover`` reads them."""
-    files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_path(p))
-    by_class = all(p.parent.parent == root for p in files) and len({p.parent for p in files}) > 1
-    rows = [{"path": str(p.relative_to(root)), "label": p.parent.name if by_class else ""} for p in files]
-    return _Table(root.name, root, ["path", "label"], rows)
-
-
 def tables(roots: Sequence[str | os.PathLike[str]]) -> list[_Table]:
-    """The datasets under ``roots``, in the layouts :func:`dermedge.datasets.discover` accepts.
+    """The datasets under ``roots``, in the layouts :func:`dermedge.datasets.discover` accepts (the same
+    :func:`~dermedge.datasets.dataset_sources`, so a pack is named and split as its source).
 
     Raises:
         FileNotFoundError: a root does not exist.
@@ -108,18 +102,12 @@ def tables(roots: Sequence[str | os.PathLike[str]]) -> list[_Table]:
     """
     found: list[_Table] = []
     for r in roots:
-        root = Path(r)
-        if not root.exists():
-            raise FileNotFoundError(f"data root {root} does not exist")
-        if root.is_file() and root.suffix.lower() == ".csv":
-            found.append(_read_table(root, root.stem))
-        elif (root / "labels.csv").is_file():
-            found.append(_read_table(root / "labels.csv", root.name))
-        elif any((d / "labels.csv").is_file() for d in root.iterdir() if d.is_dir()):
-            for d in sorted(p for p in root.iterdir() if (p / "labels.csv").is_file()):
-                found.append(_read_table(d / "labels.csv", d.name))
-        else:
-            found.append(_folder_table(root))
+        for name, source in dataset_sources(Path(r)):
+            if source.is_file():
+                found.append(_read_table(source, name))
+            else:  # a plain image folder: labels from class sub-folders, as discover() reads them
+                rows = [{"path": str(p.relative_to(source)), "label": label} for p, label in labelled_images(source)]
+                found.append(_Table(name, source, ["path", "label"], rows))
     names = [t.name for t in found]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -132,16 +120,6 @@ def _packed_path(row_path: str, index: int, suffix: str) -> str:
     if p.is_absolute() or ".." in p.parts:
         return f"images/{index:06d}_{p.stem}{suffix}"
     return str(p.with_suffix(suffix))
-
-
-def shrink(image: np.ndarray, short_side: int) -> np.ndarray:
-    """``image`` with its shorter side at most ``short_side`` (area interpolation; never enlarged)."""
-    h, w = image.shape[:2]
-    if min(h, w) <= short_side:
-        return image
-    scale = short_side / min(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def _pack_one(job: tuple[str, str, PackSettings]) -> tuple[int, int, int, int] | str:

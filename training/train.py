@@ -398,9 +398,8 @@ def train(cfg: TrainConfig) -> Path:
     while state.epoch < cfg.epochs:
         stats, bad = train_one_epoch(cfg, model, loader, optimizer, state, device, total_steps)
         if budgeted and state.epoch == 1:
-            total_steps = _fit_to_budget(cfg, time.perf_counter() - started, stats["seconds"], device, out) * len(
-                loader
-            )
+            epochs = _fit_to_budget(cfg, time.perf_counter() - started, stats["seconds"], device, out)
+            total_steps = epochs * len(loader)
         stats["unreadable"] += len(cache_failures)  # left out of this epoch too
         unreadable.update({b.path: b.reason for b in bad})
         if dist.is_main():

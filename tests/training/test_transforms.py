@@ -82,13 +82,16 @@ def test_opencv_hue_and_blur_match_torchvision_to_one_grey_level() -> None:
     from torchvision.transforms.v2 import functional as F
 
     for x in _images():
+        # rounding differs by at most 1 grey level here; 2 leaves room for other SIMD paths (AVX2, AVX-512, ...),
+        # and the mean keeps a wrong sigma, border or hue direction from passing
         for shift in (-0.5, -0.02, 0.0, 0.013, 0.2, 0.49):  # both wrap-arounds of the hue circle
-            diff = (shift_hue(x, shift).int() - F.adjust_hue(x, shift).int()).abs()
-            assert int(diff.max()) <= 1, shift
+            diff = (shift_hue(x, shift).int() - F.adjust_hue(x, shift).int()).abs().float()
+            assert diff.max() <= 2 and diff.mean() < 0.3, shift
         for sigma in (0.1, 0.8, 2.0):
             ours = GaussianBlur(5, (sigma, sigma))(x)
             assert ours.shape == x.shape and ours.dtype == torch.uint8
-            assert int((ours.int() - F.gaussian_blur(x, [5, 5], [sigma, sigma]).int()).abs().max()) <= 1
+            diff = (ours.int() - F.gaussian_blur(x, [5, 5], [sigma, sigma]).int()).abs().float()
+            assert diff.max() <= 2 and diff.mean() < 0.3, sigma
     with pytest.raises(ValueError, match="odd"):
         GaussianBlur(4, (0.1, 2.0))
 
