@@ -11,6 +11,7 @@ the resize target, so a 12-MP phone photo is never fully decoded.
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ _INTERPOLATION = {
     "cubic": cv2.INTER_CUBIC,
     "nearest": cv2.INTER_NEAREST,
 }
+logger = logging.getLogger(__name__)
+
 _REDUCED_FLAGS = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
 
 
@@ -392,8 +395,22 @@ def prepare(image: np.ndarray, spec: InputSpec) -> np.ndarray:
 def load_and_prepare(
     source: ImageInput, spec: InputSpec, *, max_pixels: int = DEFAULT_MAX_PIXELS, index: int = 0
 ) -> np.ndarray:
-    """``read_image`` followed by ``prepare``, with reduced JPEG decoding sized for ``spec``."""
-    return prepare(read_image(source, target_short_side=spec.resize_size, max_pixels=max_pixels, index=index), spec)
+    """``read_image`` followed by ``prepare``, with reduced JPEG decoding sized for ``spec``.
+
+    An image smaller than the model's input is still used (upscaled), with a warning naming it: a thumbnail
+    carries less detail than the photos the model was trained on, so its result is less reliable.
+    """
+    image = read_image(source, target_short_side=spec.resize_size, max_pixels=max_pixels, index=index)
+    h, w = image.shape[:2]
+    if min(h, w) < min(spec.size):
+        logger.warning(
+            "%s: %dx%d px is smaller than the model's %d-px input; upscaled, so its result is less reliable",
+            describe(source, index),
+            w,
+            h,
+            min(spec.size),
+        )
+    return prepare(image, spec)
 
 
 def is_image_path(path: str | os.PathLike[str]) -> bool:

@@ -157,6 +157,21 @@ def test_load_and_prepare_from_path(tmp_path: Path) -> None:
     assert x.shape == (3, 32, 32) and np.isfinite(x).all()
 
 
+def test_an_image_smaller_than_the_input_is_used_with_a_warning_naming_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec = InputSpec(size=(32, 32), resize_size=36)
+    small, large = tmp_path / "thumb.png", tmp_path / "photo.png"
+    small.write_bytes(encode(skin_image(20, 40), ".png"))
+    large.write_bytes(encode(skin_image(36, 48), ".png"))
+    with caplog.at_level("WARNING", logger="dermedge.preprocess"):
+        assert load_and_prepare(large, spec).shape == (3, 32, 32)
+        assert not caplog.records
+        assert load_and_prepare(small, spec).shape == (3, 32, 32)
+    (record,) = caplog.records
+    assert "thumb.png" in record.getMessage() and "40x20 px" in record.getMessage()
+
+
 def test_shades_of_gray_removes_a_colour_cast_and_keeps_grey() -> None:
     from dermedge.preprocess import shades_of_gray
 
