@@ -564,6 +564,14 @@ def _short(name: str) -> str:
     return textwrap.shorten(name, 70)
 
 
+def chart_caption(png: Path) -> str:
+    """The line under a chart link: PNG files are not committed, so say how to draw this one from its JSON."""
+    return (
+        f"*Chart not committed (the repository tracks no image files): `python benchmarks/plots.py`, run from the "
+        f"repository root, draws it from `{png.with_suffix('.json').name}` beside this page.*"
+    )
+
+
 def delta_plot(rows: list[dict[str, Any]], path: Path) -> bool:
     """Forest plot of the paired differences (one panel per measure); False when matplotlib is missing."""
     try:
@@ -741,7 +749,7 @@ def main(argv: list[str] | None = None) -> int:
         "Differences from the first row on the same photos, paired 95% CIs (resampling patients/lesions once "
         "for both rows; an interval that excludes 0 is more than the luck of the test draw):\n\n"
         f"{delta_table(rows)}\n\n"
-        + (f"![paired differences]({plot.name})\n\n" if plotted else "")
+        + (f"![paired differences]({plot.name})\n\n{chart_caption(plot)}\n\n" if plotted else "")
         + "Internal probe test F1 per class (column header: photos to fit the probe / test photos):\n\n"
         f"{per_class_table(rows, tasks.internal_labels)}\n"
     )

@@ -51,3 +51,18 @@ def test_no_image_files_are_tracked() -> None:
         f for f in files if f.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"))
     ]
     assert images == []
+
+
+def test_every_chart_a_result_page_links_can_be_drawn_from_json_beside_it() -> None:
+    import re
+
+    pages = sorted(plots.RESULTS.glob("*/*.md"))
+    linked = [(page, name) for page in pages for name in re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", page.read_text())]
+    assert linked, "the committed result pages link no chart: the pattern or the folder moved"
+    for page, name in linked:
+        report = json.loads((page.parent / name).with_suffix(".json").read_text())
+        if name.startswith("encoders_"):  # plots.draw needs paired differences on every row after the first
+            assert len(report["rows"]) >= 2 and all("delta" in r for r in report["rows"][1:]), (page, name)
+        else:
+            assert report["results"], (page, name)
+        assert "benchmarks/plots.py" in page.read_text(), f"{page} links {name} without saying how to draw it"
