@@ -25,19 +25,26 @@ from dermedge.bench import _plot as bench_plot  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def has_paired_differences(rows: list[dict[str, Any]]) -> bool:
+    """A yardstick report can be drawn when every row after the first carries its paired difference."""
+    return len(rows) >= 2 and all("delta" in r for r in rows[1:])
+
+
 def draw(path: Path) -> str:
     """Draw the chart for one JSON report beside it; return what was done, for the log line."""
     report: Any = json.loads(path.read_text())
     png = path.with_suffix(".png")
     if isinstance(report, dict) and path.name.startswith("encoders_") and isinstance(report.get("rows"), list):
-        rows = report["rows"]
-        if len(rows) < 2 or not all("delta" in r for r in rows[1:]):
+        if not has_paired_differences(report["rows"]):
             return "skipped (no paired differences in this report: it predates them)"
-        if not delta_plot(rows, png):
+        if not delta_plot(report["rows"], png):
             return "skipped (matplotlib is not installed)"
         return f"wrote {png}"
     if isinstance(report, dict) and path.name == "bench.json" and isinstance(report.get("results"), list):
-        bench_plot(report["results"], str(png))
+        try:
+            bench_plot(report["results"], str(png))
+        except ImportError:
+            return "skipped (matplotlib is not installed)"
         return f"wrote {png}"
     return "skipped (not a yardstick or bench report)"
 
