@@ -1,0 +1,146 @@
+"""Apply the committed decision rule (``training/recipes/cpu_long_rule.md``) to a yardstick and a cross-camera table.
+
+    python benchmarks/decision_rule.py \\
+        --yardstick benchmarks/results/intel-xeon-2cpu/encoders_ssl64.json \\
+        --cross-camera benchmarks/results/intel-xeon-2cpu/cross_camera_ssl64.json \\
+        --baseline from-051 --candidate ft-ssl64-atto112 [--out decision.md] [--json]
+
+``--baseline`` and ``--candidate`` name run folders as the tables do (``runs/NAME``). Every figure is the built-in
+form (final + pooled stages 2,1 + colour histogram). Prints one line per rule and the verdict; exit code 0 when
+rules 1-3 pass (rule 4, the bundle, is then due by hand), 1 when one fails, 2 when a table lacks a row it needs.
+"""
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STAGES = [2, 1]
+TARGET_F1, TARGET_MEL = 0.50, 0.90
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    measure: str
+    candidate: float
+    threshold: float
+    passes: bool
+
+
+class MissingRow(LookupError):
+    """A table has no row for a run in the built-in form."""
+
+
+def builtin_row(yardstick: dict[str, Any], run: str) -> dict[str, Any]:
+    """The yardstick row of ``runs/RUN`` + pooled stages 2,1 + colour histogram."""
+    for row in yardstick.get("rows", []):
+        meta = row.get("meta") or {}
+        if (
+            row.get("kind") == "trained+histogram"
+            and Path(str(meta.get("run", ""))).name == run
+            and list(meta.get("pooled_stages") or []) == STAGES
+        ):
+            return dict(row)
+    raise MissingRow(f"no row for runs/{run} + pooled stages 2,1 + colour histogram in the yardstick")
+
+
+def phone_to_dermoscopy(cross: dict[str, Any], run: str) -> float:
+    """Smartphone -> dermoscopy macro-F1 of ``runs/RUN`` in the built-in form."""
+    direction = cross.get("directions", {}).get("smartphone -> dermoscopy", {})
+    for key, entry in direction.items():
+        head, _, form = key.partition(" + ")
+        if Path(head).name == run and form == "pooled stages 2,1 + colour":
+            return float(entry["macro_f1"])
+    raise MissingRow(f"no smartphone -> dermoscopy entry for runs/{run} + pooled stages 2,1 + colour")
+
+
+def figures(yardstick: dict[str, Any], cross: dict[str, Any], run: str) -> dict[str, float]:
+    row = builtin_row(yardstick, run)
+    return {
+        "internal": float(row["internal"]["probe"]["macro_f1"]),
+        "mel": float(row["internal"]["probe"]["mel_auroc"]),
+        "sd198": float(row["sd198"]["probe"]["balanced_accuracy"]),
+        "smartphone": float(row["internal"]["smartphone"]["macro_f1"]),
+        "phone_to_derm": phone_to_dermoscopy(cross, run),
+    }
+
+
+def apply(base: dict[str, float], cand: dict[str, float]) -> list[Rule]:
+    """Rules 1a-3 of ``cpu_long_rule.md``, in its order."""
+    reached = max(cand["internal"] - TARGET_F1, cand["mel"] - TARGET_MEL) >= 0
+    return [
+        Rule("1a", "internal macro-F1", cand["internal"], base["internal"], cand["internal"] >= base["internal"]),
+        Rule("1b", "melanoma AUROC", cand["mel"], base["mel"], cand["mel"] >= base["mel"]),
+        Rule("1c", "macro-F1 >= 0.50 or MEL AUROC >= 0.90", cand["internal"], TARGET_F1, reached),
+        Rule(
+            "2a", "SD-198 balanced accuracy", cand["sd198"], base["sd198"] - 0.01, cand["sd198"] >= base["sd198"] - 0.01
+        ),
+        Rule(
+            "2b",
+            "smartphone macro-F1",
+            cand["smartphone"],
+            base["smartphone"] - 0.03,
+            cand["smartphone"] >= base["smartphone"] - 0.03,
+        ),
+        Rule(
+            "3",
+            "smartphone -> dermoscopy macro-F1",
+            cand["phone_to_derm"],
+            base["phone_to_derm"] - 0.03,
+            cand["phone_to_derm"] >= base["phone_to_derm"] - 0.03,
+        ),
+    ]
+
+
+def report(rules: list[Rule], baseline: str, candidate: str, sources: list[str]) -> str:
+    lines = [
+        f"# Decision rule: {candidate} against {baseline}",
+        "",
+        "Rule: `training/recipes/cpu_long_rule.md`; tables: " + ", ".join(f"`{s}`" for s in sources),
+        "",
+        "| rule | measure | candidate | passes when >= | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r.name} | {r.measure} | {r.candidate:.3f} | {r.threshold:.3f} | {'PASS' if r.passes else 'FAIL'} |"
+        for r in rules
+    ]
+    failed = [r.name for r in rules if not r.passes]
+    verdict = (
+        f"FAIL ({', '.join(failed)}): the built-in model stays"
+        if failed
+        else "rules 1-3 PASS: rule 4 (bundle, runtime targets, INT8 gate) is due"
+    )
+    return "\n".join([*lines, "", f"**Verdict: {verdict}.**", ""])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--yardstick", type=Path, required=True, help="encoders_*.json from benchmarks/encoders.py")
+    ap.add_argument("--cross-camera", type=Path, required=True, help="cross_camera_*.json")
+    ap.add_argument("--baseline", default="from-051", help="run folder name of the built-in model's encoder")
+    ap.add_argument("--candidate", required=True, help="run folder name of the candidate (after stage 2)")
+    ap.add_argument("--out", type=Path, help="also write the verdict as Markdown here")
+    ap.add_argument("--json", action="store_true", help="print the rules as JSON instead of Markdown")
+    args = ap.parse_args(argv)
+    try:
+        yardstick, cross = (json.loads(p.read_text()) for p in (args.yardstick, args.cross_camera))
+        rules = apply(figures(yardstick, cross, args.baseline), figures(yardstick, cross, args.candidate))
+    except (OSError, ValueError, KeyError, MissingRow) as exc:
+        print(f"decision_rule: {exc}", file=sys.stderr)
+        return 2
+    text = report(rules, args.baseline, args.candidate, [str(args.yardstick), str(args.cross_camera)])
+    if args.out:
+        args.out.write_text(text)
+    if args.json:
+        print(json.dumps([r.__dict__ for r in rules], indent=2))
+    else:
+        print(text, end="")
+    return 0 if all(r.passes for r in rules) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""The committed decision rule (``benchmarks/decision_rule.py``, ``training/recipes/cpu_long_rule.md``): it
+reproduces the verdict recorded for the 64-epoch run from the committed tables, each rule can decide the verdict,
+and a table without the run's row is an error that names it (no data, no images)."""
+
+import copy
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import decision_rule as DR  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "intel-xeon-2cpu"
+YARDSTICK, CROSS = RESULTS / "encoders_ssl64.json", RESULTS / "cross_camera_ssl64.json"
+
+
+def _tables() -> tuple[dict[str, Any], dict[str, Any]]:
+    return json.loads(YARDSTICK.read_text()), json.loads(CROSS.read_text())
+
+
+def test_reproduces_the_recorded_64_epoch_verdict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "decision.md"
+    argv = ["--yardstick", str(YARDSTICK), "--cross-camera", str(CROSS), "--candidate", "ft-ssl64-atto112"]
+    assert DR.main([*argv, "--out", str(out)]) == 1  # README: rules 1-2a and 3 hold, 2b (smartphone) fails
+    verdicts = {r["name"]: r["passes"] for r in json.loads(_json_of(argv, capsys))}
+    assert verdicts == {"1a": True, "1b": True, "1c": True, "2a": True, "2b": False, "3": True}
+    text = out.read_text()
+    assert "| 2b | smartphone macro-F1 | 0.423 | 0.451 | FAIL |" in text and "Verdict: FAIL (2b)" in text
+
+
+def _json_of(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    capsys.readouterr()
+    DR.main([*argv, "--json"])
+    return capsys.readouterr().out
+
+
+def test_every_rule_can_decide() -> None:
+    yardstick, cross = _tables()
+    base = DR.figures(yardstick, cross, "from-051")
+    cand = DR.figures(yardstick, cross, "ft-ssl64-atto112")
+    assert all(r.passes for r in DR.apply(base, {**cand, "smartphone": base["smartphone"] - 0.029}))
+    for measure, value, rule in [
+        ("internal", base["internal"] - 0.001, "1a"),
+        ("mel", base["mel"] - 0.001, "1b"),
+        ("sd198", base["sd198"] - 0.011, "2a"),
+        ("phone_to_derm", base["phone_to_derm"] - 0.031, "3"),
+    ]:
+        worse = {**cand, "smartphone": base["smartphone"], "mel": 0.91, measure: value}  # 1c holds by MEL
+        assert [r.name for r in DR.apply(base, worse) if not r.passes] == [rule]
+    short = {**cand, "smartphone": base["smartphone"], "internal": 0.499, "mel": 0.899}
+    assert [r.name for r in DR.apply({**base, "internal": 0.49, "mel": 0.88}, short) if not r.passes] == ["1c"]
+
+
+def test_a_missing_row_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    yardstick, cross = _tables()
+    broken = copy.deepcopy(cross)
+    broken["directions"]["smartphone -> dermoscopy"] = {}
+    path = tmp_path / "cross.json"
+    path.write_text(json.dumps(broken))
+    argv = ["--yardstick", str(YARDSTICK), "--cross-camera", str(path), "--candidate", "ft-ssl64-atto112"]
+    assert DR.main(argv) == 2
+    assert "runs/from-051" in capsys.readouterr().err
+    assert DR.main(["--yardstick", str(YARDSTICK), "--cross-camera", str(CROSS), "--candidate", "ssl128"]) == 2
+    assert "no row for runs/ssl128" in capsys.readouterr().err

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# 0.5.1's recipe with longer pre-training, on this project's 2-core CPU machines, as a queue that outlives a
+# session: every step resumes from its last finished epoch (or returns at once when its output exists), so the
+# same command continues the run in the next session as long as the run folders under runs/ are still there.
+#
+#   nohup nice -n 5 bash training/recipes/cpu_long.sh >> runs/logs/cpu_long-128.log 2>&1 &
+#   tail runs/ssl128-atto112/metrics.csv            # progress: one row per finished SSL epoch
+#
+# Steps: (1) skin-aware SimCLR on ConvNeXt-atto at 112 px for EPOCHS epochs (one cosine schedule; about 200 s an
+# epoch on 2 cores, so 128 epochs are about 7 h, three sessions); (2) 0.5.1's stage 2 (about 40 min); (3) 0.5.1's
+# encoder recovered from the built-in bundle; (4) the yardstick and the cross-camera table beside 0.5.1, the colour
+# histogram and random init (about 30 min); (5) the decision rule (training/recipes/cpu_long_rule.md), applied by
+# benchmarks/decision_rule.py, whose verdict goes to the log and RESULTS/decision_ssl$EPOCHS.md.
+# A candidate that passes rules 1-3 still needs rule 4 (bundle, runtime targets, INT8 gate) by hand.
+#
+# Settings, from the environment (defaults in brackets): EPOCHS [128], DATA [../shared/data], DERMEDGE
+# [.venv/bin/dermedge], PYTHON [.venv/bin/python], RESULTS [benchmarks/results/<this CPU>].
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+EPOCHS=${EPOCHS:-128}
+DATA=${DATA:-../shared/data}
+DERMEDGE=${DERMEDGE:-.venv/bin/dermedge}
+PY=${PYTHON:-.venv/bin/python}
+if [ -z "${RESULTS:-}" ]; then
+    case "$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p')" in
+        *EPYC*) RESULTS=benchmarks/results/amd-epyc-2cpu ;;
+        *Xeon*) RESULTS=benchmarks/results/intel-xeon-2cpu ;;
+        *) echo "unknown CPU: set RESULTS to a benchmarks/results/<cpu> folder" >&2; exit 2 ;;
+    esac
+fi
+SSL=runs/ssl$EPOCHS-atto112
+FT=runs/ft-ssl$EPOCHS-atto112
+BASE=runs/from-051
+[ -d "$DATA" ] || { echo "no data at $DATA" >&2; exit 1; }
+mkdir -p runs/logs "$RESULTS"
+echo "cpu_long: $(date -u +%FT%TZ) EPOCHS=$EPOCHS on $(lscpu | sed -n 's/^Model name: *//p')"
+
+"$DERMEDGE" train --method simclr --arch convnext_atto --data "$DATA" --img-size 112 --epochs "$EPOCHS" \
+    --batch-size 128 --lr 0.002 --num-workers 1 --out "$SSL" warmup_epochs=1 \
+    "method_kwargs={temperature: 0.2}" augment=skin cache=true
+
+"$DERMEDGE" finetune --checkpoint "$SSL" --data "$DATA" --out "$FT" --epochs 36 --patience 10 --batch-size 64 \
+    --lr-encoder 0.0005 --lr-head 0.002 --label-smoothing 0.1 --class-weight-power 0.5 --head-warmup-epochs 0 \
+    --augment skin --ema 0.998 --num-workers 1
+
+[ -f "$BASE/encoder.safetensors" ] ||
+    "$DERMEDGE" import-checkpoint --format bundle dermedge/models/default --out "$BASE"
+
+table() {  # table NAME SCRIPT: skipped when its JSON exists (delete it to measure again)
+    [ -f "$RESULTS/$1.json" ] && { echo "cpu_long: $RESULTS/$1.json exists, kept"; return; }
+    "$PY" "$2" --data "$DATA" --cache runs/yardstick-cache --checkpoint "$BASE" --checkpoint "$SSL" \
+        --checkpoint "$FT" --pooled-stages 2,1 --plus-histogram --out "$RESULTS/$1"
+}
+table "encoders_ssl$EPOCHS" benchmarks/encoders.py
+table "cross_camera_ssl$EPOCHS" benchmarks/cross_camera.py
+
+"$PY" benchmarks/decision_rule.py --yardstick "$RESULTS/encoders_ssl$EPOCHS.json" \
+    --cross-camera "$RESULTS/cross_camera_ssl$EPOCHS.json" --baseline "$(basename "$BASE")" \
+    --candidate "$(basename "$FT")" --out "$RESULTS/decision_ssl$EPOCHS.md"
