@@ -27,10 +27,13 @@ def test_reproduces_the_recorded_64_epoch_verdict(tmp_path: Path, capsys: pytest
     out = tmp_path / "decision.md"
     argv = ["--yardstick", str(YARDSTICK), "--cross-camera", str(CROSS), "--candidate", "ft-ssl64-atto112"]
     assert DR.main([*argv, "--out", str(out)]) == 1  # README: rules 1-2a and 3 hold, 2b (smartphone) fails
-    verdicts = {r["name"]: r["passes"] for r in json.loads(_json_of(argv, capsys))}
+    summary = json.loads(_json_of(argv, capsys))
+    verdicts = {r["name"]: r["passes"] for r in summary["rules"]}
     assert verdicts == {"1a": True, "1b": True, "1c": True, "2a": True, "2b": False, "3": True}
+    assert summary["within_noise"] is True and 0 <= summary["target_margin"] < 0.002  # 0.501 against 0.50
     text = out.read_text()
     assert "| 2b | smartphone macro-F1 | 0.423 | 0.451 | FAIL |" in text and "Verdict: FAIL (2b)" in text
+    assert "at the target within noise" in text
 
 
 def _json_of(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -54,6 +57,8 @@ def test_every_rule_can_decide() -> None:
         assert [r.name for r in DR.apply(base, worse) if not r.passes] == [rule]
     short = {**cand, "smartphone": base["smartphone"], "internal": 0.499, "mel": 0.899}
     assert [r.name for r in DR.apply({**base, "internal": 0.49, "mel": 0.88}, short) if not r.passes] == ["1c"]
+    clear = {**cand, "mel": 0.95}  # MEL beats its target by more than its CI half-width: met, not noise
+    assert DR.target_margin(clear)[0] > 0.04 and DR.target_margin(clear)[1] is False
 
 
 def test_a_missing_row_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -64,6 +69,6 @@ def test_a_missing_row_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[st
     path.write_text(json.dumps(broken))
     argv = ["--yardstick", str(YARDSTICK), "--cross-camera", str(path), "--candidate", "ft-ssl64-atto112"]
     assert DR.main(argv) == 2
-    assert "runs/from-051" in capsys.readouterr().err
+    assert "smartphone -> dermoscopy entry for runs/ft-ssl64-atto112" in capsys.readouterr().err
     assert DR.main(["--yardstick", str(YARDSTICK), "--cross-camera", str(CROSS), "--candidate", "ssl128"]) == 2
     assert "no row for runs/ssl128" in capsys.readouterr().err
