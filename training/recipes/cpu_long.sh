@@ -3,8 +3,8 @@
 # session: every step resumes from its last finished epoch (or returns at once when its output exists), so the
 # same command continues the run in the next session as long as the run folders under runs/ are still there.
 #
-#   nohup nice -n 5 bash training/recipes/cpu_long.sh >> runs/logs/cpu_long-128.log 2>&1 &
-#   tail runs/ssl128-atto112/metrics.csv            # progress: one row per finished SSL epoch
+#   mkdir -p runs/logs && nohup nice -n 5 bash training/recipes/cpu_long.sh >> runs/logs/cpu_long-128.log 2>&1 &
+#   bash training/recipes/cpu_long.sh status        # which steps are done, epochs, seconds an epoch, ETA
 #
 # Steps: (1) skin-aware SimCLR on ConvNeXt-atto at 112 px for EPOCHS epochs (one cosine schedule; about 200 s an
 # epoch on 2 cores, so 128 epochs are about 7 h, three sessions); (2) 0.5.1's stage 2 (about 40 min); (3) 0.5.1's
@@ -14,7 +14,7 @@
 # A candidate that passes rules 1-3 still needs rule 4 (bundle, runtime targets, INT8 gate) by hand.
 #
 # Settings, from the environment (defaults in brackets): EPOCHS [128], DATA [../shared/data], DERMEDGE
-# [.venv/bin/dermedge], PYTHON [.venv/bin/python], RESULTS [benchmarks/results/<this CPU>].
+# [.venv/bin/dermedge], PYTHON [.venv/bin/python], RUNS [runs], RESULTS [benchmarks/results/<this CPU>].
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 EPOCHS=${EPOCHS:-128}
@@ -28,11 +28,47 @@ if [ -z "${RESULTS:-}" ]; then
         *) echo "unknown CPU: set RESULTS to a benchmarks/results/<cpu> folder" >&2; exit 2 ;;
     esac
 fi
-SSL=runs/ssl$EPOCHS-atto112
-FT=runs/ft-ssl$EPOCHS-atto112
-BASE=runs/from-051
+RUNS=${RUNS:-runs}
+SSL=$RUNS/ssl$EPOCHS-atto112
+FT=$RUNS/ft-ssl$EPOCHS-atto112
+BASE=$RUNS/from-051
+
+status() {  # read-only: what is done, from the run folders and the results folder
+    "$PY" - "$SSL" "$FT" "$EPOCHS" "$RESULTS" <<'PYEOF'
+import csv, json, sys
+from pathlib import Path
+ssl, ft, epochs, results = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+def rows(path):
+    return list(csv.DictReader(path.open())) if path.is_file() else []
+pre = rows(ssl / "metrics.csv")
+if pre:
+    secs = sorted(float(r["seconds"]) for r in pre[-8:])
+    per = secs[len(secs) // 2]
+    left = epochs - int(pre[-1]["epoch"])
+    print(f"{'pre-training':<21} {ssl}: epoch {pre[-1]['epoch']}/{epochs}, loss {float(pre[-1]['loss']):.4f}, "
+          f"{per:.0f} s an epoch (median of the last {len(secs)}), about {left * per / 3600:.1f} h left")
+else:
+    print(f"{'pre-training':<21} {ssl}: not started")
+vpath, cpath = ft / "val_macro_f1.csv", ft / "finetune_config.json"
+val = [(int(e), float(f)) for e, f in (line.split(",") for line in vpath.read_text().split())] if vpath.is_file() else []
+if val and cpath.is_file():
+    cfg = json.loads(cpath.read_text())
+    best_f1, best_epoch = max((f, -e) for e, f in val)  # the first epoch with the best score, as finetune keeps
+    epoch = val[-1][0]
+    over = epoch >= cfg["epochs"] or epoch + best_epoch >= cfg["patience"]
+    print(f"{'stage 2':<21} {ft}: epoch {epoch}/{cfg['epochs']}, best validation macro-F1 {best_f1:.3f} at epoch "
+          f"{-best_epoch}" + (" (finished)" if over else ""))
+else:
+    print(f"{'stage 2':<21} {ft}: not started")
+for name in (f"encoders_ssl{epochs}", f"cross_camera_ssl{epochs}", f"decision_ssl{epochs}"):
+    path = results / (name + (".md" if name.startswith("decision") else ".json"))
+    print(f"{name:<21} {path}: " + ("written" if path.is_file() else "not yet"))
+PYEOF
+}
+if [ "${1:-}" = status ]; then status; exit 0; fi
+[ -n "${1:-}" ] && { echo "usage: $0 [status]" >&2; exit 2; }
 [ -d "$DATA" ] || { echo "no data at $DATA" >&2; exit 1; }
-mkdir -p runs/logs "$RESULTS"
+mkdir -p "$RUNS/logs" "$RESULTS"
 echo "cpu_long: $(date -u +%FT%TZ) EPOCHS=$EPOCHS on $(lscpu | sed -n 's/^Model name: *//p')"
 
 "$DERMEDGE" train --method simclr --arch convnext_atto --data "$DATA" --img-size 112 --epochs "$EPOCHS" \
@@ -48,7 +84,7 @@ echo "cpu_long: $(date -u +%FT%TZ) EPOCHS=$EPOCHS on $(lscpu | sed -n 's/^Model 
 
 table() {  # table NAME SCRIPT: skipped when its JSON exists (delete it to measure again)
     [ -f "$RESULTS/$1.json" ] && { echo "cpu_long: $RESULTS/$1.json exists, kept"; return; }
-    "$PY" "$2" --data "$DATA" --cache runs/yardstick-cache --checkpoint "$BASE" --checkpoint "$SSL" \
+    "$PY" "$2" --data "$DATA" --cache "$RUNS/yardstick-cache" --checkpoint "$BASE" --checkpoint "$SSL" \
         --checkpoint "$FT" --pooled-stages 2,1 --plus-histogram --out "$RESULTS/$1"
 }
 table "encoders_ssl$EPOCHS" benchmarks/encoders.py
