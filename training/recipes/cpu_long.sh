@@ -16,6 +16,9 @@
 # Settings, from the environment (defaults in brackets): EPOCHS [128], DATA [../shared/data], DERMEDGE
 # [.venv/bin/dermedge], PYTHON [.venv/bin/python], RUNS [runs], RESULTS [benchmarks/results/<this CPU>].
 set -euo pipefail
+# The whole script is one block, read before it runs: editing this file (a git pull) while a queue runs does not
+# change what that queue does next.
+{
 cd "$(dirname "$0")/../.."
 EPOCHS=${EPOCHS:-128}
 DATA=${DATA:-../shared/data}
@@ -93,3 +96,5 @@ table "cross_camera_ssl$EPOCHS" benchmarks/cross_camera.py
 "$PY" benchmarks/decision_rule.py --yardstick "$RESULTS/encoders_ssl$EPOCHS.json" \
     --cross-camera "$RESULTS/cross_camera_ssl$EPOCHS.json" --baseline "$(basename "$BASE")" \
     --candidate "$(basename "$FT")" --out "$RESULTS/decision_ssl$EPOCHS.md"
+exit
+}
