@@ -34,7 +34,7 @@ def _run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[
 def _stub(tmp_path: Path) -> tuple[Path, Path]:
     """A command that only appends its arguments to a log, standing in for dermedge and python."""
     log, stub = tmp_path / "calls.log", tmp_path / "stub"
-    stub.write_text(f'#!/usr/bin/env bash\necho "$*" >> {log}\n')
+    stub.write_text(f"#!/usr/bin/env bash\n{{ printf '%s\\t' \"$@\"; echo; }} >> {log}\n")  # one tab-separated line
     stub.chmod(0o755)
     (tmp_path / "data").mkdir()
     return stub, log
@@ -44,7 +44,8 @@ def test_the_steps_run_in_order_and_a_finished_table_is_kept(tmp_path: Path) -> 
     stub, log = _stub(tmp_path)
     done = _run(tmp_path, DERMEDGE=str(stub), PYTHON=str(stub))
     assert done.returncode == 0, done.stderr
-    calls = log.read_text().splitlines()
+    argvs = [line.rstrip("\t").split("\t") for line in log.read_text().splitlines()]
+    calls = [" ".join(a) for a in argvs]
     assert [c.split()[0] for c in calls] == [
         "train", "finetune", "import-checkpoint",
         "benchmarks/encoders.py", "benchmarks/cross_camera.py", "benchmarks/decision_rule.py",
@@ -59,6 +60,7 @@ def test_the_steps_run_in_order_and_a_finished_table_is_kept(tmp_path: Path) -> 
         )
         assert "--pooled-stages 2,1 --plus-histogram" in table
     assert f"--yardstick {results}/encoders_ssl8.json" in calls[5] and "--candidate ft-ssl8-atto112" in calls[5]
+    _accepted_by_dermedge(argvs[:3])
 
     (results / "encoders_ssl8.json").write_text("{}")
     (runs / "from-051").mkdir(parents=True)
@@ -70,6 +72,22 @@ def test_the_steps_run_in_order_and_a_finished_table_is_kept(tmp_path: Path) -> 
         "train", "finetune", "benchmarks/cross_camera.py", "benchmarks/decision_rule.py",
     ]  # fmt: skip
     assert "encoders_ssl8.json exists, kept" in again.stdout
+
+
+def _accepted_by_dermedge(argvs: list[list[str]]) -> None:
+    """The dermedge commands the queue would run parse with the real CLI, and train's key=value overrides make a
+    valid config: a misspelt flag fails here, not hours into a run."""
+    pytest.importorskip("torch")
+    from dermedge.training.cli import config_from_args
+
+    from dermedge.cli import build_parser
+
+    for argv in argvs:
+        args, unknown = build_parser(argv).parse_known_args(argv)
+        assert unknown == [] and args._command == argv[0] and not getattr(args, "_missing", None), argv
+        if argv[0] == "train":
+            cfg = config_from_args(args)
+            assert (cfg.epochs, cfg.img_size, cfg.augment, cfg.method_kwargs) == (8, 112, "skin", {"temperature": 0.2})
 
 
 def test_status_reads_progress_from_the_run_folders(tmp_path: Path) -> None:
