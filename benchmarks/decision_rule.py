@@ -77,30 +77,19 @@ def target_margin(cand: dict[str, float]) -> tuple[float, bool]:
     return margin, 0 <= margin < NOISE
 
 
+def _at_least(name: str, measure: str, value: float, threshold: float) -> Rule:
+    return Rule(name, measure, value, threshold, value >= threshold)
+
+
 def apply(base: dict[str, float], cand: dict[str, float]) -> list[Rule]:
     """Rules 1a-3 of ``cpu_long_rule.md``, in its order."""
-    margin, _ = target_margin(cand)
     return [
-        Rule("1a", "internal macro-F1", cand["internal"], base["internal"], cand["internal"] >= base["internal"]),
-        Rule("1b", "melanoma AUROC", cand["mel"], base["mel"], cand["mel"] >= base["mel"]),
-        Rule("1c", "best margin over a target (macro-F1 - 0.50, MEL AUROC - 0.90)", margin, 0.0, margin >= 0),
-        Rule(
-            "2a", "SD-198 balanced accuracy", cand["sd198"], base["sd198"] - 0.01, cand["sd198"] >= base["sd198"] - 0.01
-        ),
-        Rule(
-            "2b",
-            "smartphone macro-F1",
-            cand["smartphone"],
-            base["smartphone"] - 0.03,
-            cand["smartphone"] >= base["smartphone"] - 0.03,
-        ),
-        Rule(
-            "3",
-            "smartphone -> dermoscopy macro-F1",
-            cand["phone_to_derm"],
-            base["phone_to_derm"] - 0.01,
-            cand["phone_to_derm"] >= base["phone_to_derm"] - 0.01,
-        ),
+        _at_least("1a", "internal macro-F1", cand["internal"], base["internal"]),
+        _at_least("1b", "melanoma AUROC", cand["mel"], base["mel"]),
+        _at_least("1c", "best margin over a target (macro-F1 - 0.50, MEL AUROC - 0.90)", target_margin(cand)[0], 0.0),
+        _at_least("2a", "SD-198 balanced accuracy", cand["sd198"], base["sd198"] - 0.01),
+        _at_least("2b", "smartphone macro-F1", cand["smartphone"], base["smartphone"] - 0.03),
+        _at_least("3", "smartphone -> dermoscopy macro-F1", cand["phone_to_derm"], base["phone_to_derm"] - 0.01),
     ]
 
 
