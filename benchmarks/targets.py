@@ -125,7 +125,7 @@ print(json.dumps({{"import_and_load_s": t1 - t0, "peak_rss_mb": peak_rss_mb()}})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", help="default: the built-in bundle")
     p.add_argument("--backend", default="openvino")
@@ -136,7 +136,11 @@ def main() -> int:
     p.add_argument("--folder", default=str(SHARED / "ham10000" / "images"))
     p.add_argument("--folder-limit", type=int, default=600)
     p.add_argument("--out", required=True)
-    args = p.parse_args()
+    return p
+
+
+def main() -> int:
+    args = build_parser().parse_args()
     if args.precision is None:
         from dermedge.bundle import open_bundle
         from dermedge.loading import default_bundle_path

@@ -1,5 +1,6 @@
 """training/recipes/cpu_long.sh: the queue's steps run in order with matching run folders, a finished table is kept
-rather than measured again, and ``status`` reads progress from the run folders (stub commands; no training)."""
+rather than measured again, rule 4's bundle and targets follow only when rules 1-3 pass, and ``status`` reads
+progress from the run folders (stub commands; no training)."""
 
 import os
 import shutil
@@ -31,10 +32,14 @@ def _run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[
     )
 
 
-def _stub(tmp_path: Path) -> tuple[Path, Path]:
-    """A command that only appends its arguments to a log, standing in for dermedge and python."""
+def _stub(tmp_path: Path, rule_exit: int = 1) -> tuple[Path, Path]:
+    """A command that only appends its arguments to a log, standing in for dermedge and python; as the decision
+    rule it exits with ``rule_exit`` (1: a rule fails, as for the 64-epoch run; 0: rules 1-3 pass)."""
     log, stub = tmp_path / "calls.log", tmp_path / "stub"
-    stub.write_text(f"#!/usr/bin/env bash\n{{ printf '%s\\t' \"$@\"; echo; }} >> {log}\n")  # one tab-separated line
+    stub.write_text(
+        f"#!/usr/bin/env bash\n{{ printf '%s\\t' \"$@\"; echo; }} >> {log}\n"  # one tab-separated line
+        f'[ "$1" = benchmarks/decision_rule.py ] && exit {rule_exit}\nexit 0\n'
+    )
     stub.chmod(0o755)
     (tmp_path / "data").mkdir()
     return stub, log
@@ -61,6 +66,7 @@ def test_the_steps_run_in_order_and_a_finished_table_is_kept(tmp_path: Path) -> 
         assert "--pooled-stages 2,1 --plus-histogram" in table
     assert f"--yardstick {results}/encoders_ssl8.json" in calls[5] and "--candidate ft-ssl8-atto112" in calls[5]
     _accepted_by_dermedge(argvs[:3])
+    assert "rules 1-3 do not all pass" in done.stdout  # and no bundle or targets calls (the list above)
 
     (results / "encoders_ssl8.json").write_text("{}")
     (runs / "from-051").mkdir(parents=True)
@@ -72,6 +78,34 @@ def test_the_steps_run_in_order_and_a_finished_table_is_kept(tmp_path: Path) -> 
         "train", "finetune", "benchmarks/cross_camera.py", "benchmarks/decision_rule.py",
     ]  # fmt: skip
     assert "encoders_ssl8.json exists, kept" in again.stdout
+
+
+def test_rule_4_follows_only_when_rules_1_to_3_pass(tmp_path: Path) -> None:
+    stub, log = _stub(tmp_path, rule_exit=0)
+    done = _run(tmp_path, DERMEDGE=str(stub), PYTHON=str(stub))
+    assert done.returncode == 0, done.stderr
+    argvs = [line.rstrip("\t").split("\t") for line in log.read_text().splitlines()]
+    assert [a[0] for a in argvs[5:]] == [
+        "benchmarks/decision_rule.py", "-m", "benchmarks/targets.py", "benchmarks/decision_rule.py",
+    ]  # fmt: skip
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    export, targets, rule = argvs[6][2:], argvs[7][1:], " ".join(argvs[8])
+    assert argvs[6][1] == "dermedge.export.default_model"
+    pytest.importorskip("torch")
+    from dermedge.export.default_model import build_parser as export_parser
+
+    args = export_parser().parse_args(export)  # the bundle: the candidate's run, the built-in form, not the default
+    assert (args.run, args.out) == (f"{runs}/ft-ssl8-atto112", f"{runs}/bundle-ssl8")
+    assert (args.colour_histogram, tuple(args.pooled_stages), args.version) == (8, (2, 1), "0.7.0")
+    assert args.yardstick == f"{results}/encoders_ssl8.json" and args.baselines
+
+    sys.path.insert(0, str(RECIPE.parents[2] / "benchmarks"))
+    import targets as T
+
+    targs = T.build_parser().parse_args(targets)
+    assert (targs.bundle, targs.out, targs.run) == (args.out, f"{results}/targets_ssl8", args.run)
+    assert f"--bundle {runs}/bundle-ssl8 --targets {results}/targets_ssl8/targets.json" in rule
+    assert f"--out {results}/decision_ssl8.md" in rule
 
 
 def _accepted_by_dermedge(argvs: list[list[str]]) -> None:

@@ -10,11 +10,15 @@
 # epoch on 2 cores, so 128 epochs are about 7 h, three sessions); (2) 0.5.1's stage 2 (about 40 min); (3) 0.5.1's
 # encoder recovered from the built-in bundle; (4) the yardstick and the cross-camera table beside 0.5.1, the colour
 # histogram and random init (about 30 min); (5) the decision rule (training/recipes/cpu_long_rule.md), applied by
-# benchmarks/decision_rule.py, whose verdict goes to the log and RESULTS/decision_ssl$EPOCHS.md.
-# A candidate that passes rules 1-3 still needs rule 4 (bundle, runtime targets, INT8 gate) by hand.
+# benchmarks/decision_rule.py, whose verdict goes to the log and RESULTS/decision_ssl$EPOCHS.md; (6) only when
+# rules 1-3 pass, rule 4: the candidate's bundle in RUNS/bundle-ssl$EPOCHS (export, INT8, gate, head, card; about
+# 15 min; the built-in model is not touched), benchmarks/targets.py on it (ONNX Runtime FP32, as for 0.5.1; about
+# 5 min; run it on an otherwise idle machine, or delete RESULTS/targets_ssl$EPOCHS and run the queue again), and
+# the rule again with rule 4, into the same decision file. Replacing the built-in model stays a decision by hand.
 #
 # Settings, from the environment (defaults in brackets): EPOCHS [128], DATA [../shared/data], DERMEDGE
-# [.venv/bin/dermedge], PYTHON [.venv/bin/python], RUNS [runs], RESULTS [benchmarks/results/<this CPU>].
+# [.venv/bin/dermedge], PYTHON [.venv/bin/python], RUNS [runs], RESULTS [benchmarks/results/<this CPU>],
+# VERSION [0.7.0, the candidate bundle's version].
 set -euo pipefail
 # The whole script is one block, read before it runs: editing this file (a git pull) while a queue runs does not
 # change what that queue does next.
@@ -35,12 +39,16 @@ RUNS=${RUNS:-runs}
 SSL=$RUNS/ssl$EPOCHS-atto112
 FT=$RUNS/ft-ssl$EPOCHS-atto112
 BASE=$RUNS/from-051
+BUNDLE=$RUNS/bundle-ssl$EPOCHS
+TARGETS=$RESULTS/targets_ssl$EPOCHS
+VERSION=${VERSION:-0.7.0}
 
 status() {  # read-only: what is done, from the run folders and the results folder
-    "$PY" - "$SSL" "$FT" "$EPOCHS" "$RESULTS" <<'PYEOF'
+    "$PY" - "$SSL" "$FT" "$EPOCHS" "$RESULTS" "$BUNDLE" <<'PYEOF'
 import csv, json, sys
 from pathlib import Path
 ssl, ft, epochs, results = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+bundle = Path(sys.argv[5])
 def rows(path):
     return list(csv.DictReader(path.open())) if path.is_file() else []
 pre = rows(ssl / "metrics.csv")
@@ -63,9 +71,18 @@ if val and cpath.is_file():
           f"{-best_epoch}" + (" (finished)" if over else ""))
 else:
     print(f"{'stage 2':<21} {ft}: not started")
-for name in (f"encoders_ssl{epochs}", f"cross_camera_ssl{epochs}", f"decision_ssl{epochs}"):
-    path = results / (name + (".md" if name.startswith("decision") else ".json"))
+outputs = [
+    (f"encoders_ssl{epochs}", results / f"encoders_ssl{epochs}.json"),
+    (f"cross_camera_ssl{epochs}", results / f"cross_camera_ssl{epochs}.json"),
+    (f"decision_ssl{epochs}", results / f"decision_ssl{epochs}.md"),
+    ("bundle (rule 4)", bundle / "report.json"),
+    (f"targets_ssl{epochs}", results / f"targets_ssl{epochs}" / "targets.json"),
+]
+for name, path in outputs:
     print(f"{name:<21} {path}: " + ("written" if path.is_file() else "not yet"))
+verdict = results / f"decision_ssl{epochs}.md"
+if verdict.is_file():
+    print(next((line.strip("*") for line in verdict.read_text().splitlines() if line.startswith("**Verdict")), ""))
 PYEOF
 }
 if [ "${1:-}" = status ]; then status; exit 0; fi
@@ -93,8 +110,22 @@ table() {  # table NAME SCRIPT: skipped when its JSON exists (delete it to measu
 table "encoders_ssl$EPOCHS" benchmarks/encoders.py
 table "cross_camera_ssl$EPOCHS" benchmarks/cross_camera.py
 
-"$PY" benchmarks/decision_rule.py --yardstick "$RESULTS/encoders_ssl$EPOCHS.json" \
-    --cross-camera "$RESULTS/cross_camera_ssl$EPOCHS.json" --baseline "$(basename "$BASE")" \
-    --candidate "$(basename "$FT")" --out "$RESULTS/decision_ssl$EPOCHS.md"
+rule() {  # the decision rule; rules 1-3, and rule 4 when given --bundle and --targets
+    "$PY" benchmarks/decision_rule.py --yardstick "$RESULTS/encoders_ssl$EPOCHS.json" \
+        --cross-camera "$RESULTS/cross_camera_ssl$EPOCHS.json" --baseline "$(basename "$BASE")" \
+        --candidate "$(basename "$FT")" --out "$RESULTS/decision_ssl$EPOCHS.md" "$@"
+}
+if rule; then  # rule 4: the candidate's bundle (not the built-in one), its runtime targets and INT8 gate
+    [ -f "$BUNDLE/report.json" ] ||  # written last
+        "$PY" -m dermedge.export.default_model --run "$FT" --data "$DATA" --out "$BUNDLE" --full-out "$BUNDLE-full" \
+            --baselines --version "$VERSION" --colour-histogram 8 --pooled-stages 2,1 \
+            --yardstick "$RESULTS/encoders_ssl$EPOCHS.json"
+    [ -f "$TARGETS/targets.json" ] ||
+        "$PY" benchmarks/targets.py --bundle "$BUNDLE" --backend onnxruntime --precision fp32 --run "$FT" \
+            --out "$TARGETS"
+    rule --bundle "$BUNDLE" --targets "$TARGETS/targets.json"
+else
+    echo "cpu_long: rules 1-3 do not all pass (above): no bundle is built, the built-in model stays"
+fi
 exit
 }
