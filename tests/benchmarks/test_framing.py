@@ -75,11 +75,12 @@ def test_scores_compare_with_the_photos_as_taken() -> None:
     assert r["agreement"] == pytest.approx(4 / 6) and r["delta_macro_f1"] < 0
     assert r["delta_ci"][0] <= r["delta_macro_f1"] <= r["delta_ci"][1] <= 0
     assert r["mel_auroc"] == pytest.approx(0.75)  # MEL is class 2: one of its photos scores as low as the rest
+    assert r["as_taken_mel_auroc"] == 1.0 and same["as_taken_mel_auroc"] == same["mel_auroc"]
 
 
 def test_the_markdown_table_has_a_row_per_condition_and_the_abstain_rate() -> None:
     def row(cond: str, system: str, **extra: float) -> dict[str, object]:
-        return {"condition": cond, "system": system, "macro_f1": 0.5, "mel_auroc": 0.8, "agreement": 0.9,
+        return {"condition": cond, "system": system, "n": 2, "macro_f1": 0.5, "mel_auroc": 0.8, "agreement": 0.9,
                 "delta_macro_f1": -0.01, "delta_ci": [-0.02, 0.0], **extra}  # fmt: skip
 
     rows = [row("as taken", "bundle", abstain_rate=0.05), row("as taken", "colour"),
@@ -89,9 +90,14 @@ def test_the_markdown_table_has_a_row_per_condition_and_the_abstain_rate() -> No
     text = F.markdown(report)
     assert "| zoom in 0.8 | 0.500 (-0.010 [-0.020, +0.000]) / 0.800 / 90% | 0.500" in text
     assert text.count("\n| ") == 3 and "| 10% |" in text and "| 5% |" in text and "refitted" not in text
+    rows.append({**row("12-MP phone file", "bundle", abstain_rate=0.0), "n": 1, "as_taken_mel_auroc": 0.7})
+    rows.append({**row("12-MP phone file", "colour"), "n": 1, "as_taken_mel_auroc": 0.6})
+    assert "| 12-MP phone file | 0.500 (-0.010 [-0.020, +0.000]) / 0.800 (as taken: 0.700) / 90% |" in F.markdown(
+        report
+    )
     rows.append({**row("as taken", "refit head, all parts"), "table": "parts"})
     text = F.markdown(report)
-    assert text.count("\n| ") == 5 and "refitted" in text  # a second table, without an abstain column
+    assert text.count("\n| ") == 6 and "refitted" in text  # a second table, without an abstain column
     assert text.rstrip().endswith("| as taken | 0.500 (-0.010 [-0.020, +0.000]) / 0.800 / 90% |")
 
 
