@@ -69,7 +69,7 @@ def histogram_reference(pixels: np.ndarray, bins: int = 8) -> np.ndarray:
     low = np.clip(np.floor((v + 1) / width).astype(int) - 1, 0, bins - 2)  # the ramp's lower bin, or 0
     # share of the upper bin (low + 1): 1 past its edge, ramping over the level below it, 0 before
     up = np.clip(v - ((low + 1) * width - 1), 0, 1)
-    counts = np.zeros((bins, bins, bins))
+    flat = np.zeros(bins**3)
     for dr in (0, 1):
         for dg in (0, 1):
             for db in (0, 1):
@@ -78,8 +78,8 @@ def histogram_reference(pixels: np.ndarray, bins: int = 8) -> np.ndarray:
                     * np.where(dg, up[:, 1], 1 - up[:, 1])
                     * np.where(db, up[:, 2], 1 - up[:, 2])
                 )
-                np.add.at(counts, (low[:, 0] + dr, low[:, 1] + dg, low[:, 2] + db), w)
-    flat = counts.reshape(-1)
+                index = ((low[:, 0] + dr) * bins + low[:, 1] + dg) * bins + low[:, 2] + db
+                flat += np.bincount(index, weights=w, minlength=bins**3)
     return np.sqrt(flat / flat.sum())  # type: ignore[no-any-return]
 
 
