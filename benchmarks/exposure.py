@@ -35,7 +35,6 @@ as the same system gave the photo as taken, and the macro-F1 change from the pho
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -250,13 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (Path(args.data) / "README.md").is_file():
         print(f"exposure: no data at {args.data}", file=sys.stderr)
         return 1
-    report = run(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=1, default=float) + "\n")
-    text = markdown(report)
-    out.with_suffix(".md").write_text(text)
-    print(text, end="")
+    framing.write_report(run(args), Path(args.out), markdown)
     return 0
 
 

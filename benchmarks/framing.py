@@ -343,6 +343,15 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_report(report: dict[str, Any], out: Path, render: Callable[[dict[str, Any]], str]) -> None:
+    """OUT.json (the report) and OUT.md (``render(report)``, also printed)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+    text = render(report)
+    out.with_suffix(".md").write_text(text)
+    print(text, end="")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data")
@@ -364,13 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     # zoom in 0.6 makes most of our small photos smaller than the model's input: the runtime's warning for each
     # (upscaled, less reliable) is expected here and would bury the progress lines
     logging.getLogger("dermedge.preprocess").setLevel(logging.ERROR)
-    report = run(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=1, default=float) + "\n")
-    text = markdown(report)
-    out.with_suffix(".md").write_text(text)
-    print(text, end="")
+    write_report(run(args), Path(args.out), markdown)
     return 0
 
 
