@@ -26,7 +26,13 @@ def _model_lines(info: dict[str, Any]) -> list[str]:
         f"FLOPs {enc.get('flops')}, trained by: {enc.get('trained_by') or 'unknown'}",
         f"  input     {inp['size'][0]}x{inp['size'][1]}, resize {inp['resize']} {inp['resize_size']}, "
         f"mean {inp['mean']}, std {inp['std']}"
-        + (f", colour constancy {inp['colour_constancy']}" if inp.get("colour_constancy", "none") != "none" else ""),
+        + (f", colour constancy {inp['colour_constancy']}" if inp.get("colour_constancy", "none") != "none" else "")
+        + (
+            f", exposure gain to mean {inp['exposure_target']:g} (bounded {inp['exposure_gain_range'][0]:g}-"
+            f"{inp['exposure_gain_range'][1]:g})"
+            if inp.get("exposure_target", 0) > 0
+            else ""
+        ),
         f"  backend   {be['backend']} {be.get('version', '')} / {info['precision']} artifact, computing in "
         f"{info['inference_precision']} ({be['selected_because']}); "
         f"installed: {', '.join(info.get('installed_backends', []))}",

@@ -16,8 +16,8 @@ from typing import Any
 from dermedge.errors import BundleError
 
 SCHEMA_VERSION = 1  # what a bundle without schema-2 features is written as (readable by every dermedge)
-SCHEMA_VERSIONS = (1, 2, 3)  # 2 adds input.colour_constancy, 3 encoder.fine_stages; a bundle that uses one is
-# written with that schema, so an older dermedge refuses it instead of silently misreading it
+SCHEMA_VERSIONS = (1, 2, 3, 4)  # 2 adds input.colour_constancy, 3 encoder.fine_stages, 4 input.exposure_target;
+# a bundle that uses one is written with that schema, so an older dermedge refuses it instead of misreading it
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
 BUNDLE_SUFFIX = ".dermedge"
@@ -26,6 +26,7 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 RESIZE_POLICIES = ("shorter_side", "squash")
 INTERPOLATIONS = ("linear", "area", "cubic", "nearest")
 COLOUR_CONSTANCY = ("none", "shades_of_gray")
+EXPOSURE_GAIN_RANGE = (0.5, 2.5)  # a near-black photo is not amplified into noise, a white one not crushed
 
 
 @dataclass(frozen=True)
@@ -85,17 +86,26 @@ class InputSpec:
     interpolation: str = "linear"
     # "shades_of_gray": Shades of Gray (p=6) on the resized image, before the crop (schema 2)
     colour_constancy: str = "none"
+    # > 0 (schema 4): the resized image (after colour constancy) is scaled by one gain for all three channels,
+    # target / its mean pixel value, bounded to ``exposure_gain_range``, and clipped to [0, 255], before the crop:
+    # a dim or over-exposed photo is brought to the training photos' exposure (``benchmarks/exposure.py``)
+    exposure_target: float = 0.0
+    exposure_gain_range: tuple[float, float] = EXPOSURE_GAIN_RANGE
 
     @property
     def schema_version(self) -> int:
         """The lowest manifest schema that can express this spec."""
+        if self.exposure_target > 0:
+            return 4
         return 2 if self.colour_constancy != "none" else 1
 
     def to_manifest(self) -> dict[str, Any]:
-        """The manifest's ``input`` object (``colour_constancy`` only where it is used: schema 2)."""
+        """The manifest's ``input`` object (``colour_constancy`` and the exposure fields only where used)."""
         d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
         if self.colour_constancy == "none":
             del d["colour_constancy"]
+        if self.exposure_target <= 0:
+            del d["exposure_target"], d["exposure_gain_range"]
         return d
 
 
@@ -376,14 +386,35 @@ def _parse_input(data: dict[str, Any], schema_version: int = SCHEMA_VERSION) -> 
         channel_order=_choice(inp, "channel_order", "input", ("RGB", "BGR"), "RGB"),
         interpolation=_choice(inp, "interpolation", "input", INTERPOLATIONS, "linear"),
         colour_constancy=_choice(inp, "colour_constancy", "input", COLOUR_CONSTANCY, "none"),
+        **_exposure(inp),
     )
     if spec.schema_version > schema_version:
+        field_name = "exposure_target" if spec.exposure_target > 0 else "colour_constancy"
         raise BundleError(
-            f"manifest: input.colour_constancy needs schema_version 2, the manifest says {schema_version}"
+            f"manifest: input.{field_name} needs schema_version {spec.schema_version}, "
+            f"the manifest says {schema_version}"
         )
     if spec.resize == "shorter_side" and spec.resize_size < max(spec.size):
         raise BundleError(f"manifest: input.resize_size {spec.resize_size} is smaller than the crop {spec.size}")
     return spec
+
+
+def _exposure(inp: dict[str, Any]) -> dict[str, Any]:
+    """``input.exposure_target`` (a pixel value in (0, 255]) and ``input.exposure_gain_range`` ([low, high] with
+    0 < low <= 1 <= high), or nothing where the target is absent."""
+    if inp.get("exposure_target") is None:
+        if inp.get("exposure_gain_range") is not None:
+            raise BundleError("manifest: input.exposure_gain_range is given without input.exposure_target")
+        return {}
+    target = _finite(inp["exposure_target"], "input.exposure_target")
+    if not 0 < target <= 255:
+        raise BundleError(f"manifest: input.exposure_target must be a pixel value in (0, 255], found {target}")
+    lo, hi = _numbers(inp, "exposure_gain_range", "input", 2)
+    if not 0 < lo <= 1 <= hi:
+        raise BundleError(
+            f"manifest: input.exposure_gain_range must be [low, high] with 0 < low <= 1 <= high, found {[lo, hi]}"
+        )
+    return {"exposure_target": target, "exposure_gain_range": (lo, hi)}
 
 
 def _parse_artifact(art: Any, where: str) -> Artifact:

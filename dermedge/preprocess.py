@@ -307,6 +307,19 @@ def shades_of_gray_float(pixels: np.ndarray, p: float = 6.0) -> np.ndarray:
     return out
 
 
+def exposure_gain_float(pixels: np.ndarray, target: float, gain_range: tuple[float, float]) -> np.ndarray:
+    """HxWx3 float32 pixels in [0, 255] scaled by one gain, ``target / mean pixel value`` bounded to ``gain_range``,
+    and clipped to [0, 255] (what ``prepare`` and the pipeline graph compute for ``input.exposure_target``).
+
+    One gain for all three channels keeps the colour ratios, which carry the diagnosis; the bound keeps a
+    near-black photo from being amplified into noise."""
+    lo, hi = np.float32(gain_range[0]), np.float32(gain_range[1])
+    level = np.maximum(pixels.mean(dtype=np.float32), np.float32(1e-6))
+    gain = np.clip(np.float32(target) / level, lo, hi)
+    out: np.ndarray = np.clip(pixels * gain, 0.0, 255.0).astype(np.float32)
+    return out
+
+
 def read_file(path: str | os.PathLike[str], name: str | None = None, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     """Read a file's bytes with errors that say what went wrong.
 
@@ -361,7 +374,8 @@ def read_image(
 def prepare(image: np.ndarray, spec: InputSpec) -> np.ndarray:
     """Resize, centre-crop and normalise one HxWx3 uint8 RGB image into a 3xHxW float32 tensor.
 
-    With ``spec.colour_constancy == "shades_of_gray"`` the resized image is colour-corrected before the crop.
+    With ``spec.colour_constancy == "shades_of_gray"`` the resized image is colour-corrected before the crop; with
+    ``spec.exposure_target > 0`` it is then brought to that mean pixel value (:func:`exposure_gain_float`).
 
     ``shorter_side``: scale so the shorter side equals ``spec.resize_size`` (aspect kept);
     ``squash``: scale both sides to ``resize_size``. Then crop ``spec.size`` from the centre.
@@ -382,6 +396,8 @@ def prepare(image: np.ndarray, spec: InputSpec) -> np.ndarray:
         pixels = cv2.resize(pixels, (new_w, new_h), interpolation=interp)
     if spec.colour_constancy == "shades_of_gray":
         pixels = shades_of_gray_float(pixels)
+    if spec.exposure_target > 0:
+        pixels = exposure_gain_float(pixels, spec.exposure_target, spec.exposure_gain_range)
     top, left = (new_h - out_h) // 2, (new_w - out_w) // 2
     crop = pixels[top : top + out_h, left : left + out_w]
     if spec.channel_order == "BGR":

@@ -118,13 +118,44 @@ def _shades_of_gray_nodes(x: str, out: str) -> tuple[list[Any], list[Any]]:
     return n, inits
 
 
+def _exposure_gain_nodes(
+    x: str, out: str, target: float, gain_range: tuple[float, float]
+) -> tuple[list[Any], list[Any]]:
+    """``dermedge.preprocess.exposure_gain_float`` on float NCHW pixels in [0, 255]: per image
+    gain = clip(target / max(mean over C, H, W, 1e-6), low, high), out = clip(x * gain, 0, 255)."""
+    from onnx import helper
+
+    inits = [
+        _const("ex/target", np.array(target, np.float32)),
+        _const("ex/eps", np.array(1e-6, np.float32)),
+        _const("ex/g_lo", np.array(gain_range[0], np.float32)),
+        _const("ex/g_hi", np.array(gain_range[1], np.float32)),
+        _const("ex/lo", np.array(0.0, np.float32)),
+        _const("ex/hi", np.array(255.0, np.float32)),
+        _const("ex/third", np.array(1.0 / 3.0, np.float32)),
+        _const("ex/axis_c", np.array([1], np.int64)),
+    ]
+    n = [
+        helper.make_node("GlobalAveragePool", [x], ["ex/mean_hw"]),  # (N, 3, 1, 1) in every opset
+        helper.make_node("ReduceSum", ["ex/mean_hw", "ex/axis_c"], ["ex/sum_c"], keepdims=1),
+        helper.make_node("Mul", ["ex/sum_c", "ex/third"], ["ex/level"]),  # (N, 1, 1, 1)
+        helper.make_node("Max", ["ex/level", "ex/eps"], ["ex/level_safe"]),
+        helper.make_node("Div", ["ex/target", "ex/level_safe"], ["ex/gain_raw"]),
+        helper.make_node("Clip", ["ex/gain_raw", "ex/g_lo", "ex/g_hi"], ["ex/gain"]),
+        helper.make_node("Mul", [x, "ex/gain"], ["ex/scaled"]),
+        helper.make_node("Clip", ["ex/scaled", "ex/lo", "ex/hi"], [out]),
+    ]
+    return n, inits
+
+
 def preprocess_nodes(spec: InputSpec, out_name: str) -> tuple[list[Any], list[Any]]:
     """Nodes and initialisers from ``pixels`` (uint8 NHWC) to the encoder's normalised NCHW float input.
 
     Mirrors ``dermedge.preprocess.prepare``: ``shorter_side`` scales so the shorter side becomes
     ``resize_size`` with Python's round-half-even and never below the crop, ``squash`` scales both sides;
     the resize runs in float32 like ``prepare`` (not rounded back to uint8); centre crop with
-    floor division (after Shades of Gray where ``colour_constancy`` asks for it); optional RGB->BGR;
+    floor division (after Shades of Gray where ``colour_constancy`` asks for it and the exposure gain where
+    ``exposure_target`` does); optional RGB->BGR;
     ``(x - 255 mean) * 1 / (255 std)`` in float32.
     """
     from onnx import TensorProto, helper
@@ -187,6 +218,11 @@ def preprocess_nodes(spec: InputSpec, out_name: str) -> tuple[list[Any], list[An
     if spec.colour_constancy == "shades_of_gray":
         sog_nodes, sog_inits = _shades_of_gray_nodes(resized, "pre/resized_cc")
         n, inits, resized = n + sog_nodes, inits + sog_inits, "pre/resized_cc"
+    if spec.exposure_target > 0:
+        ex_nodes, ex_inits = _exposure_gain_nodes(
+            resized, "pre/resized_ex", spec.exposure_target, spec.exposure_gain_range
+        )
+        n, inits, resized = n + ex_nodes, inits + ex_inits, "pre/resized_ex"
     n += [
         helper.make_node("Sub", ["pre/new_hw", "pre/out_hw"], ["pre/margin"]),
         helper.make_node("Div", ["pre/margin", "pre/two"], ["pre/start"]),  # non-negative: floor division
@@ -280,6 +316,11 @@ def pipeline_metadata(bundle: Bundle, head: LinearHead | None, precision: str, o
                     "resize_size": spec.resize_size,
                     "interpolation": spec.interpolation,
                     "colour_constancy": spec.colour_constancy,
+                    **(
+                        {"exposure_target": spec.exposure_target, "exposure_gain_range": list(spec.exposure_gain_range)}
+                        if spec.exposure_target > 0
+                        else {}
+                    ),
                     "crop": spec.crop,
                     "crop_size_hw": list(spec.size),
                     "channel_order": spec.channel_order,

@@ -45,6 +45,15 @@ def _add_embedding_arguments(p: argparse.ArgumentParser) -> None:
         help="append a BINS^3 RGB colour histogram of the crop to the embedding, inside the encoder file (8: +512-d)",
     )
     p.add_argument(
+        "--exposure-target",
+        type=float,
+        default=0.0,
+        metavar="PIXEL",
+        help="scale every resized photo by one gain (bounded 0.5-2.5) so its mean pixel value is PIXEL before the "
+        "crop, in every runtime (manifest input.exposure_target, schema 4): dim and over-exposed photos look like "
+        "the training photos (158.4 is the mean of ours, benchmarks/exposure.py); 0: off",
+    )
+    p.add_argument(
         "--pooled-stages",
         type=stage_list,
         default=(),
@@ -147,6 +156,7 @@ def run_export(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         head_l2=args.gate_head_l2,
         colour_histogram=args.colour_histogram,
+        exposure_target=args.exposure_target,
         pooled_stages=args.pooled_stages,
         fine_stages=args.fine_stages,
     )

@@ -135,6 +135,15 @@ def _add_embedding_options(p: argparse.ArgumentParser) -> None:
         "model uses 8; the yardstick row for --run is then its '+ colour histogram' one)",
     )
     p.add_argument(
+        "--exposure-target",
+        type=float,
+        default=0.0,
+        metavar="PIXEL",
+        help="scale every resized photo by one gain (bounded 0.5-2.5) so its mean pixel value is PIXEL before the "
+        "crop, in every runtime (manifest input.exposure_target, schema 4): dim and over-exposed photos look like "
+        "the training photos (158.4 is the mean of ours, benchmarks/exposure.py); 0: off",
+    )
+    p.add_argument(
         "--pooled-stages",
         type=stage_list,
         default=(),
@@ -247,6 +256,7 @@ def _export(
         overwrite=True,
         head_l2=l2,
         colour_histogram=args.colour_histogram,
+        exposure_target=args.exposure_target,
         pooled_stages=args.pooled_stages,
         fine_stages=args.fine_stages,
         advanced=AdvancedQuantization(fine_fp32=args.fine_fp32),

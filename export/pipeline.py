@@ -59,6 +59,9 @@ class ExportRequest:
     # > 0: append a bins^3 RGB colour histogram of the crop to the embedding, inside the encoder file
     # (dermedge.export.colour); kept in FP32 by the quantisers
     colour_histogram: int = 0
+    # > 0: the manifest's input.exposure_target (schema 4): every runtime brings the resized photo to this mean
+    # pixel value with one bounded gain before the crop (dermedge.preprocess.exposure_gain_float)
+    exposure_target: float = 0.0
     # timm feature indices whose globally average-pooled outputs follow the final features, in this order
     # (dermedge.training.encoders.WithStagePools; the manifest's encoder.pooled_stages)
     pooled_stages: tuple[int, ...] = ()
@@ -99,6 +102,7 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
         size=(size, size),
         resize_size=req.resize_size or default_resize(size),
         colour_constancy=ckpt.colour_constancy,
+        exposure_target=req.exposure_target,
     )
     work = Path(tempfile.mkdtemp(prefix="dermedge-export-"))
     try:
@@ -232,6 +236,8 @@ def _check_request(req: ExportRequest) -> None:
     """Refuse unknown or repeated names and precisions no requested backend runs (nothing is guessed)."""
     if req.colour_histogram and not 2 <= req.colour_histogram <= 16:
         raise ExportError(f"colour histogram bins must be 0 (off) or 2-16 per channel, got {req.colour_histogram}")
+    if not 0 <= req.exposure_target <= 255:
+        raise ExportError(f"the exposure target is a mean pixel value in (0, 255] (0: off), got {req.exposure_target}")
     for kind, names, known in (("format", req.formats, tuple(BACKENDS)), ("precision", req.precisions, PRECISIONS)):
         for name in names:
             if name not in known:

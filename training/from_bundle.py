@@ -180,6 +180,8 @@ def _sidecar(
             "pooled_stages": [[int(s), int(c)] for s, c in enc.pooled_stages],
             "fine_stages": [[int(s), int(c)] for s, c in enc.fine_stages],
             "colour_histogram_bins": enc.colour_histogram_bins,
+            # the bundle's inference-only exposure gain (not part of the weights; export's --exposure-target)
+            "exposure_target": inp.exposure_target,
             "commands": [str(c) for c in man.provenance.get("commands") or []],
         },
         "labels": list(man.head.labels) if man.head else training.get("labels"),

@@ -114,8 +114,37 @@ def test_colour_constancy_is_schema_2_and_an_older_schema_cannot_claim_it(tiny_b
     data["input"]["colour_constancy"] = "retinex"
     with pytest.raises(BundleError, match="colour_constancy"):
         parse_manifest(data)
+    data["schema_version"] = 5
+    with pytest.raises(BundleError, match="schema_version 5 is not supported"):
+        parse_manifest(data)
+
+
+def test_exposure_target_is_schema_4_and_its_numbers_are_checked(tiny_bundle: Path) -> None:
+    spec = InputSpec(size=(8, 8), resize_size=9, exposure_target=158.4)
+    assert spec.schema_version == 4
+    assert spec.to_manifest()["exposure_target"] == 158.4 and spec.to_manifest()["exposure_gain_range"] == [0.5, 2.5]
+    assert "exposure_target" not in InputSpec(size=(8, 8), resize_size=9).to_manifest()
+    data = json.loads((tiny_bundle / "manifest.json").read_text())
+    data["input"] = spec.to_manifest()
+    data["schema_version"] = 3  # a dermedge that knows only schema 3 would ignore the gain: refused by name
+    with pytest.raises(BundleError, match="input.exposure_target needs schema_version 4"):
+        parse_manifest(data)
     data["schema_version"] = 4
-    with pytest.raises(BundleError, match="schema_version 4 is not supported"):
+    parsed = parse_manifest(data).input
+    assert parsed.exposure_target == 158.4 and parsed.exposure_gain_range == (0.5, 2.5)
+    for key, value, says in [
+        ("exposure_target", 0, "must be a pixel value in"),
+        ("exposure_target", 300.0, "must be a pixel value in"),
+        ("exposure_target", "bright", "must be a number"),
+        ("exposure_gain_range", [1.5, 2.5], "0 < low <= 1 <= high"),
+        ("exposure_gain_range", [0.5], "must have 2 numbers"),
+    ]:
+        bad = json.loads(json.dumps(data))
+        bad["input"][key] = value
+        with pytest.raises(BundleError, match=says):
+            parse_manifest(bad)
+    del data["input"]["exposure_target"]
+    with pytest.raises(BundleError, match="exposure_gain_range is given without"):
         parse_manifest(data)
 
 

@@ -209,3 +209,31 @@ def test_prepare_with_shades_of_gray_removes_a_cast_and_matches_the_uint8_helper
     np.testing.assert_allclose(
         prepare(warm, same), prepare(shades_of_gray(warm), flat), atol=0.6 / (0.224 * 255) + 1e-3
     )
+
+
+def test_exposure_target_undoes_a_dim_photo_within_its_gain_bounds() -> None:
+    """``input.exposure_target``: a photo darkened to 0.6 prepares (nearly) as the original, since one gain
+    restores its mean; one darkened past the lower gain bound keeps part of the loss; a black photo stays black."""
+    from dermedge.bundle import InputSpec
+    from dermedge.preprocess import exposure_gain_float, prepare
+
+    rng = np.random.default_rng(5)
+    scene = rng.integers(60, 200, size=(48, 64, 3)).astype(np.float32)
+    scene[12:36, 16:48] *= (0.6, 0.45, 0.35)  # a brown "lesion": colour ratios the gain must keep
+    plain = scene.astype(np.uint8)
+    dim = (scene * 0.6).astype(np.uint8)
+    target = float(plain.mean())
+    on = InputSpec(size=(32, 32), resize_size=48, exposure_target=target)
+    off = InputSpec(size=(32, 32), resize_size=48)
+    assert on.schema_version == 4
+    assert np.abs(prepare(plain, off) - prepare(dim, off)).mean() > 0.5
+    assert np.abs(prepare(plain, on) - prepare(dim, on)).mean() < 0.02  # rounding of the dimmed uint8 only
+    very_dim = (scene * 0.25).astype(np.uint8)  # needs a gain of 4, bounded to 2.5
+    out = exposure_gain_float(very_dim.astype(np.float32), target, (0.5, 2.5))
+    np.testing.assert_allclose(out, very_dim.astype(np.float32) * 2.5, rtol=1e-6)
+    black = np.zeros((8, 8, 3), np.float32)
+    assert np.array_equal(exposure_gain_float(black, target, (0.5, 2.5)), black)
+    bright = np.full((8, 8, 3), 250, np.float32)
+    bright[0, 0] = 10
+    out = exposure_gain_float(bright, 110.0, (0.5, 2.5))  # a gain of 0.45, bounded to 0.5
+    assert out.max() == pytest.approx(125.0) and out.min() == pytest.approx(5.0)

@@ -41,8 +41,17 @@ SHAPES = [(90, 120), (131, 67), (64, 64), (20, 25), (37, 37), (33, 200), (32, 32
         InputSpec(size=(32, 32), resize_size=40, channel_order="BGR", interpolation="nearest"),
         InputSpec(size=(32, 32), resize_size=37, interpolation="cubic", mean=(0.5, 0.5, 0.5), std=(0.2, 0.3, 0.4)),
         InputSpec(size=(32, 32), resize_size=36, colour_constancy="shades_of_gray"),
+        # brightened until some pixels clip at 255; darkened past the gain's lower bound, after Shades of Gray
+        InputSpec(size=(32, 32), resize_size=36, exposure_target=210.0),
+        InputSpec(
+            size=(32, 32),
+            resize_size=36,
+            colour_constancy="shades_of_gray",
+            exposure_target=30.0,
+            exposure_gain_range=(0.6, 2.0),
+        ),
     ],
-    ids=["shorter_side", "squash", "bgr_nearest", "cubic_custom_norm", "shades_of_gray"],
+    ids=["shorter_side", "squash", "bgr_nearest", "cubic_custom_norm", "shades_of_gray", "exposure", "sog_exposure"],
 )
 def test_pipeline_equals_model_classify(tmp_path: Path, spec: InputSpec) -> None:
     bundle = write_tiny_bundle(tmp_path / "b", input_spec=spec, abstain=True)

@@ -12,6 +12,7 @@ pytest.importorskip("nncf")
 from helpers import skin_image  # noqa: E402
 
 import dermedge  # noqa: E402
+import dermedge.info_text  # noqa: E402
 from dermedge.cli import main  # noqa: E402
 
 
@@ -178,3 +179,29 @@ def test_a_colour_constant_checkpoint_exports_a_schema_2_bundle_that_corrects_ca
             a, b = m.embed([img, warm])
         embeddings[name] = float(np.linalg.norm(a - b) / np.linalg.norm(a))
     assert embeddings["sog"] < 0.5 * embeddings["plain"], embeddings
+
+
+def test_exposure_target_exports_a_schema_4_bundle_that_undoes_dim_photos(
+    run_dir: Path, labelled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--exposure-target``: the manifest carries the gain (schema 4), the runtime applies it, so a photo dimmed
+    to 0.6 barely moves the embedding, unlike the plain bundle's; a target outside (0, 255] is refused."""
+    img = skin_image(48, 64, seed=5)
+    dim = (img.astype(np.float32) * 0.6).astype(np.uint8)
+    moved = {}
+    for name, extra in (("plain", []), ("gain", ["--exposure-target", f"{img.mean():.2f}"])):
+        out = tmp_path / name
+        argv = ["export", "--checkpoint", str(run_dir), "--formats", "onnxruntime", "--precision", "fp32", *extra]
+        assert main([*argv, "--eval-data", str(labelled), "--calib-size", "8", "--out", str(out)]) == 0
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["schema_version"] == (4 if extra else 1)
+        assert ("exposure_target" in manifest["input"]) == bool(extra)
+        with dermedge.load_model(out, backend="onnxruntime", precision="fp32") as m:
+            a, b = m.embed([img, dim])
+            assert ("exposure gain to mean" in dermedge.info_text.format_info(m.info())) == bool(extra)
+        moved[name] = float(np.linalg.norm(a - b) / np.linalg.norm(a))
+    assert moved["gain"] < 0.2 * moved["plain"], moved
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", str(run_dir), "--exposure-target", "300", "--out", str(tmp_path / "bad")])
+    assert "exposure target is a mean pixel value in (0, 255]" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
