@@ -2,6 +2,9 @@
 
     python benchmarks/exposure.py --data ../shared/data --out benchmarks/results/<machine>/exposure [--bundle B]
         [--limit N] [--reps 300]
+    # several bundles on the same photos, each later one paired with the first (robust_rule.md):
+    python benchmarks/exposure.py --bundle dermedge/models/default --bundle build/robust-A --bundle build/robust-B \
+        --no-variants --out benchmarks/results/<machine>/exposure_robust
 
 ``framing.py`` found that a dim photo (pixel values x 0.6) costs the built-in model 0.13 macro-F1 and most of its
 melanoma AUROC, and that heads without the colour histogram lose much less there. This benchmark asks the next
@@ -27,6 +30,10 @@ regression, L2 by grouped CV) on the unchanged training + validation photos:
   photos', bounded 0.5-2.5) before the bundle's encoder and histogram, at inference only (no retraining);
 - the baselines: an 8x8x8 colour histogram of the crop and a random-init encoder of the same architecture.
 
+With several ``--bundle``s, each bundle's shipped head is scored alike, and each later bundle minus the first on
+the same photos (paired), and a summary gives each bundle's lowest macro-F1, largest loss and lowest melanoma AUROC
+over the lights. ``--no-variants`` leaves out the refitted heads (the costliest part).
+
 Per system and condition: macro-F1 over the 8 classes, melanoma AUROC, the share of photos with the same top-1 label
 as the same system gave the photo as taken, and the macro-F1 change from the photos as taken with a paired 95 % CI
 (patients/lesions resampled). Needs torch (the random-init baseline); no GPU.
@@ -49,6 +56,7 @@ import framing  # noqa: E402
 
 import dermedge  # noqa: E402
 from dermedge.bench import device_info  # noqa: E402
+from dermedge.metrics import bootstrap_ci, macro_f1, roc_auc  # noqa: E402
 from dermedge.preprocess import read_image  # noqa: E402
 
 GAIN_RANGE = (0.5, 2.5)
@@ -155,47 +163,120 @@ class Variants:
         }
 
 
+def bundle_names(models: list[Any], paths: list[str | None]) -> list[str]:
+    """``NAME VERSION`` of each bundle, with its path where two would read the same."""
+    names = [f"{m.manifest.name} {m.manifest.version}" for m in models]
+    return [f"{n} ({p or 'built-in'})" if names.count(n) > 1 else n for n, p in zip(names, paths)]
+
+
+def paired(
+    y: np.ndarray, groups: np.ndarray, probs: np.ndarray, base: np.ndarray, mel: int, reps: int
+) -> dict[str, Any]:
+    """A bundle minus the base bundle on the same photos: macro-F1 with a paired 95 % CI (patients/lesions
+    resampled) and melanoma AUROC."""
+    n = probs.shape[1]
+    pred, base_pred = probs.argmax(1), base.argmax(1)
+
+    def delta(i: np.ndarray) -> float:
+        return macro_f1(y[i], pred[i], n) - macro_f1(y[i], base_pred[i], n)
+
+    is_mel = (y == mel).astype(int)
+    return {
+        "delta_macro_f1": delta(np.arange(len(y))),
+        "delta_ci": bootstrap_ci(groups, delta, reps=reps) if reps else None,
+        "delta_mel_auroc": roc_auc(is_mel, probs[:, mel]) - roc_auc(is_mel, base[:, mel]),
+    }
+
+
+def worst_light(rows: list[dict[str, Any]], systems: list[str]) -> list[dict[str, Any]]:
+    """Per system over the conditions: the lowest macro-F1 (and where), the largest loss from its own photos as
+    taken, and the lowest melanoma AUROC; the figures ``robust_rule.md`` judges by."""
+    out = []
+    for s in systems:
+        mine = [r for r in rows if r["system"] == s]
+        low = min(mine, key=lambda r: r["macro_f1"])
+        drop = min(mine, key=lambda r: r["delta_macro_f1"])
+        auroc = min(mine, key=lambda r: r["mel_auroc"])
+        out.append(
+            {
+                "system": s,
+                "as_taken_macro_f1": mine[0]["macro_f1"],
+                "as_taken_mel_auroc": mine[0]["mel_auroc"],
+                "lowest_macro_f1": low["macro_f1"],
+                "lowest_macro_f1_condition": low["condition"],
+                "largest_drop": drop["delta_macro_f1"],
+                "largest_drop_condition": drop["condition"],
+                "lowest_mel_auroc": auroc["mel_auroc"],
+                "lowest_mel_auroc_condition": auroc["condition"],
+            }
+        )
+    return out
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.time()
-    model = dermedge.load_model(args.bundle, backend="onnxruntime", precision="fp32", threads=args.threads)
-    m = model.manifest
-    size, resize = m.input.size[0], m.input.resize_size
+    paths: list[str | None] = list(args.bundle or [None])
+    resolved = [str(Path(b).resolve()) if b else "built-in" for b in paths]
+    if len(set(resolved)) < len(resolved):
+        raise SystemExit(f"exposure: a bundle is given twice: {' '.join(args.bundle)}")
+    models = [dermedge.load_model(b, backend="onnxruntime", precision="fp32", threads=args.threads) for b in paths]
+    model, m = models[0], models[0].manifest
+    names = bundle_names(models, paths)
+    size = m.input.size[0]
+    resize = max(x.manifest.input.resize_size for x in models)
     labels = list(model.head.labels)
+    for x, name in zip(models[1:], names[1:]):
+        if sorted(x.head.labels) != sorted(labels):
+            raise SystemExit(f"exposure: {name} has other labels than {names[0]}; compare bundles of one label set")
     fit, test = framing.load_test(Path(args.data), args.limit)
     photos = [read_image(s.path, target_short_side=resize) for s in test]
     y, groups = np.array([labels.index(s.label) for s in test]), np.array([s.group for s in test])
+    mel = labels.index("MEL")
     fit_photos = [read_image(s.path, target_short_side=resize) for s in fit]
     fit_y, fit_groups = [s.label for s in fit], [s.group for s in fit]
-    base = framing.Baselines(m.encoder.arch, size, resize)
+    base = framing.Baselines(m.encoder.arch, size, m.input.resize_size)
     base.fit(fit_photos, fit_y, fit_groups)
-    variants = Variants(model, fit_photos, fit_y, fit_groups)
+    variants = None if args.no_variants else Variants(model, fit_photos, fit_y, fit_groups)
+    photo_target = float(np.mean([r.mean() for r in fit_photos]))
     print(f"exposure: heads fitted on {len(fit)} photos, {time.time() - t0:.0f} s", file=sys.stderr)
     del fit_photos
     rows: list[dict[str, Any]] = []
+    pairs: list[dict[str, Any]] = []
     ref: dict[str, np.ndarray] = {}
     for cond, transform in CONDITIONS.items():
         t = time.time()
         items = [p if transform is None else transform(p, i) for i, p in enumerate(photos)]
-        shipped = framing.bundle_system(model, items)
-        systems = {f"{m.name} {m.version}": shipped}
-        systems.update(variants.predict(items, labels))
+        systems = {name: framing.bundle_system(x, items) for x, name in zip(models, names)}
+        for name in names[1:]:  # every bundle's probabilities in the base's label order
+            order = list(models[names.index(name)].head.labels)
+            systems[name]["probs"] = systems[name]["probs"][:, [order.index(lab) for lab in labels]]
+        if variants is not None:
+            systems.update(variants.predict(items, labels))
         systems.update(base.predict(items, labels))
         for name, out in systems.items():
             ref.setdefault(name, out["probs"])  # "as taken" comes first
-            r = framing.score(y, groups, out["probs"], ref[name], labels.index("MEL"), args.reps)
+            r = framing.score(y, groups, out["probs"], ref[name], mel, args.reps)
             if out["abstain"] is not None:
                 r["abstain_rate"] = float(out["abstain"].mean())
             rows.append({"condition": cond, "system": name, **r})
+        for name in names[1:]:
+            d = paired(y, groups, systems[name]["probs"], systems[names[0]]["probs"], mel, args.reps)
+            pairs.append({"condition": cond, "system": name, "base": names[0], **d})
         print(f"exposure: {cond}: {len(items)} photos, {time.time() - t:.0f} s", file=sys.stderr)
-    model.close()
+    for x in models:
+        x.close()
+    targets = {**(variants.targets if variants else {}), "photo_mean": photo_target, "gain_range": list(GAIN_RANGE)}
     return {
         "device": device_info(),
-        "bundle": args.bundle or "default",
+        "bundle": args.bundle[0] if args.bundle else "default",
+        "bundles": [p or "default" for p in paths],
         "n_test": len(test),
         "n_fit": len(fit),
-        "targets": {**variants.targets, "photo_mean": variants.photo_target, "gain_range": list(GAIN_RANGE)},
-        "l2": {k: h.metrics["l2"] for k, h in variants.heads.items()},
+        "targets": targets,
+        "l2": {k: h.metrics["l2"] for k, h in variants.heads.items()} if variants else {},
         "rows": rows,
+        "pairs": pairs,
+        "worst_light": worst_light(rows, names),
         "wall_s": time.time() - t0,
         "command": "python benchmarks/exposure.py " + " ".join(sys.argv[1:]),
     }
@@ -203,23 +284,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> str:
     rows = report["rows"]
-    shipped = rows[0]["system"]
     tg = report["targets"]
-    # two tables of at most four systems each, so that a row fits on a screen
+    bundles = list(dict.fromkeys(p["system"] for p in report.get("pairs", [])))
+    shipped = rows[0]["system"]
     systems = list(dict.fromkeys(r["system"] for r in rows))
-    first = [s for s in systems if not s.startswith("refit")]
+    # tables of at most four systems each, so that a row fits on a screen
+    first = [s for s in systems if not s.startswith("refit") and s not in bundles]
     second = [shipped] + [s for s in systems if s.startswith("refit")]
     intro = (
         f"{report['n_test']} internal test photos (the card's split); every refitted head and the baselines' heads "
         f"fitted on {report['n_fit']} unchanged training + validation photos. Same label: the share of photos whose "
         "top-1 label is the one the same system gave the photo as taken. Abstain: the bundle's own flag."
-    )
-    second_intro = (
-        "The same encoder with its colour histogram made exposure-invariant (the crop scaled by one gain per photo "
-        f"before binning: mean pixel value to {tg['mean']:.1f}, or the brightest channel's 95th percentile to "
-        f"{tg['p95']:.0f}; gain bounded {tg['gain_range'][0]}-{tg['gain_range'][1]}), without it, or with the whole "
-        f"photo gain-normalised (mean pixel value to {tg['photo_mean']:.1f}) before the encoder, at inference only. "
-        "Same run, same photos."
     )
     lines = [
         "# The light a photo is taken in: the built-in model beside the baselines, and exposure normalisation",
@@ -229,18 +304,81 @@ def markdown(report: dict[str, Any]) -> str:
         intro,
         "",
         *framing._table([r for r in rows if r["system"] in first], with_abstain=True),
-        "",
-        second_intro,
-        "",
-        *framing._table([r for r in rows if r["system"] in second], with_abstain=False),
     ]
+    if bundles:
+        lines += [
+            "",
+            f"The other bundles, each with its own shipped head, on the same photos in the same run: as measured, and "
+            f"minus {shipped} (paired: patients/lesions resampled).",
+            "",
+            *framing._table([r for r in rows if r["system"] in bundles], with_abstain=False),
+            "",
+            *_pairs_table(report["pairs"], shipped),
+        ]
+    if len(second) > 1:
+        lines += [
+            "",
+            "The same encoder with its colour histogram made exposure-invariant (the crop scaled by one gain per photo "
+            f"before binning: mean pixel value to {tg['mean']:.1f}, or the brightest channel's 95th percentile to "
+            f"{tg['p95']:.0f}; gain bounded {tg['gain_range'][0]}-{tg['gain_range'][1]}), without it, or with the "
+            f"whole photo gain-normalised (mean pixel value to {tg['photo_mean']:.1f}) before the encoder, at "
+            "inference only. Same run, same photos.",
+            "",
+            *framing._table([r for r in rows if r["system"] in second], with_abstain=False),
+        ]
+    if report.get("worst_light"):
+        lines += [
+            "",
+            "Each bundle over the six lights (what `robust_rule.md` judges):",
+            "",
+            "| bundle | as taken: macro-F1 / MEL AUROC | lowest macro-F1 | largest loss from as taken "
+            "| lowest MEL AUROC |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {w['system']} | {w['as_taken_macro_f1']:.3f} / {w['as_taken_mel_auroc']:.3f} | "
+                f"{w['lowest_macro_f1']:.3f} ({w['lowest_macro_f1_condition']}) | {w['largest_drop']:+.3f} "
+                f"({w['largest_drop_condition']}) | {w['lowest_mel_auroc']:.3f} ({w['lowest_mel_auroc_condition']}) |"
+                for w in report["worst_light"]
+            ),
+        ]
     return "\n".join(lines) + "\n"
+
+
+def _pairs_table(pairs: list[dict[str, Any]], base: str) -> list[str]:
+    """One row per condition, one column per later bundle: macro-F1 and MEL AUROC minus the base bundle's."""
+    systems = list(dict.fromkeys(p["system"] for p in pairs))
+    by = {(p["condition"], p["system"]): p for p in pairs}
+    lines = [
+        "| condition | " + " | ".join(f"{s} minus {base}: macro-F1 [95 % CI] / MEL AUROC" for s in systems) + " |",
+        "|---|" + "---|" * len(systems),
+    ]
+    for cond in dict.fromkeys(p["condition"] for p in pairs):
+        cells = []
+        for s in systems:
+            p, ci = by[(cond, s)], by[(cond, s)]["delta_ci"]
+            cells.append(
+                f"{p['delta_macro_f1']:+.3f}"
+                + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
+                + f" / {p['delta_mel_auroc']:+.3f}"
+            )
+        lines.append(f"| {cond} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data")
-    ap.add_argument("--bundle", help="default: the built-in bundle")
+    ap.add_argument(
+        "--bundle",
+        action="append",
+        help="a bundle to measure (default: the built-in one); repeat to compare: the later ones are paired with the "
+        "first on the same photos",
+    )
+    ap.add_argument(
+        "--no-variants",
+        action="store_true",
+        help="leave out the refitted heads on the first bundle's embedding (each bundle's own head and the baselines)",
+    )
     ap.add_argument("--limit", type=int, default=0, help="a random subset of N test photos (and 4N to fit; dry runs)")
     ap.add_argument("--reps", type=int, default=300, help="bootstrap resamples for the CIs (0: none)")
     ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads")

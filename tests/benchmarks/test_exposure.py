@@ -111,3 +111,59 @@ def test_markdown_has_the_baselines_table_and_the_variants_table() -> None:
     assert "refit, without colour histogram" in tables[1] and "colour histogram 8x8x8" not in tables[1]
     assert len(tables[1].strip().splitlines()) == 4  # header, rule, two conditions
     assert "mean pixel value to 151.2" in text
+
+
+def test_several_bundles_are_paired_with_the_first_and_summarised_over_the_lights() -> None:
+    """Two bundles on the same photos: the pair row is the difference of their macro-F1s (zero for a bundle and
+    itself, whose names are told apart by path), and the summary finds each system's worst light."""
+
+    def row(cond: str, system: str, f1: float, delta: float, auroc: float) -> dict[str, object]:
+        return {"condition": cond, "system": system, "n": 10, "macro_f1": f1, "mel_auroc": auroc, "agreement": 0.9,
+                "delta_macro_f1": delta, "delta_ci": [delta - 0.01, delta + 0.01], "abstain_rate": 0.05}  # fmt: skip
+
+    rows = [
+        row("as taken", "A", 0.50, 0.0, 0.90), row("as taken", "B", 0.48, 0.0, 0.89),
+        row("dim", "A", 0.30, -0.20, 0.60), row("dim", "B", 0.47, -0.01, 0.88),
+        row("cast", "A", 0.40, -0.10, 0.80), row("cast", "B", 0.44, -0.04, 0.85),
+    ]  # fmt: skip
+    worst = {w["system"]: w for w in E.worst_light(rows, ["A", "B"])}
+    assert worst["A"]["lowest_macro_f1"] == 0.30 and worst["A"]["lowest_macro_f1_condition"] == "dim"
+    assert worst["B"]["largest_drop"] == -0.04 and worst["B"]["largest_drop_condition"] == "cast"
+    assert worst["B"]["lowest_mel_auroc"] == 0.85 and worst["A"]["as_taken_macro_f1"] == 0.50
+
+    y = np.array([0, 0, 1, 1, 2, 2, 0, 1])
+    groups = np.array([f"g{i}" for i in range(8)])
+    base = np.eye(3)[[0, 0, 1, 1, 2, 2, 0, 1]].astype(np.float32)  # all right
+    worse = np.eye(3)[[0, 1, 1, 1, 2, 0, 0, 1]].astype(np.float32)  # two wrong
+    same = E.paired(y, groups, base, base, mel=1, reps=20)
+    assert same["delta_macro_f1"] == 0 and same["delta_mel_auroc"] == 0 and same["delta_ci"] == [0.0, 0.0]
+    d = E.paired(y, groups, worse, base, mel=1, reps=50)
+    assert d["delta_macro_f1"] < 0 and d["delta_ci"][0] <= d["delta_macro_f1"] <= d["delta_ci"][1]
+
+    report = {"command": "python benchmarks/exposure.py", "wall_s": 60, "device": {"cpu_model": "X"}, "n_test": 10,
+              "n_fit": 40, "targets": {"photo_mean": 157.0, "gain_range": [0.5, 2.5]},
+              "rows": rows + [row(c, "colour histogram 8x8x8", 0.3, 0.0, 0.7) for c in ("as taken", "dim", "cast")],
+              "pairs": [{"condition": c, "system": "B", "base": "A", "delta_macro_f1": -0.02, "delta_ci": None,
+                         "delta_mel_auroc": 0.01} for c in ("as taken", "dim", "cast")],
+              "worst_light": E.worst_light(rows, ["A", "B"])}  # fmt: skip
+    text = E.markdown(report)
+    tables = [t for t in text.split("\n\n") if t.startswith("| ")]
+    assert len(tables) == 4  # base + baselines, the other bundles, their differences, the summary
+    assert "| B |" not in tables[0] and "colour histogram 8x8x8" in tables[0]
+    assert "B minus A" in tables[2] and "-0.020 / +0.010" in tables[2]
+    assert len(tables[3].strip().splitlines()) == 4 and "0.300 (dim)" in tables[3]
+
+
+def test_bundle_names_tell_the_same_name_and_version_apart_by_path() -> None:
+    class M:
+        def __init__(self, version: str) -> None:
+            self.manifest = type("Manifest", (), {"name": "dermedge-default", "version": version})()
+
+    assert E.bundle_names([M("0.5.1"), M("0.5.1-gain")], [None, "b"]) == [
+        "dermedge-default 0.5.1",
+        "dermedge-default 0.5.1-gain",
+    ]
+    assert E.bundle_names([M("0.5.1"), M("0.5.1")], [None, "b"]) == [
+        "dermedge-default 0.5.1 (built-in)",
+        "dermedge-default 0.5.1 (b)",
+    ]
