@@ -389,19 +389,16 @@ def _parse_input(data: dict[str, Any], schema_version: int = SCHEMA_VERSION) -> 
         **_exposure(inp),
     )
     if spec.schema_version > schema_version:
-        field_name = "exposure_target" if spec.exposure_target > 0 else "colour_constancy"
-        raise BundleError(
-            f"manifest: input.{field_name} needs schema_version {spec.schema_version}, "
-            f"the manifest says {schema_version}"
-        )
+        what = "exposure_target" if spec.exposure_target > 0 else "colour_constancy"
+        v = spec.schema_version
+        raise BundleError(f"manifest: input.{what} needs schema_version {v}, the manifest says {schema_version}")
     if spec.resize == "shorter_side" and spec.resize_size < max(spec.size):
         raise BundleError(f"manifest: input.resize_size {spec.resize_size} is smaller than the crop {spec.size}")
     return spec
 
 
 def _exposure(inp: dict[str, Any]) -> dict[str, Any]:
-    """``input.exposure_target`` (a pixel value in (0, 255]) and ``input.exposure_gain_range`` ([low, high] with
-    0 < low <= 1 <= high), or nothing where the target is absent."""
+    """``input.exposure_target`` in (0, 255] and ``exposure_gain_range`` [low <= 1 <= high], or {} without a target."""
     if inp.get("exposure_target") is None:
         if inp.get("exposure_gain_range") is not None:
             raise BundleError("manifest: input.exposure_gain_range is given without input.exposure_target")

@@ -98,12 +98,7 @@ def export_bundle(req: ExportRequest) -> tuple[Path | None, list[dict[str, Any]]
     size = (req.img_size or ckpt.img_size) * (2 if req.fine_stages else 1)  # the bundle's input size
     if size != ckpt.img_size and ckpt.arch.startswith(("vit_", "deit")):
         raise ExportError(f"{ckpt.arch} was trained at {ckpt.img_size} px; ViTs cannot be exported at {size} px")
-    spec = InputSpec(
-        size=(size, size),
-        resize_size=req.resize_size or default_resize(size),
-        colour_constancy=ckpt.colour_constancy,
-        exposure_target=req.exposure_target,
-    )
+    spec = _input_spec(req, ckpt, size)
     work = Path(tempfile.mkdtemp(prefix="dermedge-export-"))
     try:
         encoder, params, embed_dim, (stages, fine), req = _encoder_module(req, ckpt, spec)
@@ -230,6 +225,16 @@ def _provenance(
         "onnx_parity": parity,
         **req.provenance,
     }
+
+
+def _input_spec(req: ExportRequest, ckpt: Any, size: int) -> InputSpec:
+    """The bundle's preprocessing: the checkpoint's colour constancy, the request's sizes and exposure gain."""
+    return InputSpec(
+        size=(size, size),
+        resize_size=req.resize_size or default_resize(size),
+        colour_constancy=ckpt.colour_constancy,
+        exposure_target=req.exposure_target,
+    )
 
 
 def _check_request(req: ExportRequest) -> None:
