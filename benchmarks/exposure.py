@@ -56,7 +56,6 @@ import framing  # noqa: E402
 
 import dermedge  # noqa: E402
 from dermedge.bench import device_info  # noqa: E402
-from dermedge.metrics import bootstrap_ci, macro_f1, roc_auc  # noqa: E402
 from dermedge.preprocess import read_image  # noqa: E402
 
 GAIN_RANGE = (0.5, 2.5)
@@ -173,18 +172,12 @@ def paired(
     y: np.ndarray, groups: np.ndarray, probs: np.ndarray, base: np.ndarray, mel: int, reps: int
 ) -> dict[str, Any]:
     """A bundle minus the base bundle on the same photos: macro-F1 with a paired 95 % CI (patients/lesions
-    resampled) and melanoma AUROC."""
-    n = probs.shape[1]
-    pred, base_pred = probs.argmax(1), base.argmax(1)
-
-    def delta(i: np.ndarray) -> float:
-        return macro_f1(y[i], pred[i], n) - macro_f1(y[i], base_pred[i], n)
-
-    is_mel = (y == mel).astype(int)
+    resampled) and melanoma AUROC (``framing.score`` with the base as the reference)."""
+    r = framing.score(y, groups, probs, base, mel, reps)
     return {
-        "delta_macro_f1": delta(np.arange(len(y))),
-        "delta_ci": bootstrap_ci(groups, delta, reps=reps) if reps else None,
-        "delta_mel_auroc": roc_auc(is_mel, probs[:, mel]) - roc_auc(is_mel, base[:, mel]),
+        "delta_macro_f1": r["delta_macro_f1"],
+        "delta_ci": r["delta_ci"],
+        "delta_mel_auroc": r["mel_auroc"] - r["as_taken_mel_auroc"],
     }
 
 

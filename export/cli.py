@@ -35,15 +35,8 @@ def _add_int8_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_embedding_arguments(p: argparse.ArgumentParser) -> None:
-    """What the encoder file appends to the network's embedding."""
-    p.add_argument(
-        "--colour-histogram",
-        type=int,
-        default=0,
-        metavar="BINS",
-        help="append a BINS^3 RGB colour histogram of the crop to the embedding, inside the encoder file (8: +512-d)",
-    )
+def add_exposure_target(p: argparse.ArgumentParser) -> None:
+    """``--exposure-target`` (export and ``default_model`` alike): the manifest's ``input.exposure_target``."""
     p.add_argument(
         "--exposure-target",
         type=float,
@@ -53,6 +46,18 @@ def _add_embedding_arguments(p: argparse.ArgumentParser) -> None:
         "crop, in every runtime (manifest input.exposure_target, schema 4): dim and over-exposed photos look like "
         "the training photos (158.4 is the mean of ours, benchmarks/exposure.py); 0: off",
     )
+
+
+def _add_embedding_arguments(p: argparse.ArgumentParser) -> None:
+    """What the encoder file appends to the network's embedding."""
+    p.add_argument(
+        "--colour-histogram",
+        type=int,
+        default=0,
+        metavar="BINS",
+        help="append a BINS^3 RGB colour histogram of the crop to the embedding, inside the encoder file (8: +512-d)",
+    )
+    add_exposure_target(p)
     p.add_argument(
         "--pooled-stages",
         type=stage_list,

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 from dermedge.export.baselines import baselines, non_skin_images, test_metrics
-from dermedge.export.cli import stage_list
+from dermedge.export.cli import add_exposure_target, stage_list
 from dermedge.export.quantize import FINE_FP32
 from dermedge.export.shipped_head import Split, fit_head_on, head_dims
 
@@ -134,15 +134,7 @@ def _add_embedding_options(p: argparse.ArgumentParser) -> None:
         help="append a BINS^3 colour histogram of the crop to the embedding inside the encoder file (the built-in "
         "model uses 8; the yardstick row for --run is then its '+ colour histogram' one)",
     )
-    p.add_argument(
-        "--exposure-target",
-        type=float,
-        default=0.0,
-        metavar="PIXEL",
-        help="scale every resized photo by one gain (bounded 0.5-2.5) so its mean pixel value is PIXEL before the "
-        "crop, in every runtime (manifest input.exposure_target, schema 4): dim and over-exposed photos look like "
-        "the training photos (158.4 is the mean of ours, benchmarks/exposure.py); 0: off",
-    )
+    add_exposure_target(p)
     p.add_argument(
         "--pooled-stages",
         type=stage_list,
